@@ -1,0 +1,9 @@
+//! One integration-test binary (as ripgrep does): every module drives the real binaries over
+//! real loopback sockets. `util` is the harness.
+
+mod util;
+
+mod http;
+mod loadgen;
+mod server;
+mod supervisor;

@@ -1,0 +1,291 @@
+//! The harness: start a real binary, wait for its readiness line instead of sleeping, poll
+//! with deadlines, read `/proc`, and kill every process a test started when it is dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const FORKD: &str = env!("CARGO_BIN_EXE_forkd");
+pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_forkd-supervisor");
+pub const LOADGEN: &str = env!("CARGO_BIN_EXE_forkd-loadgen");
+
+/// Polls `f` until it returns `Some`, or panics with `what` once `deadline` has passed.
+pub fn eventually<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running process started by a test, in its own process group, with stderr captured
+/// line by line (a thread drains it so the process never blocks on a full pipe).
+pub struct Proc {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(bin: &str, args: &[&str]) -> Proc {
+        Self::spawn_cmd(Command::new(bin).args(args))
+    }
+
+    pub fn spawn_cmd(cmd: &mut Command) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn test process");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if std::env::var_os("FORKD_TEST_ECHO").is_some() {
+                        eprintln!("[child] {line}");
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc { child, lines }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything the process has printed so far (stderr and stdout, interleaved by line).
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a printed line containing `needle` and returns it.
+    pub fn wait_line(&self, needle: &str, deadline: Duration) -> String {
+        let what = format!("a line containing {needle:?}");
+        let lines = self.lines.clone();
+        let find = || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        };
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(l) = find() {
+                return l;
+            }
+            if Instant::now() > end {
+                panic!("timed out waiting for {what}; output so far:\n{}", self.output().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        eventually(deadline, "process exit", || child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The whole group: a forkd master's workers, a supervisor's direct child. Processes a
+        // supervisor put in a group of their own are its job to end; tests check that it did.
+        let pg = nix::unistd::Pid::from_raw(-self.pid());
+        let _ = nix::sys::signal::kill(pg, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A forkd started by a test, ready to serve.
+pub struct Server {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts forkd with `args` (`--listen 127.0.0.1:0` is added unless `--listen` is given)
+    /// and waits for its readiness line.
+    pub fn start(args: &[&str]) -> Server {
+        let mut all: Vec<&str> = args.to_vec();
+        if !args.iter().any(|a| a.starts_with("--listen")) {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
+        let proc = Proc::spawn(FORKD, &all);
+        let addr = wait_ready(&proc);
+        Server { proc, addr, dir: None }
+    }
+
+    /// Starts forkd serving a fresh temporary docroot filled by `fill`.
+    pub fn with_site(args: &[&str], fill: impl FnOnce(&Path)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path());
+        let root = dir.path().to_str().unwrap().to_string();
+        let mut all = vec!["--root", root.as_str()];
+        all.extend_from_slice(args);
+        let mut s = Server::start(&all);
+        s.dir = Some(dir);
+        s
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.as_ref().unwrap().path().to_path_buf()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// Sends raw bytes on a fresh connection and returns everything the server sends back
+    /// until it closes the connection.
+    pub fn raw(&self, request: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    }
+
+    /// `GET path` with `Connection: close`; returns (status, full response bytes).
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let resp = self.raw(req.as_bytes());
+        (status_of(&resp), resp)
+    }
+}
+
+/// Parses forkd's readiness line: `forkd: ready on http://ADDR/ ...`.
+pub fn wait_ready(proc: &Proc) -> SocketAddr {
+    let line = proc.wait_line("ready on http://", Duration::from_secs(20));
+    let rest = line.split("ready on http://").nth(1).unwrap();
+    let addr = rest.split('/').next().unwrap();
+    addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+}
+
+/// The status code of a raw HTTP response, or 0 if there is none.
+pub fn status_of(resp: &[u8]) -> u16 {
+    let head = String::from_utf8_lossy(&resp[..resp.len().min(64)]);
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The value of header `name` in a raw response head (case-insensitive), if present.
+pub fn header(resp: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(resp);
+    let head = text.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// The body of a raw response (what follows the first blank line).
+pub fn body_of(resp: &[u8]) -> &[u8] {
+    match resp.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => &resp[i + 4..],
+        None => &[],
+    }
+}
+
+/// Open fds of `pid`, each with what it points to, so a failure names the leaked target.
+pub fn fds(pid: i32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.filter_map(|e| {
+                let e = e.ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some(format!("{} -> {}", e.file_name().to_string_lossy(), target.display()))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Pids of the direct children of `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let p = t.path().join("children");
+            if let Ok(s) = std::fs::read_to_string(p) {
+                out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// Every descendant of `pid` (not including `pid`).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut stack = children(pid);
+    while let Some(p) = stack.pop() {
+        out.push(p);
+        stack.extend(children(p));
+    }
+    out
+}
+
+/// The one-letter state of `pid` from `/proc/PID/stat` (`Z` for a zombie), if it exists.
+pub fn state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the state follows the last ')'.
+    s.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Descendants of `pid` that are zombies.
+pub fn zombies(pid: i32) -> Vec<i32> {
+    descendants(pid).into_iter().filter(|p| state(*p) == Some('Z')).collect()
+}
+
+/// A `kB` field of `/proc/PID/status`, such as `VmRSS`.
+pub fn status_kb(pid: i32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The parent pid of `pid`.
+pub fn ppid(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
