@@ -1,2 +1,392 @@
-//! Tests of server, run against the real binaries.
-#[allow(unused_imports)] use crate::util;
+//! The process machinery of forkd, proven on the real binary: no fd leak in the master, no
+//! zombies, a bound on children that load cannot pass, reloads that lose no request and build
+//! no chain of parents, graceful stops, readiness, inherited listeners, privilege drop, and an
+//! accept loop that survives running out of fds.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{self, eventually, Proc, Server};
+
+/// One connection-per-request GET; returns the status, or 0 on any transport failure.
+fn get_once(addr: SocketAddr, path: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut out = Vec::new();
+    if s.read_to_end(&mut out).is_err() {
+        return 0;
+    }
+    util::status_of(&out)
+}
+
+/// `n` connection-per-request GETs from `threads` clients; returns how many were not 200.
+fn hammer(addr: SocketAddr, n: usize, threads: usize) -> usize {
+    let failed = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let failed = failed.clone();
+            std::thread::spawn(move || {
+                for _ in (t..n).step_by(threads) {
+                    if get_once(addr, "/bench/2k.html") != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    failed.load(Ordering::Relaxed) as usize
+}
+
+fn assert_fds_flat(mode_args: &[&str]) {
+    let server = Server::start(mode_args);
+    // Warm up so lazily opened things (none expected) are open before the baseline.
+    assert_eq!(hammer(server.addr, 100, 2), 0);
+    let before = util::fds(server.pid());
+    let failed = hammer(server.addr, 20_000, 4);
+    assert_eq!(failed, 0, "requests failed");
+    let after = util::fds(server.pid());
+    assert_eq!(before, after, "master fds changed after 20,000 connections");
+    let pid = server.pid();
+    eventually(Duration::from_secs(5), "no zombies", || {
+        util::zombies(pid).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn master_fds_flat_after_20k_connections_prefork() {
+    assert_fds_flat(&["--workers", "4"]);
+}
+
+#[test]
+fn master_fds_flat_after_20k_connections_fork() {
+    assert_fds_flat(&["--mode", "fork", "--max-children", "32"]);
+}
+
+#[test]
+fn fork_mode_never_exceeds_max_children_and_answers_503_fast() {
+    let server = Server::start(&["--mode", "fork", "--max-children", "16", "--header-timeout", "20s"]);
+    let pid = server.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (stop, max_seen) = (stop.clone(), max_seen.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let n = util::descendants(pid).len() as u64;
+                max_seen.fetch_max(n, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // 200 idle connections: 16 get a child each, the rest are refused at once.
+    let idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    eventually(Duration::from_secs(10), "16 children busy", || {
+        (util::descendants(pid).len() == 16).then_some(())
+    });
+    let started = Instant::now();
+    let status = get_once(server.addr, "/");
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "a new client while all 16 children are busy");
+    assert!(waited < Duration::from_secs(2), "503 took {waited:?}");
+    let (_, resp) = server.get("/");
+    assert_eq!(util::header(&resp, "Retry-After").as_deref(), Some("1"));
+    drop(idle);
+    // Once the idle clients are gone, children end and new clients are served again.
+    eventually(Duration::from_secs(10), "a 200 after the idle clients left", || {
+        (get_once(server.addr, "/") == 200).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    let max = max_seen.load(Ordering::Relaxed);
+    assert!(max <= 16, "saw {max} children with --max-children 16");
+}
+
+/// Pids of the master's workers, checking the tree is one level deep.
+fn workers_of(pid: i32) -> Vec<i32> {
+    let kids = util::children(pid);
+    for k in &kids {
+        assert!(util::children(*k).is_empty(), "worker {k} has children of its own");
+    }
+    kids
+}
+
+#[test]
+fn fifty_reloads_lose_no_request_and_keep_one_master() {
+    let server = Server::start(&["--workers", "3"]);
+    let pid = server.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let client = {
+        let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), server.addr);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match get_once(addr, "/bench/2k.html") {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    let mut generations = std::collections::HashSet::new();
+    for _ in 0..50 {
+        server.proc.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(40));
+        let w = workers_of(pid);
+        assert!(w.len() <= 3, "more workers than the pool size during reload: {w:?}");
+        generations.extend(w);
+    }
+    eventually(Duration::from_secs(10), "3 workers after the reloads", || {
+        (workers_of(pid).len() == 3).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during reloads");
+    assert!(ok.load(Ordering::Relaxed) > 50, "the client barely ran");
+    assert!(generations.len() > 3, "workers were never replaced: {generations:?}");
+    for w in workers_of(pid) {
+        assert_eq!(util::ppid(w), Some(pid));
+    }
+}
+
+#[test]
+fn reload_rereads_config_and_keeps_the_old_one_when_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("forkd.toml");
+    std::fs::write(&conf, "[server]\nworkers = 2\n").unwrap();
+    let server = Server::start(&["--config", conf.to_str().unwrap()]);
+    let pid = server.pid();
+    eventually(Duration::from_secs(5), "2 workers", || (workers_of(pid).len() == 2).then_some(()));
+
+    std::fs::write(&conf, "[server]\nworkers = \"many\"\n").unwrap();
+    server.proc.signal(Signal::SIGHUP);
+    let line = server.proc.wait_line("reload failed", Duration::from_secs(5));
+    assert!(line.contains("workers"), "the error should name the key: {line}");
+    assert_eq!(get_once(server.addr, "/"), 200);
+    assert_eq!(workers_of(pid).len(), 2);
+
+    std::fs::write(&conf, "[server]\nworkers = 4\nlisten = [\"127.0.0.1:1\"]\n").unwrap();
+    server.proc.signal(Signal::SIGHUP);
+    server.proc.wait_line("listen addresses cannot change on reload", Duration::from_secs(5));
+    eventually(Duration::from_secs(5), "4 workers after reload", || {
+        (workers_of(pid).len() == 4).then_some(())
+    });
+    assert_eq!(get_once(server.addr, "/"), 200);
+}
+
+#[test]
+fn dead_workers_are_replaced_and_the_cause_logged() {
+    let server = Server::start(&["--workers", "2"]);
+    let pid = server.pid();
+    let victim = eventually(Duration::from_secs(5), "2 workers", || {
+        let w = workers_of(pid);
+        (w.len() == 2).then(|| w[0])
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    server.proc.wait_line(&format!("{victim} killed by SIGKILL"), Duration::from_secs(5));
+    eventually(Duration::from_secs(5), "a replacement worker", || {
+        let w = workers_of(pid);
+        (w.len() == 2 && !w.contains(&victim)).then_some(())
+    });
+    assert!(util::zombies(pid).is_empty());
+}
+
+#[test]
+fn workers_are_recycled_after_their_request_budget() {
+    let server = Server::start(&["--workers", "2", "--max-requests-per-worker", "20"]);
+    let pid = server.pid();
+    let first = workers_of(pid);
+    assert_eq!(hammer(server.addr, 200, 2), 0);
+    eventually(Duration::from_secs(5), "recycled workers", || {
+        let now = workers_of(pid);
+        (now.len() == 2 && now.iter().all(|w| !first.contains(w))).then_some(())
+    });
+}
+
+#[test]
+fn sigterm_lets_a_large_download_finish_then_exits_0() {
+    let size = 64 << 20;
+    let mut server = Server::with_site(&["--workers", "2", "--shutdown-timeout", "30s"], |root| {
+        std::fs::write(root.join("big.bin"), vec![7u8; size]).unwrap();
+    });
+    let mut s = server.connect();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = s.read(&mut buf).unwrap();
+    // The download is under way: stop the server now.
+    server.proc.signal(Signal::SIGTERM);
+    // New connections are refused at once (the listener is closed), while the download goes on.
+    eventually(Duration::from_secs(5), "the listener closed", || {
+        TcpStream::connect(server.addr).is_err().then_some(())
+    });
+    loop {
+        std::thread::sleep(Duration::from_micros(200));
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("download cut after {got} bytes: {e}"),
+        }
+    }
+    assert!(got > size, "got {got} bytes of a {size}-byte file");
+    let status = server.proc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sigint_stops_at_once_and_pid_file_comes_and_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("forkd.pid");
+    let mut server = Server::start(&["--workers", "2", "--pid-file", pidfile.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(text, format!("{}\n", server.pid()));
+    let workers = workers_of(server.pid());
+    server.proc.signal(Signal::SIGINT);
+    let status = server.proc.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(!pidfile.exists(), "pid file left behind");
+    for w in workers {
+        assert!(util::state(w).is_none(), "worker {w} survived the master");
+    }
+}
+
+#[test]
+fn readiness_is_notified_over_notify_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let proc = Proc::spawn_cmd(
+        Command::new(util::FORKD)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+            .env("NOTIFY_SOCKET", &path),
+    );
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(msg.contains(&format!("MAINPID={}", proc.pid())), "{msg}");
+    util::wait_ready(&proc);
+}
+
+#[test]
+fn takes_a_listener_by_socket_activation() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {} --workers 1 --listen {addr}", util::FORKD)]);
+    // SAFETY: dup2 is async-signal-safe; fd 3 is where the protocol puts the first socket.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let proc = Proc::spawn_cmd(&mut cmd);
+    assert_eq!(util::wait_ready(&proc), addr);
+    drop(l);
+    assert_eq!(get_once(addr, "/"), 200);
+}
+
+#[test]
+fn children_drop_root_and_root_service_is_refused() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let server = Server::start(&["--workers", "1", "--user", "nobody"]);
+    let w = workers_of(server.pid());
+    let uid_line = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_string()
+    };
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+    let fields: Vec<u32> = uid_line(w[0]).split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+    assert_eq!(fields, vec![nobody; 4], "worker uids (real, effective, saved, fs)");
+    assert_eq!(get_once(server.addr, "/"), 200);
+
+    let mut refused = Proc::spawn(util::FORKD, &["--listen", "127.0.0.1:0", "--user", "root"]);
+    let status = refused.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(100));
+    refused.wait_line("refusing to serve as root", Duration::from_secs(2));
+}
+
+#[test]
+fn running_out_of_fds_pauses_accepting_without_spinning_or_stopping() {
+    // Fork mode: the master accepts. Start it with so few fds that accept fails with EMFILE.
+    let mut cmd = Command::new(util::FORKD);
+    cmd.args(["--listen", "127.0.0.1:0", "--mode", "fork", "--max-children", "4"]);
+    let proc = Proc::spawn_cmd(&mut cmd);
+    let addr = util::wait_ready(&proc);
+    let pid = proc.pid();
+    let open = util::fds(pid).len() as u64;
+    set_nofile(pid, open);
+    let client = std::thread::spawn(move || get_once(addr, "/"));
+    proc.wait_line("pausing accepts", Duration::from_secs(5));
+    let cpu = |pid: i32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = s.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = cpu(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu(pid) - before;
+    // A spinning master would use ~200 ticks in 2 s; pausing uses a handful.
+    assert!(spent < 40, "master used {spent} clock ticks in 2 s while out of fds");
+    set_nofile(pid, 1024);
+    assert_eq!(client.join().unwrap(), 200, "the waiting client is served once fds are back");
+}
+
+fn set_nofile(pid: i32, n: u64) {
+    let lim = libc::rlimit { rlim_cur: n, rlim_max: 4096.max(n) };
+    // SAFETY: prlimit only reads `lim` and writes nothing back (old limit pointer is null).
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn example_echo_daemon_reuses_the_template() {
+    let exe = std::env::current_exe().unwrap();
+    let echo = exe.parent().unwrap().parent().unwrap().join("examples/echo");
+    if !echo.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo).args(["build", "-p", "forkd", "--example", "echo"]).status().unwrap();
+        assert!(ok.success(), "building the echo example failed");
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for mode in ["prefork", "fork"] {
+        let proc = Proc::spawn(echo.to_str().unwrap(), &[&format!("127.0.0.1:{port}"), mode]);
+        let addr = util::wait_ready(&proc);
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"hello\nworld\n").unwrap();
+        let mut got = [0u8; 12];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello\nworld\n", "mode {mode}");
+        drop(s);
+        drop(proc);
+        // Let the port go before the next mode binds it.
+        eventually(Duration::from_secs(5), "port free", || TcpListener::bind(addr).ok());
+    }
+}

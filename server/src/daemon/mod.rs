@@ -1,3 +1,19 @@
 //! The reusable process template: everything about processes and sockets, nothing about HTTP.
+//!
+//! A daemon built on it supplies a [`Service`] (what to do with one accepted connection, in a
+//! child process) and gets listeners, a prefork pool or a fork per connection, signals, reaping,
+//! readiness and privilege dropping.
 
+pub mod atomic;
+pub mod fork;
+pub mod limits;
+pub mod listener;
+pub mod master;
+pub mod notify;
+pub mod privdrop;
+pub mod procfs;
+pub mod reap;
+pub mod signals;
 pub mod worker;
+
+pub use master::{run, Daemon, LimitHits, Mode, Service, Settings, StartError};

@@ -1,13 +1,29 @@
-//! What a child process (prefork worker or per-connection child) can ask of the template.
+//! The child's side: what a prefork worker or a per-connection child does after `fork`, and
+//! what it can ask of the template.
 //!
-//! The master asks a child to finish with SIGTERM (graceful: end the request in flight, then
-//! close) or SIGINT/SIGQUIT (leave now). The handlers are installed without `SA_RESTART`, so a
-//! blocking `accept`, `read` or `write` in the child returns `EINTR` and the service can look
-//! at [`stop_requested`] between requests.
+//! A child first makes itself a clean process ([`enter`]): it closes the master's fds, resets
+//! signal handling, asks to die with the master, and drops privileges. The master then asks it
+//! to finish with SIGTERM (graceful: end the request in flight, then close) or SIGINT (leave
+//! now). The SIGTERM handler is installed without `SA_RESTART`, so a blocking `accept`, `read`
+//! or `write` returns `EINTR` and the service can look at [`stop_requested`] between requests.
 
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use super::master::Service;
+use super::privdrop::{self, Credentials};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Exit code of a child that could not set itself up (EX_OSERR); the master throttles
+/// respawns of workers that keep failing.
+pub const EXIT_SETUP: i32 = 71;
 
 /// True once the master has asked this child to finish: a service should complete the
 /// request in flight, not start another one, and return.
@@ -15,7 +31,144 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-/// Marks this child as asked to stop. Async-signal-safe (one atomic store).
-pub(crate) fn request_stop() {
+extern "C" fn on_term(_: libc::c_int) {
+    // Async-signal-safe: one atomic store.
     STOP.store(true, Ordering::Relaxed);
+}
+
+/// Turns a freshly forked copy of the master into a child: closes the master-only fds in
+/// `close`, resets signals, dies with the master, drops privileges. On failure returns the
+/// exit code the child should end with.
+pub(crate) fn enter(close: &[RawFd], creds: Option<&Credentials>) -> Result<(), i32> {
+    for &fd in close {
+        // SAFETY: these fds belong to master state that this child never uses nor drops (it
+        // ends in `_exit`), so closing the numbers cannot cause a double close.
+        unsafe { libc::close(fd) };
+    }
+    reset_signals().map_err(|e| fail("reset signals", e))?;
+    // If the master dies (even by SIGKILL), its workers finish what they do and leave instead
+    // of serving on, unsupervised, forever.
+    let master = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .map_err(|e| fail("set parent-death signal", e.into()))?;
+    if nix::unistd::getppid() != master {
+        return Err(0);
+    }
+    if let Some(c) = creds {
+        privdrop::drop_to(c).map_err(|e| fail(&format!("drop privileges to {:?}", c.name), e))?;
+    }
+    Ok(())
+}
+
+fn fail(what: &str, e: io::Error) -> i32 {
+    tracing::error!("child {}: unable to {what}: {e}", std::process::id());
+    EXIT_SETUP
+}
+
+/// The signal table of a child: TERM asks for a graceful end (no SA_RESTART, so blocking
+/// calls return EINTR), INT and QUIT end it at once (default action), HUP and USR1 are the
+/// master's business and are ignored, PIPE stays ignored (EPIPE is handled), and the mask
+/// inherited from the master is cleared.
+fn reset_signals() -> io::Result<()> {
+    let term = SigAction::new(
+        SigHandler::Handler(on_term),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    let ign = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    let table = [
+        (Signal::SIGTERM, &term),
+        (Signal::SIGINT, &dfl),
+        (Signal::SIGQUIT, &dfl),
+        (Signal::SIGCHLD, &dfl),
+        (Signal::SIGHUP, &ign),
+        (Signal::SIGUSR1, &ign),
+        (Signal::SIGPIPE, &ign),
+    ];
+    for (sig, action) in table {
+        // SAFETY: the only handler installed is `on_term`, which is async-signal-safe.
+        unsafe { sigaction(sig, action) }?;
+    }
+    SigSet::empty().thread_set_mask()?;
+    Ok(())
+}
+
+/// Serves one accepted connection: small requests must not wait for Nagle (incident 004).
+pub(crate) fn serve_one<S: Service>(service: &mut S, stream: TcpStream, peer: SocketAddr) -> u64 {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY on {peer}: {e}");
+    }
+    service.serve(stream, peer)
+}
+
+/// A prefork worker's life: accept and serve until asked to stop or until `budget` requests
+/// (0: no limit) have been served. Returns the exit code.
+pub(crate) fn accept_loop<S: Service>(
+    listeners: &[TcpListener],
+    service: &mut S,
+    budget: u64,
+) -> i32 {
+    let mut served = 0u64;
+    let mut resource_pause = Duration::from_millis(10);
+    while !stop_requested() {
+        let accepted = if listeners.len() == 1 {
+            // Blocking accept: the kernel hands each connection to one waiting worker.
+            super::listener::accept(&listeners[0])
+        } else {
+            accept_any(listeners)
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                resource_pause = Duration::from_millis(10);
+                served += serve_one(service, stream, peer).max(1);
+                if budget > 0 && served >= budget {
+                    tracing::debug!(
+                        "worker {} served {served} requests; recycling",
+                        std::process::id()
+                    );
+                    return 0;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                // The connection stays queued; retrying at once would spin.
+                tracing::warn!(
+                    "worker {}: accept failed ({e}); pausing {resource_pause:?}",
+                    std::process::id()
+                );
+                std::thread::sleep(resource_pause);
+                resource_pause = (resource_pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => tracing::debug!("accept: {e}"),
+        }
+    }
+    0
+}
+
+/// Several listeners: wait for any of them (non-blocking sockets), then try each.
+fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketAddr)> {
+    let mut fds: Vec<PollFd> = listeners
+        .iter()
+        .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+        .collect();
+    poll(&mut fds, PollTimeout::from(1000u16))?;
+    for l in listeners {
+        match super::listener::accept(l) {
+            // Linux does not pass O_NONBLOCK on to the accepted socket: it blocks, as wanted.
+            Ok(accepted) => return Ok(accepted),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::ErrorKind::WouldBlock.into())
 }

@@ -1,0 +1,615 @@
+//! The load itself: a few threads, each running one edge-triggered epoll loop over its share of
+//! the connections, as wrk does. A thread per connection was the simpler alternative, but on a
+//! two-core machine shared with the server its context switches cost more than the server's
+//! work; one loop per core keeps the generator out of the way.
+//!
+//! The hot path allocates nothing: request bytes are built before the start, each connection
+//! owns one read buffer for its whole life, bodies are counted and discarded, and counts go into
+//! a thread-local [`Tally`]. The only shared writes are one relaxed counter per thread (for the
+//! live time series) and, when `--requests` bounds the run, one `fetch_add` per request.
+//!
+//! Closed loop: each connection sends its next request as soon as the previous response ends.
+//! Open loop (`rate`): requests are due at fixed intended times; a due request takes the next
+//! idle connection, and its latency runs from the intended time, not from when a connection
+//! became free, so a stalled server shows as latency instead of fewer samples (no coordinated
+//! omission). A request that arrives while every connection is busy waits, and that wait counts.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::response::{ResponseParser, Step};
+use crate::stats::{ErrorKind, Tally};
+
+/// Everything the engine needs, prepared before the first request.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub addr: SocketAddr,
+    /// One request per path, ready to write.
+    pub requests: Vec<Vec<u8>>,
+    /// Requests are `HEAD`: responses have no body.
+    pub head: bool,
+    /// Cyclic order of indices into `requests` (see [`crate::request::schedule`]).
+    pub schedule: Vec<u16>,
+    pub connections: usize,
+    pub threads: usize,
+    /// Open a new connection for every request (the requests then carry `Connection: close`).
+    pub new_conn: bool,
+    /// Open loop at this many requests per second in total; `None` is closed loop.
+    pub rate: Option<f64>,
+    /// Stop issuing after this many requests in total.
+    pub limit: Option<u64>,
+    /// A request (connect included) that takes longer fails as `timeout`.
+    pub timeout: Duration,
+}
+
+/// Live counters of one thread, padded so two threads never write the same cache line.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub responses: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// State shared by the engine threads and the thread that watches them.
+#[derive(Debug)]
+pub struct Shared {
+    /// Set to stop issuing requests; in-flight ones get a short grace period.
+    pub stop: AtomicBool,
+    issued: AtomicU64,
+    pub progress: Vec<Progress>,
+}
+
+impl Shared {
+    pub fn new(threads: usize) -> Shared {
+        Shared {
+            stop: AtomicBool::new(false),
+            issued: AtomicU64::new(0),
+            progress: (0..threads).map(|_| Progress::default()).collect(),
+        }
+    }
+
+    /// (responses, errors) so far, over all threads.
+    pub fn totals(&self) -> (u64, u64) {
+        self.progress.iter().fold((0, 0), |(r, e), p| {
+            (r + p.responses.load(Relaxed), e + p.errors.load(Relaxed))
+        })
+    }
+}
+
+/// Starts the engine threads; each returns its tally when its share of the load is done.
+pub fn start(cfg: Arc<LoadConfig>, shared: Arc<Shared>) -> io::Result<Vec<JoinHandle<io::Result<Tally>>>> {
+    let threads = cfg.threads.clamp(1, cfg.connections.max(1));
+    let mut handles = Vec::with_capacity(threads);
+    for id in 0..threads {
+        // Connections split as evenly as possible; the rate in proportion to them.
+        let conns = cfg.connections / threads + usize::from(id < cfg.connections % threads);
+        let cfg = cfg.clone();
+        let shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("load-{id}"))
+            .spawn(move || Worker::new(id, conns, threads, cfg, shared)?.run())?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// Read buffer per connection: big enough for any sane response head, and large reads keep
+/// syscalls per megabyte of body low.
+const BUF_SIZE: usize = 32 * 1024;
+/// How often in-flight requests are checked against the timeout.
+const SWEEP: Duration = Duration::from_millis(100);
+/// After a failed connect, wait this long before that connection tries again, so a server that
+/// is down costs the machine a trickle of attempts, not a busy loop.
+const CONNECT_RETRY: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No request in flight (open loop: waiting for one to be due).
+    Idle,
+    Connecting,
+    Writing { written: usize },
+    Reading,
+    /// Closed loop, nothing left to send.
+    Finished,
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    phase: Phase,
+    /// Index into the requests.
+    req: usize,
+    /// Where latency is measured from: the intended time in open loop, the start otherwise.
+    start: Instant,
+    /// When the request really started (connect or write), for the timeout.
+    sent: Instant,
+    parser: ResponseParser,
+    buf: Box<[u8]>,
+    filled: usize,
+}
+
+struct OpenLoop {
+    interval: Duration,
+    next: Instant,
+    idle: Vec<usize>,
+    exhausted: bool,
+}
+
+struct Worker {
+    id: usize,
+    cfg: Arc<LoadConfig>,
+    shared: Arc<Shared>,
+    epoll: Epoll,
+    conns: Vec<Conn>,
+    tally: Tally,
+    responses: u64,
+    errors: u64,
+    sched_pos: usize,
+    in_flight: usize,
+    open: Option<OpenLoop>,
+    /// Connections to (re)start at a time: after a failure, never recursively.
+    restart: Vec<(usize, Instant)>,
+}
+
+impl Worker {
+    fn new(id: usize, conns: usize, threads: usize, cfg: Arc<LoadConfig>, shared: Arc<Shared>) -> io::Result<Worker> {
+        let now = Instant::now();
+        let open = cfg.rate.map(|rate| {
+            let share = rate * conns as f64 / cfg.connections as f64;
+            let interval = Duration::from_secs_f64(1.0 / share.max(1e-9));
+            OpenLoop {
+                interval,
+                // Threads start staggered so their requests interleave instead of bunching.
+                next: now + interval.mul_f64(id as f64 / threads as f64),
+                idle: (0..conns).rev().collect(),
+                exhausted: false,
+            }
+        });
+        Ok(Worker {
+            id,
+            sched_pos: id * 7919 % cfg.schedule.len().max(1),
+            conns: (0..conns)
+                .map(|_| Conn {
+                    stream: None,
+                    phase: Phase::Idle,
+                    req: 0,
+                    start: now,
+                    sent: now,
+                    parser: ResponseParser::new(),
+                    buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+                    filled: 0,
+                })
+                .collect(),
+            cfg,
+            shared,
+            epoll: Epoll::new()?,
+            tally: Tally::new(),
+            responses: 0,
+            errors: 0,
+            in_flight: 0,
+            open,
+            restart: Vec::new(),
+        })
+    }
+
+    fn run(mut self) -> io::Result<Tally> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let grace = self.cfg.timeout.min(Duration::from_secs(2));
+        if self.open.is_none() {
+            let now = Instant::now();
+            for i in 0..self.conns.len() {
+                self.next_request(i, now);
+            }
+        }
+        let mut next_sweep = Instant::now() + SWEEP;
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            let mut now = Instant::now();
+            if drain_until.is_none() && self.shared.stop.load(Relaxed) {
+                drain_until = Some(now + grace);
+            }
+            self.run_restarts(now);
+            self.dispatch_due(now);
+            // Closed loop: every connection is Finished once nothing is in flight or waiting to
+            // restart. Open loop: nothing is in flight and nothing more will be sent.
+            let done = self.in_flight == 0
+                && match &self.open {
+                    None => self.restart.is_empty(),
+                    Some(o) => o.exhausted || drain_until.is_some(),
+                };
+            if done || drain_until.is_some_and(|d| now >= d) {
+                break;
+            }
+            let mut wake = next_sweep;
+            if let Some(o) = &self.open {
+                if !o.exhausted && !o.idle.is_empty() {
+                    wake = wake.min(o.next);
+                }
+            }
+            if let Some(&(_, t)) = self.restart.iter().min_by_key(|r| r.1) {
+                wake = wake.min(t);
+            }
+            let wait = wake.saturating_duration_since(now);
+            // epoll_wait counts whole milliseconds; a sub-millisecond wait for the next due
+            // request is slept instead, so open-loop sends are not late by up to 1 ms.
+            let n = if wait >= Duration::from_millis(1) || wait.is_zero() {
+                self.epoll.wait(&mut events, wait.as_millis() as i32)?
+            } else {
+                let n = self.epoll.wait(&mut events, 0)?;
+                if n == 0 {
+                    std::thread::sleep(wait);
+                }
+                n
+            };
+            if n > 0 {
+                now = Instant::now();
+            }
+            for ev in &events[..n] {
+                let (token, flags) = (ev.u64, ev.events);
+                self.on_event(token as usize, flags, now);
+            }
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP;
+            }
+        }
+        self.tally.unfinished += self
+            .conns
+            .iter()
+            .filter(|c| matches!(c.phase, Phase::Connecting | Phase::Writing { .. } | Phase::Reading))
+            .count() as u64;
+        self.publish();
+        Ok(self.tally)
+    }
+
+    /// Takes the right to send one more request, if the run is not over.
+    fn claim(&self) -> bool {
+        if self.shared.stop.load(Relaxed) {
+            return false;
+        }
+        match self.cfg.limit {
+            None => true,
+            Some(limit) => self.shared.issued.fetch_add(1, Relaxed) < limit,
+        }
+    }
+
+    /// Closed loop: start the next request on connection `i`, or retire it.
+    fn next_request(&mut self, i: usize, now: Instant) {
+        if self.claim() {
+            self.begin(i, now, now);
+        } else {
+            let c = &mut self.conns[i];
+            c.stream = None;
+            c.phase = Phase::Finished;
+        }
+    }
+
+    /// Open loop: the next intended send time if a request is due at `now` and may be sent.
+    fn take_due(&mut self, now: Instant) -> Option<Instant> {
+        let o = self.open.as_ref()?;
+        if o.exhausted || o.next > now {
+            return None;
+        }
+        let due = o.next;
+        if !self.claim() {
+            self.open.as_mut()?.exhausted = true;
+            return None;
+        }
+        let o = self.open.as_mut()?;
+        o.next += o.interval;
+        Some(due)
+    }
+
+    fn dispatch_due(&mut self, now: Instant) {
+        while self.open.as_ref().is_some_and(|o| !o.idle.is_empty()) {
+            let Some(due) = self.take_due(now) else { return };
+            let i = self.open.as_mut().and_then(|o| o.idle.pop()).expect("an idle connection");
+            self.begin(i, due, now);
+        }
+    }
+
+    fn run_restarts(&mut self, now: Instant) {
+        let mut k = 0;
+        while k < self.restart.len() {
+            if self.restart[k].1 <= now {
+                let (i, _) = self.restart.swap_remove(k);
+                self.after(i, now);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Connection `i` has no request in flight: give it the next one.
+    fn after(&mut self, i: usize, now: Instant) {
+        if self.open.is_none() {
+            return self.next_request(i, now);
+        }
+        match self.take_due(now) {
+            Some(due) => self.begin(i, due, now),
+            None => self.open.as_mut().expect("open loop").idle.push(i),
+        }
+    }
+
+    fn begin(&mut self, i: usize, start: Instant, now: Instant) {
+        let req = self.cfg.schedule[self.sched_pos] as usize;
+        self.sched_pos = (self.sched_pos + 1) % self.cfg.schedule.len();
+        let head = self.cfg.head;
+        let c = &mut self.conns[i];
+        c.req = req;
+        c.start = start;
+        c.sent = now;
+        c.parser.reset(head);
+        c.filled = 0;
+        self.in_flight += 1;
+        if c.stream.is_some() {
+            c.phase = Phase::Writing { written: 0 };
+            self.write(i, now);
+        } else {
+            self.connect(i, now);
+        }
+    }
+
+    fn connect(&mut self, i: usize, now: Instant) {
+        self.tally.connects += 1;
+        match open_socket(self.cfg.addr) {
+            Ok((stream, in_progress)) => {
+                let fd = stream.as_raw_fd();
+                // Edge-triggered, both directions, once per connection: no epoll_ctl per request.
+                let flags = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+                if let Err(_e) = self.epoll.add(fd, flags, i as u64) {
+                    return self.fail(i, ErrorKind::Connect, now);
+                }
+                let c = &mut self.conns[i];
+                c.stream = Some(stream);
+                if in_progress {
+                    c.phase = Phase::Connecting;
+                } else {
+                    c.phase = Phase::Writing { written: 0 };
+                    self.write(i, now);
+                }
+            }
+            Err(_) => self.fail(i, ErrorKind::Connect, now),
+        }
+    }
+
+    fn write(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        let Phase::Writing { mut written } = c.phase else {
+            return;
+        };
+        let req = &self.cfg.requests[c.req];
+        let stream = c.stream.as_ref().expect("writing without a connection");
+        while written < req.len() {
+            match (&*stream).write(&req[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The EPOLLOUT edge resumes it.
+                    c.phase = Phase::Writing { written };
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.fail(i, ErrorKind::Reset, now),
+            }
+        }
+        c.phase = Phase::Reading;
+    }
+
+    fn on_event(&mut self, i: usize, flags: u32, now: Instant) {
+        let readable = flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        match self.conns[i].phase {
+            Phase::Connecting => {
+                let c = &mut self.conns[i];
+                let stream = c.stream.as_ref().expect("connecting without a socket");
+                match stream.take_error() {
+                    Ok(None) if flags & libc::EPOLLOUT as u32 != 0 => {
+                        c.phase = Phase::Writing { written: 0 };
+                        self.write(i, now);
+                    }
+                    Ok(None) => {}
+                    _ => self.fail(i, ErrorKind::Connect, now),
+                }
+            }
+            Phase::Writing { .. } => {
+                self.write(i, now);
+                if readable && self.conns[i].phase == Phase::Reading {
+                    self.read(i, now);
+                }
+            }
+            Phase::Reading if readable => self.read(i, now),
+            Phase::Idle if readable => self.read_idle(i),
+            _ => {}
+        }
+    }
+
+    fn read(&mut self, i: usize, now: Instant) {
+        loop {
+            let c = &mut self.conns[i];
+            let stream = c.stream.as_ref().expect("reading without a connection");
+            let space = c.buf.len() - c.filled;
+            match (&*stream).read(&mut c.buf[c.filled..]) {
+                Ok(0) => {
+                    let nothing_yet = c.filled == 0 && c.parser.at_start();
+                    return match c.parser.eof() {
+                        Ok(Step::Done {
+                            status,
+                            keep_alive: _,
+                            ..
+                        }) => self.complete(i, status, false, now),
+                        _ if nothing_yet => self.fail(i, ErrorKind::Closed, now),
+                        _ => self.fail(i, ErrorKind::ShortBody, now),
+                    };
+                }
+                Ok(n) => {
+                    self.tally.bytes += n as u64;
+                    c.filled += n;
+                    match c.parser.parse(&c.buf[..c.filled]) {
+                        Ok(Step::Done {
+                            consumed,
+                            status,
+                            keep_alive,
+                        }) => {
+                            if consumed != c.filled {
+                                // Bytes nobody asked for: the framing is wrong somewhere.
+                                return self.fail(i, ErrorKind::BadResponse, now);
+                            }
+                            return self.complete(i, status, keep_alive, now);
+                        }
+                        Ok(Step::More { consumed }) => {
+                            if consumed == c.filled {
+                                c.filled = 0;
+                            } else if consumed > 0 {
+                                c.buf.copy_within(consumed..c.filled, 0);
+                                c.filled -= consumed;
+                            } else if c.filled == c.buf.len() {
+                                // A head that does not fit in the buffer.
+                                return self.fail(i, ErrorKind::BadResponse, now);
+                            }
+                            // A short read drained the socket: the next edge brings more.
+                            if n < space {
+                                return;
+                            }
+                        }
+                        Err(_) => return self.fail(i, ErrorKind::BadResponse, now),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.fail(i, ErrorKind::Reset, now),
+            }
+        }
+    }
+
+    /// An idle keep-alive connection became readable: the server closed it (fine, the next
+    /// request reconnects) or sent something unasked (counted).
+    fn read_idle(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let Some(stream) = c.stream.as_ref() else { return };
+        let mut byte = [0u8; 1];
+        match (&*stream).read(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(0) | Err(_) => c.stream = None,
+            Ok(_) => {
+                c.stream = None;
+                self.tally.record_error(ErrorKind::BadResponse);
+                self.errors += 1;
+            }
+        }
+    }
+
+    fn complete(&mut self, i: usize, status: u16, keep_alive: bool, now: Instant) {
+        let c = &mut self.conns[i];
+        let latency = now.saturating_duration_since(c.start);
+        self.tally.record_response(status, latency.as_micros() as u64);
+        c.phase = Phase::Idle;
+        c.filled = 0;
+        if !keep_alive || self.cfg.new_conn {
+            c.stream = None;
+        }
+        self.in_flight -= 1;
+        self.responses += 1;
+        if status >= 400 {
+            self.errors += 1;
+        }
+        if self.responses % 64 == 0 {
+            self.publish();
+        }
+        self.after(i, now);
+    }
+
+    fn fail(&mut self, i: usize, kind: ErrorKind, now: Instant) {
+        self.tally.record_error(kind);
+        self.errors += 1;
+        let c = &mut self.conns[i];
+        c.stream = None;
+        c.phase = Phase::Idle;
+        c.filled = 0;
+        self.in_flight -= 1;
+        let delay = if kind == ErrorKind::Connect {
+            CONNECT_RETRY
+        } else {
+            Duration::ZERO
+        };
+        self.restart.push((i, now + delay));
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            let busy = matches!(c.phase, Phase::Connecting | Phase::Writing { .. } | Phase::Reading);
+            if busy && now.saturating_duration_since(c.sent) > self.cfg.timeout {
+                self.fail(i, ErrorKind::Timeout, now);
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let p = &self.shared.progress[self.id];
+        p.responses.store(self.responses, Relaxed);
+        p.errors.store(self.errors, Relaxed);
+    }
+}
+
+/// Opens a non-blocking TCP connection (CLOEXEC, TCP_NODELAY); `true` when it is still in
+/// progress.
+fn open_socket(addr: SocketAddr) -> io::Result<(TcpStream, bool)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    let in_progress = match socket.connect(&addr.into()) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
+        Err(e) => return Err(e),
+    };
+    Ok((socket.into(), in_progress))
+}
+
+/// A minimal epoll handle: this crate needs add and wait only (closing a socket removes it).
+struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
+        Ok(Epoll {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call; the kernel copies it.
+        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        let max = events.len().min(i32::MAX as usize) as i32;
+        // SAFETY: the kernel writes at most `max` entries into `events`, which has that many.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(n as usize)
+    }
+}

@@ -1,0 +1,142 @@
+//! The `forkd` program: flags and file into a [`Config`], the static site into a
+//! [`Service`], then the master. Failures become exit codes a supervisor understands:
+//! 2 bad command line, 100 invalid configuration (permanent: restarting will not help),
+//! 111 a start failure that may pass (an address in use, say).
+
+use std::net::{SocketAddr, TcpStream};
+
+use clap::Parser;
+
+use crate::config::{self, Config, Options};
+use crate::daemon::{self, notify::Notifier, Daemon, Service, Settings};
+use crate::http;
+
+/// Invalid configuration: do not restart (the s6 convention forkd-supervisor follows).
+pub const EXIT_CONFIG: i32 = 100;
+/// A start failure that may pass: restart later.
+pub const EXIT_TEMPORARY: i32 = 111;
+
+/// The static site as the process template sees it.
+pub struct StaticSite {
+    site: http::Site,
+    busy: Vec<u8>,
+}
+
+impl Service for StaticSite {
+    fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> u64 {
+        self.site.serve(stream, peer)
+    }
+
+    fn busy_response(&self) -> &[u8] {
+        &self.busy
+    }
+}
+
+/// The master's hooks: a reload re-reads the file with the original flags on top.
+struct Forkd {
+    flags: Options,
+    access_log: Option<String>,
+}
+
+impl Daemon for Forkd {
+    type Service = StaticSite;
+
+    fn reload(&mut self) -> Result<(Settings, StaticSite), String> {
+        let cfg = config::load(&self.flags).map_err(|e| e.to_string())?;
+        let site = build_site(&cfg)?;
+        self.access_log = cfg.options.access_log.clone();
+        Ok((cfg.settings, site))
+    }
+
+    fn reopen_logs(&mut self, service: &mut StaticSite) -> Result<(), String> {
+        service.site.log = open_log(self.access_log.as_deref())?;
+        Ok(())
+    }
+}
+
+fn open_log(spec: Option<&str>) -> Result<http::AccessLog, String> {
+    match spec {
+        None | Some("off") => Ok(http::AccessLog::off()),
+        Some("-") => Ok(http::AccessLog::stderr()),
+        Some(path) => http::AccessLog::open(path.as_ref())
+            .map_err(|e| format!("unable to open access log {path}: {e}")),
+    }
+}
+
+/// Opens the docroot and the access log in the master, before any chroot or privilege drop,
+/// so children inherit open descriptors instead of needing paths they may not reach.
+fn build_site(cfg: &Config) -> Result<StaticSite, String> {
+    let docroot = match &cfg.options.root {
+        Some(dir) => http::Docroot::open(dir)
+            .map_err(|e| format!("unable to open --root {}: {e}", dir.display()))?,
+        None => http::Docroot::Embedded,
+    };
+    let log = open_log(cfg.options.access_log.as_deref())?;
+    Ok(StaticSite {
+        site: http::Site {
+            config: cfg.http.clone(),
+            docroot,
+            log,
+        },
+        busy: http::busy_response(),
+    })
+}
+
+fn init_tracing(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    // Writes each event with one write to stderr, from whichever process logs; no thread.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs forkd and returns its exit code.
+pub fn main() -> i32 {
+    let flags = Options::parse();
+    init_tracing(flags.log_level.as_deref());
+    let cfg = match config::load(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("forkd: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let site = match build_site(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("forkd: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if flags.check_config {
+        println!("configuration ok: {:?}", cfg.settings);
+        return 0;
+    }
+    if cfg.options.root.is_none() {
+        tracing::info!("no --root given: serving the embedded demo site");
+    }
+    let notifier = match Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("forkd: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let mut forkd = Forkd {
+        flags,
+        access_log: cfg.options.access_log.clone(),
+    };
+    match daemon::run(cfg.settings, site, &mut forkd, &notifier) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("forkd: {e}");
+            EXIT_TEMPORARY
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Configuration: command-line flags (clap) and an optional TOML file (`--config`, section
+//! `[server]`), flags winning. Both fill the same [`Options`], so a key is spelled the same in
+//! both places (`--header-timeout` is `header-timeout` in the file). Every error names the bad
+//! key or value. A reload re-reads the file and applies the original flags on top again.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::daemon::{limits, privdrop, Mode, Settings};
+use crate::http;
+
+/// forkd: a forking HTTP server for static sites.
+///
+/// With no arguments it serves a small embedded demo blog on http://127.0.0.1:8080/.
+/// Signals: TERM drains and exits, INT stops at once, HUP re-reads the configuration and
+/// replaces the workers, USR1 reopens the access log.
+#[derive(Debug, Clone, Default, Parser, Deserialize)]
+#[command(name = "forkd", version, max_term_width = 100)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
+    /// TOML file with a [server] section using the same keys as these flags (flags win).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration, print what would run, and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
+
+    /// Address to listen on; repeat for several (IPv6 as [::1]:8080). [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Directory to serve. Without it, an embedded demo site is served.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// prefork: a pool of workers accepts connections; fork: one child per connection.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeName>,
+
+    /// Prefork pool size. [default: 8 per CPU, at least 16, within what memory holds]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Fork mode: most children at once; beyond it clients get a fast 503.
+    /// [default: derived from available memory, at most 1024]
+    #[arg(long, value_name = "N")]
+    pub max_children: Option<usize>,
+
+    /// A prefork worker is replaced after about this many requests (0: never). [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_requests_per_worker: Option<u64>,
+
+    /// On SIGTERM, how long in-flight requests may take before children are killed. [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub shutdown_timeout: Option<Duration>,
+
+    /// Whole request head must arrive within this (slowloris). [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub header_timeout: Option<Duration>,
+
+    /// Idle keep-alive connections are closed after this. [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub keepalive_timeout: Option<Duration>,
+
+    /// A send that makes no progress for this long ends the connection (slow readers). [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub send_timeout: Option<Duration>,
+
+    /// Large responses must be read at least this fast, in bytes per second. [default: http's]
+    #[arg(long, value_name = "BYTES")]
+    pub min_send_rate: Option<u64>,
+
+    /// Largest request head in bytes (431 beyond).
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+
+    /// Longest request target in bytes (414 beyond).
+    #[arg(long, value_name = "BYTES")]
+    pub max_uri_bytes: Option<usize>,
+
+    /// Largest request body read and discarded (413 beyond).
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<u64>,
+
+    /// Requests on one keep-alive connection before it is closed.
+    #[arg(long, value_name = "N")]
+    pub max_requests_per_connection: Option<u64>,
+
+    /// Access log in Combined Log Format: a file, "-" for stderr, or "off". [default: off]
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<String>,
+
+    /// Write the master's pid here (atomically), removed on exit.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Started as root, children run as this user. [default: nobody]
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Started as root, children chroot here (give --root relative to the real filesystem).
+    #[arg(long, value_name = "DIR")]
+    pub chroot: Option<PathBuf>,
+
+    /// Allow children to run as root (refused otherwise).
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_root: bool,
+
+    /// Diagnostics filter for tracing (error, warn, info, debug, trace, or a directive).
+    /// [default: info, or RUST_LOG]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    Prefork,
+    Fork,
+}
+
+/// The file: `[server]` is ours; the supervisor's and load generator's sections may sit beside
+/// it; anything else is a mistake worth naming.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    server: Options,
+    #[serde(default)]
+    #[allow(dead_code)]
+    supervisor: Option<toml::Table>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    loadgen: Option<toml::Table>,
+}
+
+/// Accepts "10s", "500ms", "2m" (humantime) or a bare number of seconds such as "0.5".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e} (try 10s, 500ms or 0.5)"))
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(f64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Duration::try_from_secs_f64(s).map(Some).map_err(serde::de::Error::custom),
+        Raw::Text(t) => parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A configuration error, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Options {
+    /// Flags on top of the file: every field the command line set wins.
+    fn over(self, file: Options) -> Options {
+        macro_rules! pick {
+            ($($f:ident),*) => { Options { $($f: self.$f.or(file.$f),)* ..self } };
+        }
+        let listen = if self.listen.is_empty() { file.listen.clone() } else { self.listen.clone() };
+        let allow_root = self.allow_root || file.allow_root;
+        Options {
+            listen,
+            allow_root,
+            ..pick!(
+                root, mode, workers, max_children, max_requests_per_worker, shutdown_timeout,
+                header_timeout, keepalive_timeout, send_timeout, min_send_rate, max_header_bytes,
+                max_uri_bytes, max_body_bytes, max_requests_per_connection, access_log, pid_file,
+                user, chroot, log_level
+            )
+        }
+    }
+}
+
+/// Everything needed to run, resolved and checked.
+pub struct Config {
+    pub options: Options,
+    pub settings: Settings,
+    pub http: http::Config,
+}
+
+/// Reads the file named by `--config` (if any), merges the flags on top, and checks it all.
+pub fn load(flags: &Options) -> Result<Config, ConfigError> {
+    let file = match &flags.config {
+        Some(path) => read_file(path)?,
+        None => Options::default(),
+    };
+    resolve(flags.clone().over(file))
+}
+
+fn read_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("unable to read config file {}: {e}", path.display())))?;
+    let file: File = toml::from_str(&text)
+        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+    Ok(file.server)
+}
+
+fn resolve(o: Options) -> Result<Config, ConfigError> {
+    let err = |s: String| ConfigError(s);
+    let listen = if o.listen.is_empty() {
+        vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
+    } else {
+        o.listen.clone()
+    };
+    let available = limits::available_memory().map_err(|e| err(format!("unable to read available memory: {e}")))?;
+    let cost = limits::child_cost();
+    let mode = match o.mode.unwrap_or(ModeName::Prefork) {
+        ModeName::Prefork => {
+            let workers = match o.workers {
+                Some(0) => return Err(err("--workers 0: the pool needs at least one worker".into())),
+                Some(n) => {
+                    limits::check_children(n, available, cost, "--workers").map_err(err)?;
+                    n
+                }
+                None => {
+                    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+                    (cpus * 8).max(16).min(limits::default_children(available, cost))
+                }
+            };
+            Mode::Prefork { workers }
+        }
+        ModeName::Fork => {
+            let max_children = match o.max_children {
+                Some(0) => return Err(err("--max-children 0: at least one child is needed".into())),
+                Some(n) => {
+                    limits::check_children(n, available, cost, "--max-children").map_err(err)?;
+                    n
+                }
+                None => limits::default_children(available, cost),
+            };
+            Mode::Fork { max_children }
+        }
+    };
+    let credentials = privdrop::resolve(
+        o.user.as_deref().unwrap_or("nobody"),
+        o.chroot.clone(),
+        o.allow_root,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let settings = Settings {
+        name: "forkd",
+        mode,
+        listen,
+        max_requests_per_worker: o.max_requests_per_worker.unwrap_or(10_000),
+        shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+        credentials,
+        pid_file: o.pid_file.clone(),
+    };
+    let mut h = http::Config::default();
+    macro_rules! set {
+        ($($opt:ident => $field:ident),*) => { $( if let Some(v) = o.$opt.clone() { h.$field = v; } )* };
+    }
+    set!(
+        header_timeout => header_timeout,
+        keepalive_timeout => keepalive_timeout,
+        send_timeout => send_timeout,
+        min_send_rate => min_send_rate,
+        max_header_bytes => max_header_bytes,
+        max_uri_bytes => max_uri_bytes,
+        max_body_bytes => max_body_bytes,
+        max_requests_per_connection => max_requests_per_connection
+    );
+    for (name, d) in [
+        ("--header-timeout", h.header_timeout),
+        ("--keepalive-timeout", h.keepalive_timeout),
+        ("--send-timeout", h.send_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(err(format!("{name} must be above zero (a timeout of 0 would disable it)")));
+        }
+    }
+    Ok(Config {
+        options: o,
+        settings,
+        http: h,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::try_parse_from(std::iter::once("forkd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").unwrap_err().contains("soon"));
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: File = toml::from_str(
+            "[server]\nworkers = 3\nkeepalive-timeout = \"2s\"\nheader-timeout = 1.5\n[supervisor]\nx = 1\n",
+        )
+        .unwrap();
+        let o = parse(&["--workers", "5"]).over(file.server);
+        assert_eq!(o.workers, Some(5));
+        assert_eq!(o.keepalive_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(o.header_timeout, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let e = toml::from_str::<File>("[server]\nworkerz = 3\n").unwrap_err().to_string();
+        assert!(e.contains("workerz"), "{e}");
+        let e = toml::from_str::<File>("[server]\nworkers = \"many\"\n").unwrap_err().to_string();
+        assert!(e.contains("workers"), "{e}");
+        let e = toml::from_str::<File>("[server]\nsend-timeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("soon"), "{e}");
+        let e = toml::from_str::<File>("[sever]\n").unwrap_err().to_string();
+        assert!(e.contains("sever"), "{e}");
+    }
+
+    #[test]
+    fn memory_refuses_impossible_pools() {
+        let e = resolve(parse(&["--workers", "1000000"])).err().unwrap().0;
+        assert!(e.contains("--workers 1000000"), "{e}");
+        let e = resolve(parse(&["--workers", "0"])).err().unwrap().0;
+        assert!(e.contains("--workers 0"), "{e}");
+    }
+}

@@ -1,0 +1,47 @@
+//! The one place that calls `fork()`.
+//!
+//! A forked child of a multi-threaded parent may only do async-signal-safe work, because
+//! another thread could have held the allocator's or a logger's lock at the instant of the
+//! fork. forkd's master is single-threaded by design (no signal thread, no non-blocking log
+//! thread, no pool), which makes the child a faithful single-threaded copy that may run normal
+//! Rust code. `spawn` checks that property in debug builds.
+//!
+//! The child never returns into the caller's code: its body's result becomes the exit code
+//! through `_exit`, which skips destructors and atexit handlers that would flush or close the
+//! parent's state a second time.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// Exit code of a child whose body panicked (EX_SOFTWARE).
+pub const EXIT_PANIC: i32 = 70;
+
+/// Runs `body` in a new child process and returns the child's pid to the parent.
+///
+/// `body` is moved into this call, so whatever it owns (an accepted connection, say) is
+/// dropped in the parent when `spawn` returns: the parent cannot keep a copy by mistake.
+pub fn spawn<F: FnOnce() -> i32>(body: F) -> nix::Result<Pid> {
+    debug_assert!(
+        single_threaded(),
+        "fork from a multi-threaded process: the child could inherit a held lock"
+    );
+    // SAFETY: this process is single-threaded (checked above in debug builds, and an
+    // architecture invariant: see ARCHITECTURE.md), so the child owns a consistent copy of
+    // every lock and may run ordinary code; it ends in `_exit` and never unwinds into ours.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let code = catch_unwind(AssertUnwindSafe(body)).unwrap_or(EXIT_PANIC);
+            // SAFETY: `_exit` ends the process at once; nothing of the parent's is flushed.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// True when the calling process has exactly one thread.
+pub fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count() == 1)
+        .unwrap_or(true)
+}

@@ -1,0 +1,124 @@
+//! Listening sockets: bound here with socket2, or inherited from whoever started us through
+//! the systemd socket-activation protocol (`LISTEN_PID`, `LISTEN_FDS`, fds from 3 on), which is
+//! also how a supervisor or a previous incarnation hands a socket over. Inherited fds are taken
+//! once (the variables are removed) and validated before use.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+/// The accept queue depth asked for; the kernel caps it at `net.core.somaxconn`.
+pub const BACKLOG: i32 = 4096;
+
+/// Why a listener could not be made or taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("unable to bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("inherited fd {fd} (LISTEN_FDS) is not usable: {reason}")]
+    Inherited { fd: RawFd, reason: String },
+}
+
+/// Binds a TCP listener on `addr`: CLOEXEC from birth (socket2 uses SOCK_CLOEXEC),
+/// SO_REUSEADDR so a restart is not refused by TIME_WAIT, IPv6 sockets IPv6-only so that
+/// `[::]` and `0.0.0.0` can both be listed, and a deep backlog so bursts wait instead of
+/// being refused.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    let make = || -> io::Result<TcpListener> {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            sock.set_only_v6(true)?;
+        }
+        sock.bind(&addr.into())?;
+        sock.listen(BACKLOG)?;
+        Ok(sock.into())
+    };
+    make().map_err(|source| ListenError::Bind { addr, source })
+}
+
+/// Takes the listening sockets passed by socket activation, if they are meant for this
+/// process (`LISTEN_PID` is our pid). Each must be a listening TCP stream socket; each is
+/// made CLOEXEC so it does not leak further. The variables are removed so nothing takes the
+/// fds a second time.
+pub fn inherit() -> Result<Vec<TcpListener>, ListenError> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(Vec::new());
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(Vec::new());
+    }
+    let n: i32 = fds.trim().parse().map_err(|_| ListenError::Inherited {
+        fd: 3,
+        reason: format!("LISTEN_FDS={fds:?} is not a number"),
+    })?;
+    (3..3 + n).map(take_inherited).collect()
+}
+
+fn take_inherited(fd: RawFd) -> Result<TcpListener, ListenError> {
+    let bad = |reason: String| ListenError::Inherited { fd, reason };
+    // Validate through a borrowed view first, so an fd we refuse is not closed by us.
+    // SAFETY: fcntl(F_GETFD) only tells whether `fd` is open; it touches nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(bad("not an open file descriptor".into()));
+    }
+    // SAFETY: the fd is open and was handed to this process by LISTEN_FDS, which makes this
+    // process its owner; it is taken once, since `inherit` removed the variables.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sock = Socket::from(owned);
+    let check = || -> io::Result<Result<(), String>> {
+        if sock.r#type()? != Type::STREAM {
+            return Ok(Err("not a stream socket".into()));
+        }
+        if !sock.is_listener()? {
+            return Ok(Err("not listening".into()));
+        }
+        if sock.local_addr()?.as_socket().is_none() {
+            return Ok(Err("not an IP socket".into()));
+        }
+        sock.set_cloexec(true)?;
+        Ok(Ok(()))
+    };
+    match check() {
+        Ok(Ok(())) => Ok(sock.into()),
+        Ok(Err(reason)) => {
+            // Not ours to use, not ours to close either: give the fd back untouched.
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(sock);
+            Err(bad(reason))
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// The address a listener is bound to, as the kernel sees it (the real port after `:0`).
+pub fn local_addr(l: &TcpListener) -> io::Result<SocketAddr> {
+    l.local_addr()
+}
+
+/// Sets a receive timeout on a listener so that a blocking `accept` in a worker returns now
+/// and then; this closes the window where a stop signal lands just before `accept` blocks.
+pub fn set_accept_timeout(l: &TcpListener, t: std::time::Duration) -> io::Result<()> {
+    SockRef::from(l).set_read_timeout(Some(t))
+}
+
+/// The raw fd, for the one place that must close a listener in a forked child.
+pub(crate) fn raw(l: &TcpListener) -> RawFd {
+    l.as_raw_fd()
+}
+
+/// Accepts one connection, CLOEXEC. Unlike std's `accept`, an `EINTR` is returned instead of
+/// retried, so a stop signal wakes a worker blocked here at once.
+pub fn accept(l: &TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (sock, addr) = SockRef::from(l).accept()?;
+    let peer = addr
+        .as_socket()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    Ok((sock.into(), peer))
+}

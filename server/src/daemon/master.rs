@@ -1,0 +1,731 @@
+//! The master process: one `poll` loop that owns the listeners and the table of children.
+//!
+//! In `prefork` mode it keeps a pool of workers that accept on the shared listeners; in `fork`
+//! mode it accepts itself and forks one child per connection, handing the connection over by
+//! move so that the master cannot keep a copy (incident 000). Either way the number of children
+//! never exceeds the configured bound, every ended child is reaped at once, a reload replaces
+//! children instead of the master (no chain of forked parents, incident 004), and a stop closes
+//! the listeners first, drains, then ends.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::notify::Notifier;
+use super::privdrop::Credentials;
+use super::reap::{reap, ProcessEnd};
+use super::signals::{Event, SignalPipe};
+use super::{atomic, fork, listener, worker};
+
+/// What a daemon built on this template does with one accepted connection. It runs in a child
+/// process (a prefork worker or a per-connection child), never in the master.
+pub trait Service {
+    /// Serves one connection until it ends and returns how many requests it answered (a
+    /// worker is recycled after `max_requests_per_worker` of them).
+    fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> u64;
+
+    /// Bytes the master writes, without forking, to a connection it refuses because every
+    /// child is busy (fork mode). Empty means close without a word.
+    fn busy_response(&self) -> &[u8] {
+        b""
+    }
+}
+
+/// The master's hooks into the application, called in the master only.
+pub trait Daemon {
+    type Service: Service;
+
+    /// SIGHUP: builds settings and service anew (re-reading configuration). An error keeps
+    /// the running ones.
+    fn reload(&mut self) -> Result<(Settings, Self::Service), String>;
+
+    /// SIGUSR1: reopens log files in `service`; children are then replaced so they write to
+    /// the new files.
+    fn reopen_logs(&mut self, _service: &mut Self::Service) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// How connections reach children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A pool of `workers` processes accepting on the shared listeners.
+    Prefork { workers: usize },
+    /// The master accepts and forks one child per connection, at most `max_children` at once.
+    Fork { max_children: usize },
+}
+
+impl Mode {
+    pub fn bound(&self) -> usize {
+        match *self {
+            Mode::Prefork { workers } => workers,
+            Mode::Fork { max_children } => max_children,
+        }
+    }
+
+    fn same_kind(&self, other: &Mode) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+/// Everything the process machinery needs to know; nothing about the application.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Names the daemon in its readiness line and logs.
+    pub name: &'static str,
+    pub mode: Mode,
+    pub listen: Vec<SocketAddr>,
+    /// A prefork worker exits after about this many requests (0: never), with jitter so the
+    /// pool does not turn over all at once.
+    pub max_requests_per_worker: u64,
+    pub shutdown_timeout: Duration,
+    /// Who children run as, when the master is root.
+    pub credentials: Option<Credentials>,
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Why the master could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Listen(#[from] listener::ListenError),
+    #[error("unable to install signal handlers: {0}")]
+    Signals(io::Error),
+    #[error("unable to write pid file {path}: {source}")]
+    PidFile { path: PathBuf, source: io::Error },
+    #[error("unable to set up listeners: {0}")]
+    ListenerSetup(io::Error),
+    #[error("nothing to listen on")]
+    NoListener,
+    #[error("unable to fork: {0}")]
+    Fork(nix::Error),
+}
+
+/// Counters of every limit hit, like the failcnt column of user_beancounters (incident 003).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LimitHits {
+    /// Connections refused with the busy response because the child bound was reached.
+    pub children_bound: u64,
+    /// accept() failed for want of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+    pub accept_resources: u64,
+    /// fork() failed.
+    pub fork_failed: u64,
+    /// Workers that died soon after start, so respawning was throttled.
+    pub respawn_throttled: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining { deadline: Instant },
+}
+
+struct ChildInfo {
+    generation: u64,
+    started: Instant,
+    stopping: bool,
+}
+
+/// A worker that lives less than this and fails counts as dying fast.
+const FAST_DEATH: Duration = Duration::from_secs(1);
+/// The longest pause between respawns of workers that keep dying fast.
+const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(10);
+/// How long accepting pauses after it failed for want of fds or memory, at first.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Fast stop: how long children get to die from SIGINT before SIGKILL.
+const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
+/// A worker's blocking accept returns this often, to close the race with a stop signal.
+const ACCEPT_TICK: Duration = Duration::from_secs(1);
+
+struct Master<'a, D: Daemon> {
+    daemon: &'a mut D,
+    settings: Settings,
+    service: D::Service,
+    signals: SignalPipe,
+    notifier: &'a Notifier,
+    listeners: Vec<TcpListener>,
+    children: HashMap<Pid, ChildInfo>,
+    generation: u64,
+    phase: Phase,
+    fast_deaths: u32,
+    respawn_at: Option<Instant>,
+    accept_pause: Option<(Instant, Duration)>,
+    hits: LimitHits,
+    spawned: u64,
+}
+
+/// Runs the master until it is stopped; returns the process exit code.
+pub fn run<D: Daemon>(
+    settings: Settings,
+    service: D::Service,
+    daemon: &mut D,
+    notifier: &Notifier,
+) -> Result<i32, StartError> {
+    let signals = SignalPipe::install().map_err(StartError::Signals)?;
+    let listeners = open_listeners(&settings.listen)?;
+    let mut m = Master {
+        daemon,
+        settings,
+        service,
+        signals,
+        notifier,
+        listeners,
+        children: HashMap::new(),
+        generation: 0,
+        phase: Phase::Running,
+        fast_deaths: 0,
+        respawn_at: None,
+        accept_pause: None,
+        hits: LimitHits::default(),
+        spawned: 0,
+    };
+    m.prepare_listeners().map_err(StartError::ListenerSetup)?;
+    if let Some(path) = m.settings.pid_file.clone() {
+        let text = format!("{}\n", std::process::id());
+        atomic::write_atomic(&path, text.as_bytes(), 0o644)
+            .map_err(|source| StartError::PidFile { path, source })?;
+    }
+    let result = m.serve();
+    if let Some(path) = &m.settings.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Binds every configured address, reusing any inherited socket already bound to it.
+fn open_listeners(wanted: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
+    let mut inherited = listener::inherit()?;
+    let mut out = Vec::new();
+    for addr in wanted {
+        let pos = inherited
+            .iter()
+            .position(|l| listener::local_addr(l).ok().as_ref() == Some(addr));
+        match pos {
+            Some(i) => out.push(inherited.swap_remove(i)),
+            None => out.push(listener::bind(*addr)?),
+        }
+    }
+    for l in inherited {
+        tracing::info!(
+            "using inherited listener {} that the configuration does not name",
+            listener::local_addr(&l).map_or("?".into(), |a| a.to_string())
+        );
+        out.push(l);
+    }
+    if out.is_empty() {
+        return Err(StartError::NoListener);
+    }
+    Ok(out)
+}
+
+impl<D: Daemon> Master<'_, D> {
+    /// Prefork workers with one listener block in `accept` (the kernel wakes one of them per
+    /// connection, no thundering herd); with several listeners, or in fork mode where the
+    /// master polls, listeners are non-blocking.
+    fn prepare_listeners(&self) -> io::Result<()> {
+        let blocking =
+            matches!(self.settings.mode, Mode::Prefork { .. }) && self.listeners.len() == 1;
+        for l in &self.listeners {
+            l.set_nonblocking(!blocking)?;
+            if blocking {
+                listener::set_accept_timeout(l, ACCEPT_TICK)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn serve(&mut self) -> Result<i32, StartError> {
+        if let Mode::Prefork { workers } = self.settings.mode {
+            for _ in 0..workers {
+                self.spawn_worker().map_err(StartError::Fork)?;
+            }
+        }
+        self.announce_ready();
+        loop {
+            let events = self.wait();
+            for event in events {
+                match event {
+                    Event::Child => self.reap_children(),
+                    Event::Terminate => self.begin_drain(),
+                    Event::Interrupt => return Ok(self.fast_stop()),
+                    Event::Reload => self.reload(),
+                    Event::ReopenLogs => self.reopen_logs(),
+                }
+            }
+            match self.phase {
+                Phase::Running => self.fill_pool(),
+                Phase::Draining { deadline } => {
+                    if self.children.is_empty() {
+                        tracing::info!("all children ended; exiting");
+                        return Ok(0);
+                    }
+                    if Instant::now() >= deadline {
+                        tracing::warn!(
+                            "shutdown timeout reached: killing {} children",
+                            self.children.len()
+                        );
+                        self.kill_all(Signal::SIGKILL);
+                        self.wait_all_children();
+                        return Ok(0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn announce_ready(&self) {
+        let urls: Vec<String> = self
+            .listeners
+            .iter()
+            .filter_map(|l| listener::local_addr(l).ok())
+            .map(|a| format!("http://{a}/"))
+            .collect();
+        let how = match self.settings.mode {
+            Mode::Prefork { workers } => format!("prefork, {workers} workers"),
+            Mode::Fork { max_children } => format!("fork, at most {max_children} children"),
+        };
+        // One write, so the line is whole even if someone else shares stderr.
+        let line = format!(
+            "{}: ready on {} (pid {}, {how})\n",
+            self.settings.name,
+            urls.join(" and "),
+            std::process::id()
+        );
+        let _ = io::stderr().write_all(line.as_bytes());
+        if let Err(e) = self.notifier.send(&format!(
+            "READY=1\nSTATUS=serving ({how})\nMAINPID={}",
+            std::process::id()
+        )) {
+            tracing::warn!("unable to notify readiness: {e}");
+        }
+    }
+
+    /// The one wait point: signals first, then (fork mode, running, not paused) listeners,
+    /// with a deadline for whatever is due next.
+    fn wait(&mut self) -> Vec<Event> {
+        let now = Instant::now();
+        let accepting = self.phase == Phase::Running
+            && matches!(self.settings.mode, Mode::Fork { .. })
+            && self.accept_pause.is_none_or(|(until, _)| now >= until);
+        let mut deadline: Option<Instant> = None;
+        let mut due = |t: Instant| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        if let Some(t) = self.respawn_at {
+            due(t);
+        }
+        if let Some((t, _)) = self.accept_pause {
+            due(t);
+        }
+        if let Phase::Draining { deadline } = self.phase {
+            due(deadline);
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let ms = d.saturating_duration_since(now).as_millis().min(60_000) as u32 + 1;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut ready_listeners = Vec::new();
+        {
+            let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+            if accepting {
+                fds.extend(
+                    self.listeners
+                        .iter()
+                        .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
+                );
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::error!("poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            for (i, fd) in fds.iter().enumerate().skip(1) {
+                if fd.revents().is_some_and(|r| !r.is_empty()) {
+                    ready_listeners.push(i - 1);
+                }
+            }
+        }
+        let events = self.signals.drain();
+        // Signals before connections: a stop must not wait behind a burst of accepts.
+        if !events.contains(&Event::Terminate) && !events.contains(&Event::Interrupt) {
+            for i in ready_listeners {
+                self.accept_burst(i);
+            }
+        }
+        events
+    }
+
+    /// Fork mode: accepts what is waiting on listener `i` (a bounded burst, so signals are
+    /// looked at often) and hands each connection to a new child, or refuses it when the
+    /// bound is reached.
+    fn accept_burst(&mut self, i: usize) {
+        for _ in 0..64 {
+            let accepted = listener::accept(&self.listeners[i]);
+            match accepted {
+                Ok((stream, peer)) => {
+                    self.accept_pause = None;
+                    if self.children.len() >= self.settings.mode.bound() {
+                        self.hits.children_bound += 1;
+                        self.refuse(stream);
+                    } else {
+                        self.spawn_conn(stream, peer);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_resource_error(&e) => {
+                    self.pause_accepting(&e);
+                    return;
+                }
+                // ECONNABORTED and friends: that client is gone, the next one is fine.
+                Err(e) => {
+                    tracing::debug!("accept: {e}");
+                    continue;
+                }
+            }
+        }
+    }
+
+    /// EMFILE and friends: the connection stays in the backlog, so polling again at once would
+    /// spin. Pause accepting, doubling the pause while it keeps failing (capped at 1 s), and
+    /// keep serving signals and children meanwhile: never a busy loop, never a stop for good.
+    fn pause_accepting(&mut self, e: &io::Error) {
+        self.hits.accept_resources += 1;
+        let pause = match self.accept_pause {
+            Some((_, p)) => (p * 2).min(Duration::from_secs(1)),
+            None => ACCEPT_PAUSE,
+        };
+        tracing::warn!("accept failed ({e}); pausing accepts for {pause:?}");
+        self.accept_pause = Some((Instant::now() + pause, pause));
+    }
+
+    /// Answers a connection refused for want of a child slot, without forking and without
+    /// blocking: whatever the client already sent is read first, so that closing does not
+    /// turn into a reset that could destroy the answer in flight.
+    fn refuse(&self, mut stream: TcpStream) {
+        let answer = self.service.busy_response();
+        if stream.set_nonblocking(true).is_ok() {
+            let mut sink = [0u8; 4096];
+            let _ = stream.read(&mut sink);
+            if !answer.is_empty() {
+                let _ = stream.write(answer);
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        // `stream` is dropped here: closed in the master at once.
+    }
+
+    fn spawn_conn(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let close = self.master_fds(true);
+        let creds = self.settings.credentials.clone();
+        let service = &mut self.service;
+        // The connection moves into the child's body; `spawn` drops that body in the master
+        // when it returns, so the master's copy of the socket is closed whatever happens.
+        let spawned = fork::spawn(move || {
+            if let Err(code) = worker::enter(&close, creds.as_ref()) {
+                return code;
+            }
+            worker::serve_one(service, stream, peer);
+            0
+        });
+        let _ = self.record_spawn(spawned);
+    }
+
+    fn spawn_worker(&mut self) -> nix::Result<Pid> {
+        let close = self.master_fds(false);
+        let creds = self.settings.credentials.clone();
+        let budget = jittered(self.settings.max_requests_per_worker, self.spawned);
+        let (listeners, service) = (&self.listeners, &mut self.service);
+        let spawned = fork::spawn(move || {
+            if let Err(code) = worker::enter(&close, creds.as_ref()) {
+                return code;
+            }
+            worker::accept_loop(listeners, service, budget)
+        });
+        self.record_spawn(spawned)
+    }
+
+    fn record_spawn(&mut self, spawned: nix::Result<Pid>) -> nix::Result<Pid> {
+        match spawned {
+            Ok(pid) => {
+                self.spawned += 1;
+                self.children.insert(
+                    pid,
+                    ChildInfo {
+                        generation: self.generation,
+                        started: Instant::now(),
+                        stopping: false,
+                    },
+                );
+            }
+            Err(e) => {
+                self.hits.fork_failed += 1;
+                tracing::error!("fork failed: {e}");
+            }
+        }
+        spawned
+    }
+
+    /// Fds of the master that a child must not keep: the self-pipe always, and in fork mode
+    /// the listeners too (a long-lived child would otherwise keep the port bound after the
+    /// master is gone).
+    fn master_fds(&self, with_listeners: bool) -> Vec<RawFd> {
+        let mut v = self.signals.raw_fds().to_vec();
+        if with_listeners {
+            v.extend(self.listeners.iter().map(listener::raw));
+        }
+        v
+    }
+
+    fn reap_children(&mut self) {
+        let mut ended = Vec::new();
+        reap(|pid, end| ended.push((pid, end)));
+        for (pid, end) in ended {
+            let Some(info) = self.children.remove(&pid) else {
+                continue;
+            };
+            self.note_end(pid, &info, end);
+        }
+    }
+
+    /// Logs why a child ended and throttles respawning when workers die fast.
+    fn note_end(&mut self, pid: Pid, info: &ChildInfo, end: ProcessEnd) {
+        let is_worker = matches!(self.settings.mode, Mode::Prefork { .. });
+        let lived = info.started.elapsed();
+        if end.success()
+            || (info.stopping
+                && end
+                    == (ProcessEnd::Signaled {
+                        signal: Signal::SIGTERM,
+                        core_dumped: false,
+                    }))
+        {
+            if is_worker {
+                tracing::debug!("worker {pid} {end} after {lived:.1?}");
+                if lived >= FAST_DEATH {
+                    self.fast_deaths = 0;
+                }
+            }
+            return;
+        }
+        let what = if is_worker {
+            "worker"
+        } else {
+            "connection child"
+        };
+        if is_worker && lived < FAST_DEATH && self.phase == Phase::Running {
+            self.fast_deaths = (self.fast_deaths + 1).min(16);
+            self.hits.respawn_throttled += 1;
+            let delay = (Duration::from_millis(50) * (1 << self.fast_deaths.min(10)))
+                .min(MAX_RESPAWN_DELAY);
+            self.respawn_at = Some(Instant::now() + delay);
+            tracing::error!("{what} {pid} {end} after {lived:.1?}; respawning in {delay:?}");
+        } else {
+            tracing::error!("{what} {pid} {end} after {lived:.1?}");
+        }
+    }
+
+    /// Prefork: replaces ended workers up to the pool size. Stopping workers still count, so
+    /// a reload never runs more processes than the bound.
+    fn fill_pool(&mut self) {
+        let Mode::Prefork { workers } = self.settings.mode else {
+            return;
+        };
+        if let Some(t) = self.respawn_at {
+            if Instant::now() < t {
+                return;
+            }
+            self.respawn_at = None;
+        }
+        while self.children.len() < workers {
+            if self.spawn_worker().is_err() {
+                self.respawn_at = Some(Instant::now() + Duration::from_secs(1));
+                return;
+            }
+            if self.fast_deaths > 0 {
+                // One at a time while workers keep dying, each after the throttle delay.
+                break;
+            }
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        if let Phase::Draining { .. } = self.phase {
+            tracing::warn!("second SIGTERM: stopping now");
+            self.kill_all(Signal::SIGKILL);
+            self.phase = Phase::Draining {
+                deadline: Instant::now(),
+            };
+            return;
+        }
+        let _ = self.notifier.send("STOPPING=1");
+        // Stop accepting first: in fork mode this closes the only copy of each listener; in
+        // prefork mode the workers' copies close as they leave `accept`.
+        self.listeners.clear();
+        tracing::info!(
+            "stopping: draining {} children for up to {:?}",
+            self.children.len(),
+            self.settings.shutdown_timeout
+        );
+        self.kill_all(Signal::SIGTERM);
+        self.phase = Phase::Draining {
+            deadline: Instant::now() + self.settings.shutdown_timeout,
+        };
+    }
+
+    fn fast_stop(&mut self) -> i32 {
+        let _ = self.notifier.send("STOPPING=1");
+        self.listeners.clear();
+        self.kill_all(Signal::SIGINT);
+        let end = Instant::now() + FAST_STOP_GRACE;
+        while !self.children.is_empty() && Instant::now() < end {
+            self.reap_children();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill_all(Signal::SIGKILL);
+        self.wait_all_children();
+        0
+    }
+
+    /// Signals every child; those asked to stop are marked so their end is not an error.
+    fn kill_all(&mut self, sig: Signal) {
+        for (pid, info) in self.children.iter_mut() {
+            info.stopping = true;
+            let _ = kill(*pid, sig);
+        }
+    }
+
+    /// Blocks until every known child has been reaped (after SIGKILL this is prompt).
+    fn wait_all_children(&mut self) {
+        let pids: Vec<Pid> = self.children.keys().copied().collect();
+        for pid in pids {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            self.children.remove(&pid);
+        }
+        reap(|_, _| {});
+    }
+
+    /// Asks every child of an older generation to finish its request and leave. New ones are
+    /// started by `fill_pool` as the old ones exit.
+    fn retire_old_generations(&mut self) {
+        let current = self.generation;
+        for (pid, info) in self.children.iter_mut() {
+            if info.generation < current && !info.stopping {
+                info.stopping = true;
+                let _ = kill(*pid, Signal::SIGTERM);
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let _ = self.notifier.send("RELOADING=1");
+        match self.daemon.reload() {
+            Err(msg) => {
+                tracing::error!(
+                    "reload failed, still serving with the running configuration: {msg}"
+                );
+            }
+            Ok((mut new, service)) => {
+                self.keep_what_cannot_change(&mut new);
+                self.settings = new;
+                self.service = service;
+                self.generation += 1;
+                self.fast_deaths = 0;
+                self.respawn_at = None;
+                self.retire_old_generations();
+                tracing::info!(
+                    "reloaded configuration (generation {}): {:?}",
+                    self.generation,
+                    self.settings.mode
+                );
+            }
+        }
+        let _ = self.notifier.send("READY=1");
+    }
+
+    /// Some settings need a full restart; say so instead of silently ignoring them.
+    fn keep_what_cannot_change(&self, new: &mut Settings) {
+        let old = &self.settings;
+        if new.listen != old.listen {
+            tracing::warn!(
+                "listen addresses cannot change on reload (running {:?}, configured {:?}): restart to apply",
+                old.listen,
+                new.listen
+            );
+            new.listen = old.listen.clone();
+        }
+        if !new.mode.same_kind(&old.mode) {
+            tracing::warn!(
+                "mode cannot change on reload (running {:?}, configured {:?}): restart to apply",
+                old.mode,
+                new.mode
+            );
+            new.mode = old.mode;
+        }
+        if new.pid_file != old.pid_file {
+            tracing::warn!("pid file cannot change on reload: restart to apply");
+            new.pid_file = old.pid_file.clone();
+        }
+    }
+
+    fn reopen_logs(&mut self) {
+        match self.daemon.reopen_logs(&mut self.service) {
+            Ok(()) => {
+                tracing::info!("reopened logs; replacing children so they write to the new files");
+                self.generation += 1;
+                self.retire_old_generations();
+            }
+            Err(msg) => tracing::error!("unable to reopen logs, keeping the old ones: {msg}"),
+        }
+    }
+}
+
+fn is_resource_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// A worker's request budget, lowered by up to an eighth so that workers started together do
+/// not all retire together. The mix of a counter and the clock is enough spread for that.
+fn jittered(max: u64, salt: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let mix =
+        (salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    max - mix % (max / 8 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_an_eighth() {
+        for salt in 0..1000 {
+            let b = jittered(1000, salt);
+            assert!((875..=1000).contains(&b), "{b}");
+        }
+        assert_eq!(jittered(0, 7), 0);
+        assert_eq!(jittered(1, 7), 1);
+    }
+}

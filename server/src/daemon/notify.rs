@@ -1,0 +1,56 @@
+//! Readiness: the systemd notify protocol (`READY=1`, `RELOADING=1`, `STOPPING=1`,
+//! `WATCHDOG=1`, `STATUS=...` datagrams to `$NOTIFY_SOCKET`), which `forkd-supervisor` also
+//! speaks. Without `NOTIFY_SOCKET` every call is a no-op.
+
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// Where notifications go, read once from the environment.
+pub struct Notifier {
+    target: Option<(UnixDatagram, SocketAddr)>,
+}
+
+impl Notifier {
+    /// Reads `NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace) and removes it
+    /// from the environment, so children never notify in the daemon's name.
+    pub fn from_env() -> io::Result<Notifier> {
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return Ok(Notifier { target: None });
+        };
+        std::env::remove_var("NOTIFY_SOCKET");
+        let bytes = path.as_encoded_bytes();
+        let addr = match bytes.first() {
+            Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..])?,
+            Some(b'/') => SocketAddr::from_pathname(&path)?,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("NOTIFY_SOCKET={path:?} is neither an absolute path nor @abstract"),
+                ))
+            }
+        };
+        // std creates sockets with SOCK_CLOEXEC.
+        let sock = UnixDatagram::unbound()?;
+        Ok(Notifier {
+            target: Some((sock, addr)),
+        })
+    }
+
+    /// A notifier that never sends (tests, or when the environment says nothing).
+    pub fn none() -> Notifier {
+        Notifier { target: None }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Sends one notification such as `"READY=1\nSTATUS=serving"`.
+    pub fn send(&self, state: &str) -> io::Result<()> {
+        match &self.target {
+            Some((sock, addr)) => sock.send_to_addr(state.as_bytes(), addr).map(drop),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Starting and ending the supervised child: the only place that creates processes (through
+//! `std::process::Command`, never a bare `fork`) and the only place that sends them signals.
+//!
+//! The child gets its own process group (so the whole tree can be killed at once), default
+//! signal dispositions and an empty mask (a supervisor's ignored SIGPIPE must not leak into a
+//! server), `PR_SET_PDEATHSIG` so it hears of a supervisor that died, and only fds 0-2: every
+//! other fd is marked close-on-exec in the child, whoever opened it. The supervisor's
+//! environment for itself (`NOTIFY_SOCKET`, `WATCHDOG_*`, `LISTEN_*` from systemd) is replaced
+//! by what the child should see.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use forkd::daemon::procfs;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::{getpgid, Pid};
+
+/// A running child, as the supervisor knows it. There is no `std::process::Child` kept: every
+/// child is reaped by the one `waitpid(-1)` loop, orphans included.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub pid: Pid,
+    /// The child's process group, equal to its pid.
+    pub pgid: Pid,
+    pub started: Instant,
+    pub started_unix: u64,
+}
+
+/// Starts `command` in a new process group, with `notify` as its `NOTIFY_SOCKET` and, when
+/// `watchdog` is set, `WATCHDOG_USEC`.
+pub fn spawn(
+    command: &[OsString],
+    notify: &OsStr,
+    watchdog: Option<Duration>,
+) -> io::Result<Running> {
+    let parent = std::process::id() as libc::pid_t;
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .env("NOTIFY_SOCKET", notify)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
+        .process_group(0);
+    if let Some(w) = watchdog {
+        cmd.env("WATCHDOG_USEC", w.as_micros().to_string());
+    }
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed; it makes only raw syscalls (sigprocmask, sigaction, prctl, getppid,
+    // close_range) on stack values, allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || restore_child_state(parent));
+    }
+    let child = cmd.spawn()?;
+    let pid = Pid::from_raw(child.id() as i32);
+    // Dropping the handle neither waits nor kills; the reap loop collects the child.
+    drop(child);
+    Ok(Running {
+        pid,
+        pgid: pid,
+        started: Instant::now(),
+        started_unix: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    })
+}
+
+/// Runs in the child between fork and exec (tini's `restore_signals`, plus fd hygiene).
+fn restore_child_state(parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY (for the block): plain syscalls on stack memory, all async-signal-safe.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // Numbers the C library reserves for itself refuse; nothing to restore there.
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        // A supervisor killed with SIGKILL cannot stop its child; the kernel tells the child.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The supervisor may have died before the prctl above took effect.
+        if libc::getppid() != parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // Only 0-2 pass: whatever else is open (inherited from our own parent, or opened
+        // without CLOEXEC by a library) closes at exec. std's error pipe is CLOEXEC already.
+        // Kernels before 5.11 refuse the flag; then only our own CLOEXEC discipline applies.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    Ok(())
+}
+
+/// Sends `sig` to the child itself (a graceful stop or a forwarded HUP/USR1: forkd's master
+/// passes it on to its workers as it sees fit).
+pub fn signal(child: &Running, sig: Signal) {
+    if let Err(e) = kill(child.pid, sig) {
+        tracing::warn!("unable to send {} to child {}: {e}", sig.as_str(), child.pid);
+    }
+}
+
+/// SIGKILL to the whole process group of the child: master, workers, anything they started.
+pub fn kill_group(pgid: Pid) {
+    match killpg(pgid, Signal::SIGKILL) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!("unable to kill process group {pgid}: {e}"),
+    }
+}
+
+/// After the child's leader ended: kills what is left of its process group (workers of a
+/// master killed with -9 would otherwise keep the port). The group is only signalled when one
+/// of its members is still our descendant, so a recycled pgid of a stranger is never hit.
+pub fn kill_leftovers(pgid: Pid) -> usize {
+    let me = std::process::id() as i32;
+    let left = match procfs::descendants_with_root(me) {
+        Ok(pids) => pids
+            .into_iter()
+            .skip(1)
+            .filter(|p| getpgid(Some(Pid::from_raw(*p))) == Ok(pgid))
+            .count(),
+        Err(e) => {
+            tracing::warn!("cannot list leftovers of process group {pgid}: {e}");
+            0
+        }
+    };
+    if left > 0 {
+        tracing::info!("killing {left} leftover process(es) of group {pgid}");
+        kill_group(pgid);
+    }
+    left
+}
+
+/// Every descendant of the supervisor that is still alive (adopted orphans included), for the
+/// final sweep at exit.
+pub fn descendants() -> Vec<Pid> {
+    let me = std::process::id() as i32;
+    procfs::descendants_with_root(me)
+        .map(|pids| {
+            pids.into_iter()
+                .skip(1)
+                .filter(|p| procfs::process_state(*p).is_ok_and(|s| s != 'Z'))
+                .map(Pid::from_raw)
+                .collect()
+        })
+        .unwrap_or_default()
+}

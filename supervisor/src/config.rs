@@ -1,0 +1,806 @@
+//! Configuration: command-line flags (clap) and the `[supervisor]` section of the same TOML
+//! file forkd reads, flags winning. Both sources go through one table of keys and one parser
+//! per key, so an error always names the flag or the file key and the value it refused.
+//!
+//! This module only builds a [`Config`]; it opens no socket and starts nothing.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::units::{parse_duration, parse_size};
+use crate::watch::{Limit, Resource};
+
+/// Supervises forkd (or any daemon) from the outside: restarts it with backoff and a budget,
+/// checks readiness and health, watches its fds, memory, processes and TCP sockets, and never
+/// acts on evidence it could not gather.
+#[derive(Parser, Debug)]
+#[command(
+    name = "forkd-supervisor",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Durations: 250ms, 2s, 1.5m, 1h (a bare number is seconds). Sizes: 4096, 512k, \
+                  200MiB, 1G.\nExit codes: 0 stopped by TERM/INT; 100 the child failed \
+                  permanently (it exited 100); 111 the restart budget is spent; 2 bad \
+                  configuration; 1 the supervisor itself failed.\nSignals: TERM/INT stop the \
+                  child gracefully (SIGKILL to its process group after --stop-timeout; a second \
+                  TERM/INT kills at once); HUP and USR1 are forwarded."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Sub {
+    /// Print the state a running supervisor last wrote to its status file.
+    Status {
+        /// The status file (default: $RUNTIME_DIRECTORY/status.json, or the `status_file` key
+        /// of --config).
+        #[arg(long, value_name = "PATH")]
+        status_file: Option<PathBuf>,
+        /// The TOML file whose [supervisor] section names the status file.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the raw JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Every value is taken as text here and parsed by the same function as the file's, so flags
+/// and file keys are refused with the same message.
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// TOML file shared with forkd; this program reads its [supervisor] section. Without a
+    /// COMMAND, forkd is started with `--config FILE` too.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// HTTP URL to probe for health, e.g. http://127.0.0.1:8080/ (loopback or a host name
+    /// resolved once at start). Without it only the notify watchdog and resources are watched.
+    #[arg(long, value_name = "URL")]
+    pub health_url: Option<String>,
+    /// Time between health probes once the child is ready (default: 2s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Time a probe may take to connect and read the status line (default: 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Failed probes in a row that make the child unhealthy; it is then restarted (default: 3).
+    #[arg(long, value_name = "N")]
+    pub health_threshold: Option<String>,
+
+    /// How the child says it is ready: `notify` (READY=1 on NOTIFY_SOCKET), `port` (the probed
+    /// port accepts), `auto` (whichever comes first; with no port, notify), or `none` (ready
+    /// once started) (default: auto).
+    #[arg(long, value_name = "MODE")]
+    pub readiness: Option<String>,
+    /// Time the child has to become ready before it is restarted (default: 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub ready_timeout: Option<String>,
+    /// Expect WATCHDOG=1 on the notify socket at least this often once ready (WATCHDOG_USEC is
+    /// passed to the child); a miss counts as unhealthy (default: off).
+    #[arg(long, value_name = "DURATION")]
+    pub watchdog: Option<String>,
+
+    /// First restart delay; it doubles after each start that was not stable (default: 100ms).
+    #[arg(long, value_name = "DURATION")]
+    pub backoff_base: Option<String>,
+    /// Longest restart delay (default: 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub backoff_cap: Option<String>,
+    /// A child that ran this long resets the delay to --backoff-base (default: 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub stable_after: Option<String>,
+    /// Restarts allowed within --restart-window before giving up with exit code 111; 0 means
+    /// no limit (default: 10).
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<String>,
+    /// The sliding window of --max-restarts (default: 60s).
+    #[arg(long, value_name = "DURATION")]
+    pub restart_window: Option<String>,
+    /// Time the child has to exit after SIGTERM before its process group is killed
+    /// (default: 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+
+    /// What a resource limit triggers: `restart` (TERM, then a fresh start) or `hup` (SIGHUP,
+    /// forkd replaces its workers; if the limit still holds one slope window later, restart)
+    /// (default: restart).
+    #[arg(long, value_name = "ACTION")]
+    pub recycle: Option<String>,
+    /// A level limit over the child's whole process tree, repeatable: fds=N, rss=SIZE,
+    /// pss=SIZE, processes=N, zombies=N, established=N, close_wait=N, fin_wait=N,
+    /// time_wait=N, syn_recv=N (TCP counts are for --port).
+    #[arg(long = "limit", value_name = "KEY=VALUE")]
+    pub limits: Vec<String>,
+    /// A growth limit per minute over --slope-window, repeatable, same keys: fds=100 means
+    /// "more than 100 new fds a minute" (least-squares slope of the samples).
+    #[arg(long = "slope", value_name = "KEY=PER_MINUTE")]
+    pub slopes: Vec<String>,
+    /// The window over which slopes are measured (default: 60s).
+    #[arg(long, value_name = "DURATION")]
+    pub slope_window: Option<String>,
+    /// Time between resource samples of the child's tree (default: 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub sample_interval: Option<String>,
+    /// The TCP port whose sockets are counted by state (default: the --health-url port).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<String>,
+
+    /// Write the status (state, pid, restarts and reasons, samples, counters) atomically to
+    /// this file about once a second (default: $RUNTIME_DIRECTORY/status.json under systemd,
+    /// else none).
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<String>,
+    /// Serve Prometheus text metrics on this loopback address, e.g. 127.0.0.1:9101
+    /// (default: off).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// The command to supervise (default: the `forkd` next to this program, else on PATH).
+    /// A first word of `forkd` is resolved the same way.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// How readiness is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Auto,
+    Notify,
+    Port,
+    None,
+}
+
+/// What a resource limit does to the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recycle {
+    Restart,
+    Hup,
+}
+
+/// The HTTP probe target, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct HealthUrl {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub host: String,
+    pub path: String,
+}
+
+/// Everything the supervisor needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub command: Vec<OsString>,
+    pub health: Option<HealthUrl>,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub health_threshold: u32,
+    pub readiness: Readiness,
+    pub ready_timeout: Duration,
+    pub watchdog: Option<Duration>,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub stable_after: Duration,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    pub stop_timeout: Duration,
+    pub recycle: Recycle,
+    pub limits: Vec<Limit>,
+    pub slope_window: Duration,
+    pub sample_interval: Duration,
+    pub port: Option<u16>,
+    pub status_file: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Where a value came from, so its error can point at it.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Flag,
+    File(PathBuf),
+}
+
+/// A refused configuration: which key, which value, why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unable to read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("{path}: unknown key supervisor.{key} (known: {known})")]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        known: String,
+    },
+    #[error("{at}: {message}")]
+    Value { at: At, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A flag or a file key, printed the way the user wrote it.
+#[derive(Debug)]
+pub struct At {
+    key: String,
+    source: Source,
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Flag => write!(f, "--{}", self.key.replace('_', "-")),
+            Source::File(p) => write!(f, "supervisor.{} in {}", self.key, p.display()),
+        }
+    }
+}
+
+/// The scalar keys, shared by flags (with `-` for `_`) and the file.
+const KEYS: &[&str] = &[
+    "health_url",
+    "health_interval",
+    "health_timeout",
+    "health_threshold",
+    "readiness",
+    "ready_timeout",
+    "watchdog",
+    "backoff_base",
+    "backoff_cap",
+    "stable_after",
+    "max_restarts",
+    "restart_window",
+    "stop_timeout",
+    "recycle",
+    "slope_window",
+    "sample_interval",
+    "port",
+    "status_file",
+    "metrics_listen",
+];
+
+/// Values gathered from both sources before parsing; a flag replaces a file value.
+#[derive(Default)]
+struct Raw {
+    scalars: BTreeMap<&'static str, (String, Source)>,
+    limits: Vec<(String, Source)>,
+    slopes: Vec<(String, Source)>,
+    command: Option<Vec<OsString>>,
+}
+
+impl Raw {
+    fn take(&mut self, key: &'static str) -> Option<(String, At)> {
+        self.scalars.remove(key).map(|(v, source)| {
+            (
+                v,
+                At {
+                    key: key.to_string(),
+                    source,
+                },
+            )
+        })
+    }
+}
+
+/// Parses `key`'s value with `parse`, or returns `default` when it was not given.
+fn get<T>(
+    raw: &mut Raw,
+    key: &'static str,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match raw.take(key) {
+        Some((v, at)) => parse(&v).map_err(|message| ConfigError::Value { at, message }),
+        None => Ok(default),
+    }
+}
+
+fn count(min: u32) -> impl Fn(&str) -> Result<u32, String> {
+    move |s| match s.trim().parse::<u32>() {
+        Ok(n) if n >= min => Ok(n),
+        Ok(n) => Err(format!("must be at least {min} (got {n})")),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+fn positive(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?} must be longer than zero")),
+        d => Ok(d),
+    }
+}
+
+/// Reads the `[supervisor]` section of `path` into `raw`.
+fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let Some(section) = doc.get("supervisor") else {
+        return Ok(());
+    };
+    let src = || Source::File(path.to_path_buf());
+    let at = |key: &str| At {
+        key: key.to_string(),
+        source: src(),
+    };
+    let Some(section) = section.as_table() else {
+        return Err(ConfigError::Value {
+            at: at(""),
+            message: "[supervisor] must be a table".into(),
+        });
+    };
+    for (key, value) in section {
+        match key.as_str() {
+            "command" => {
+                let words = value.as_array().and_then(|a| {
+                    a.iter()
+                        .map(|w| w.as_str().map(OsString::from))
+                        .collect::<Option<Vec<_>>>()
+                });
+                match words {
+                    Some(w) if !w.is_empty() => raw.command = Some(w),
+                    _ => {
+                        return Err(ConfigError::Value {
+                            at: at(key),
+                            message: format!("{value} must be a non-empty array of strings"),
+                        })
+                    }
+                }
+            }
+            "limits" | "slopes" => {
+                let Some(table) = value.as_table() else {
+                    return Err(ConfigError::Value {
+                        at: at(key),
+                        message: format!("{value} must be a table such as {{ fds = 1000 }}"),
+                    });
+                };
+                for (k, v) in table {
+                    let pair = format!("{k}={}", scalar_text(v));
+                    if key == "limits" {
+                        raw.limits.push((pair, src()));
+                    } else {
+                        raw.slopes.push((pair, src()));
+                    }
+                }
+            }
+            k => match KEYS.iter().find(|known| **known == k) {
+                Some(known) => {
+                    raw.scalars.insert(known, (scalar_text(value), src()));
+                }
+                None => {
+                    return Err(ConfigError::UnknownKey {
+                        path: path.to_path_buf(),
+                        key: k.to_string(),
+                        known: format!("command, limits, slopes, {}", KEYS.join(", ")),
+                    })
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// A TOML scalar as the text a flag would carry (`"2s"` -> `2s`, `3` -> `3`).
+fn scalar_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl RunArgs {
+    fn flags(&self) -> Vec<(&'static str, &Option<String>)> {
+        vec![
+            ("health_url", &self.health_url),
+            ("health_interval", &self.health_interval),
+            ("health_timeout", &self.health_timeout),
+            ("health_threshold", &self.health_threshold),
+            ("readiness", &self.readiness),
+            ("ready_timeout", &self.ready_timeout),
+            ("watchdog", &self.watchdog),
+            ("backoff_base", &self.backoff_base),
+            ("backoff_cap", &self.backoff_cap),
+            ("stable_after", &self.stable_after),
+            ("max_restarts", &self.max_restarts),
+            ("restart_window", &self.restart_window),
+            ("stop_timeout", &self.stop_timeout),
+            ("recycle", &self.recycle),
+            ("slope_window", &self.slope_window),
+            ("sample_interval", &self.sample_interval),
+            ("port", &self.port),
+            ("status_file", &self.status_file),
+            ("metrics_listen", &self.metrics_listen),
+        ]
+    }
+}
+
+/// The status file a `status` command should read: the flag, else the file key, else the
+/// systemd default.
+pub fn status_path(
+    flag: Option<PathBuf>,
+    config: Option<&Path>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    let mut raw = Raw::default();
+    if let Some(path) = config {
+        read_file(path, &mut raw)?;
+    }
+    Ok(raw
+        .take("status_file")
+        .map(|(v, _)| PathBuf::from(v))
+        .or_else(default_status_file))
+}
+
+fn default_status_file() -> Option<PathBuf> {
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .filter(|d| !d.is_empty())
+        // systemd may list several directories separated by ':'; the first one is ours.
+        .map(|d| {
+            let first = d.to_string_lossy().split(':').next().unwrap_or("").to_string();
+            PathBuf::from(first).join("status.json")
+        })
+}
+
+/// Builds the configuration from the flags and, if given, the file.
+pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+    let mut raw = Raw::default();
+    if let Some(path) = &args.config {
+        read_file(path, &mut raw)?;
+    }
+    for (key, value) in args.flags() {
+        if let Some(v) = value {
+            raw.scalars.insert(key, (v.clone(), Source::Flag));
+        }
+    }
+    raw.limits
+        .extend(args.limits.iter().map(|l| (l.clone(), Source::Flag)));
+    raw.slopes
+        .extend(args.slopes.iter().map(|l| (l.clone(), Source::Flag)));
+    if !args.command.is_empty() {
+        raw.command = Some(args.command.clone());
+    }
+    build(raw, args.config.as_deref())
+}
+
+fn build(mut raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
+    let health = get(&mut raw, "health_url", None, |s| parse_health_url(s).map(Some))?;
+    let health_interval = get(&mut raw, "health_interval", Duration::from_secs(2), positive)?;
+    let health_timeout = get(&mut raw, "health_timeout", Duration::from_secs(1), positive)?;
+    let health_threshold = get(&mut raw, "health_threshold", 3, count(1))?;
+    let readiness = get(&mut raw, "readiness", Readiness::Auto, |s| match s {
+        "auto" => Ok(Readiness::Auto),
+        "notify" => Ok(Readiness::Notify),
+        "port" => Ok(Readiness::Port),
+        "none" => Ok(Readiness::None),
+        other => Err(format!("{other:?} is not one of auto, notify, port, none")),
+    })?;
+    let ready_timeout = get(&mut raw, "ready_timeout", Duration::from_secs(30), positive)?;
+    let watchdog = get(&mut raw, "watchdog", None, |s| positive(s).map(Some))?;
+    let backoff_base = get(&mut raw, "backoff_base", Duration::from_millis(100), positive)?;
+    let backoff_cap = get(&mut raw, "backoff_cap", Duration::from_secs(30), positive)?;
+    let stable_after = get(&mut raw, "stable_after", Duration::from_secs(10), positive)?;
+    let max_restarts = get(&mut raw, "max_restarts", 10, count(0))?;
+    let restart_window = get(&mut raw, "restart_window", Duration::from_secs(60), positive)?;
+    let stop_timeout = get(&mut raw, "stop_timeout", Duration::from_secs(10), positive)?;
+    let recycle = get(&mut raw, "recycle", Recycle::Restart, |s| match s {
+        "restart" => Ok(Recycle::Restart),
+        "hup" => Ok(Recycle::Hup),
+        other => Err(format!("{other:?} is not one of restart, hup")),
+    })?;
+    let slope_window = get(&mut raw, "slope_window", Duration::from_secs(60), positive)?;
+    let sample_interval = get(&mut raw, "sample_interval", Duration::from_secs(1), positive)?;
+    let port = get(&mut raw, "port", None, |s| match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(format!("{s:?} is not a TCP port (1-65535)")),
+    })?;
+    let status_file = get(&mut raw, "status_file", default_status_file(), |s| {
+        if s.is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(Some(PathBuf::from(s)))
+        }
+    })?;
+    let metrics_listen = get(&mut raw, "metrics_listen", None, |s| {
+        let addr: SocketAddr = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9101"))?;
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "{s:?} is not a loopback address: metrics describe the host and stay on it"
+            ));
+        }
+        Ok(Some(addr))
+    })?;
+
+    let mut limits = Vec::new();
+    for (list, slope) in [(&raw.limits, false), (&raw.slopes, true)] {
+        for (text, source) in list {
+            let key = text.split('=').next().unwrap_or("").trim().to_string();
+            let at = At {
+                key: if slope { "slope" } else { "limit" }.to_string(),
+                source: source.clone(),
+            };
+            let at = match source {
+                Source::Flag => at,
+                // In the file the key is the table entry itself.
+                Source::File(p) => At {
+                    key: format!("{}.{key}", if slope { "slopes" } else { "limits" }),
+                    source: Source::File(p.clone()),
+                },
+            };
+            let limit = parse_limit(text, slope).map_err(|message| ConfigError::Value {
+                at,
+                message,
+            })?;
+            limits.push(limit);
+        }
+    }
+
+    if backoff_cap < backoff_base {
+        return Err(ConfigError::Other(format!(
+            "backoff_cap ({backoff_cap:?}) is shorter than backoff_base ({backoff_base:?})"
+        )));
+    }
+    if health_timeout >= health_interval {
+        return Err(ConfigError::Other(format!(
+            "health_timeout ({health_timeout:?}) must be shorter than health_interval \
+             ({health_interval:?}), or probes would overlap"
+        )));
+    }
+    let port = port.or(health.as_ref().map(|h| h.addr.port()));
+    if readiness == Readiness::Port && port.is_none() {
+        return Err(ConfigError::Other(
+            "readiness = port needs --health-url or --port to know which port to try".into(),
+        ));
+    }
+    let needs_port = limits.iter().any(|l| l.resource.is_tcp());
+    if needs_port && port.is_none() {
+        return Err(ConfigError::Other(
+            "TCP limits need --port or --health-url to know which port to count".into(),
+        ));
+    }
+
+    let command = resolve_command(raw.command, config_file)?;
+    Ok(Config {
+        command,
+        health,
+        health_interval,
+        health_timeout,
+        health_threshold,
+        readiness,
+        ready_timeout,
+        watchdog,
+        backoff_base,
+        backoff_cap,
+        stable_after,
+        max_restarts,
+        restart_window,
+        stop_timeout,
+        recycle,
+        limits,
+        slope_window,
+        sample_interval,
+        port,
+        status_file,
+        metrics_listen,
+    })
+}
+
+/// `KEY=VALUE`: a size for rss/pss, a count otherwise; slopes are per minute.
+fn parse_limit(text: &str, slope: bool) -> Result<Limit, String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE (e.g. fds=1000)"))?;
+    let resource = Resource::from_key(key.trim()).ok_or_else(|| {
+        format!(
+            "unknown resource {:?} (known: {})",
+            key.trim(),
+            Resource::ALL.map(Resource::key).join(", ")
+        )
+    })?;
+    let value = value.trim();
+    let n = if resource.is_bytes() {
+        parse_size(value)?
+    } else {
+        value
+            .parse()
+            .map_err(|_| format!("{value:?} for {} is not a whole number", resource.key()))?
+    };
+    if n == 0 {
+        return Err(format!("{} limit of 0 would recycle at once", resource.key()));
+    }
+    Ok(Limit {
+        resource,
+        value: n,
+        slope,
+    })
+}
+
+/// `http://HOST[:PORT]/PATH`, resolved once: a supervisor that resolves names on every probe
+/// would fail on its own resolver's trouble, which is not the child's.
+fn parse_health_url(s: &str) -> Result<HealthUrl, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{s:?} must start with http:// (the probe speaks plain HTTP)"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{s:?} has no usable host"));
+    }
+    let has_port = match authority.rfind(':') {
+        Some(i) => !authority[i..].contains(']'),
+        None => false,
+    };
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: cannot resolve {authority:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?}: {authority:?} has no address"))?;
+    if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!("{s:?}: the path holds spaces or control characters"));
+    }
+    Ok(HealthUrl {
+        url: s.to_string(),
+        addr,
+        host: authority.to_string(),
+        path: path.to_string(),
+    })
+}
+
+/// The command to run: the one given, else forkd (with the same `--config` file). A first word
+/// of plain `forkd` means the forkd installed beside this program, so a supervisor never runs a
+/// different build of forkd found earlier on PATH.
+fn resolve_command(
+    given: Option<Vec<OsString>>,
+    config_file: Option<&Path>,
+) -> Result<Vec<OsString>, ConfigError> {
+    let mut command = match given {
+        Some(c) => c,
+        None => {
+            let mut c = vec![OsString::from("forkd")];
+            if let Some(f) = config_file {
+                c.push("--config".into());
+                c.push(f.into());
+            }
+            c
+        }
+    };
+    if command[0] == "forkd" {
+        if let Some(sibling) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("forkd")))
+            .filter(|p| p.is_file())
+        {
+            command[0] = sibling.into();
+        } else if find_on_path("forkd").is_none() {
+            return Err(ConfigError::Other(
+                "no forkd next to this program nor on PATH; give the command after --".into(),
+            ));
+        }
+    }
+    Ok(command)
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["forkd-supervisor"];
+        all.extend_from_slice(flags);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        load(&cli.run).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = args(&["--", "/bin/true"]).unwrap();
+        assert_eq!(c.command, vec![OsString::from("/bin/true")]);
+        assert_eq!(c.backoff_base, Duration::from_millis(100));
+        assert_eq!(c.backoff_cap, Duration::from_secs(30));
+        assert_eq!((c.max_restarts, c.health_threshold), (10, 3));
+        assert_eq!(c.readiness, Readiness::Auto);
+        assert!(c.health.is_none() && c.port.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_value() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--health-interval", "soon"], "--health-interval: \"soon\""),
+            (&["--health-threshold", "0"], "--health-threshold: must be at least 1"),
+            (&["--readiness", "maybe"], "--readiness: \"maybe\" is not one of"),
+            (&["--limit", "fdz=3"], "--limit: unknown resource \"fdz\""),
+            (&["--limit", "rss=lots"], "--limit: \"lots\" is not a size"),
+            (&["--slope", "fds"], "--slope: \"fds\" is not KEY=VALUE"),
+            (&["--metrics-listen", "0.0.0.0:9"], "not a loopback address"),
+            (&["--health-url", "https://x/"], "must start with http://"),
+            (&["--port", "70000"], "--port: \"70000\" is not a TCP port"),
+            (&["--limit", "close_wait=5"], "TCP limits need --port"),
+            (&["--backoff-base", "2s", "--backoff-cap", "1s"], "backoff_cap"),
+        ];
+        for (flags, want) in cases {
+            let mut all = flags.to_vec();
+            all.extend(["--", "/bin/true"]);
+            let err = args(&all).unwrap_err();
+            assert!(err.contains(want), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("forkd.toml");
+        std::fs::write(
+            &f,
+            "listen = ['127.0.0.1:8080']\n[supervisor]\nhealth_url = 'http://127.0.0.1:8080/'\n\
+             health_threshold = 5\nstop_timeout = '3s'\nmax_restarts = 4\n\
+             command = ['/bin/sleep', '100']\n[supervisor.limits]\nfds = 500\nrss = '64MiB'\n\
+             [supervisor.slopes]\nfds = 60\n",
+        )
+        .unwrap();
+        let path = f.to_str().unwrap();
+        let c = args(&["-c", path, "--max-restarts", "7"]).unwrap();
+        assert_eq!(c.health_threshold, 5);
+        assert_eq!(c.max_restarts, 7, "the flag wins");
+        assert_eq!(c.stop_timeout, Duration::from_secs(3));
+        assert_eq!(c.port, Some(8080));
+        assert_eq!(c.command[0], "/bin/sleep");
+        assert_eq!(c.limits.len(), 3);
+        assert!(c.limits.iter().any(|l| l.resource == Resource::Rss && l.value == 64 << 20));
+
+        std::fs::write(&f, "[supervisor]\nhealth_treshold = 5\n").unwrap();
+        let err = args(&["-c", path]).unwrap_err();
+        assert!(err.contains("unknown key supervisor.health_treshold"), "{err}");
+        std::fs::write(&f, "[supervisor]\nstop_timeout = 'forever'\n").unwrap();
+        let err = args(&["-c", path, "--", "/bin/true"]).unwrap_err();
+        assert!(err.contains("supervisor.stop_timeout in"), "{err}");
+        assert!(err.contains("\"forever\""), "{err}");
+        std::fs::write(&f, "[supervisor.limits]\nfds = 'many'\n").unwrap();
+        let err = args(&["-c", path, "--", "/bin/true"]).unwrap_err();
+        assert!(err.contains("supervisor.limits.fds in"), "{err}");
+    }
+
+    #[test]
+    fn health_urls() {
+        let h = parse_health_url("http://127.0.0.1:8080/healthz").unwrap();
+        assert_eq!((h.addr.port(), h.path.as_str()), (8080, "/healthz"));
+        let h = parse_health_url("http://[::1]:81").unwrap();
+        assert_eq!((h.addr.port(), h.path.as_str(), h.host.as_str()), (81, "/", "[::1]:81"));
+        assert_eq!(parse_health_url("http://127.0.0.1/").unwrap().addr.port(), 80);
+        assert!(parse_health_url("http://127.0.0.1:8080/a b").is_err());
+        assert!(parse_health_url("http:///").is_err());
+    }
+}

@@ -1,0 +1,896 @@
+//! The supervisor proper: a state machine (see the table in the crate docs) around one `poll`
+//! with one deadline. Every wake-up is turned into [`Input`]s first (signals from the
+//! self-pipe, reaped children, notify datagrams, probe results, resource verdicts, timers),
+//! and [`Supervisor::step`] routes each (state, input) pair to one small named function.
+//!
+//! Only `step`'s cells change the state; the loop around it gathers evidence and keeps time.
+//! Nothing here blocks except `poll` (and the bounded sweep at exit).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use forkd::daemon::notify::Notifier;
+use forkd::daemon::procfs;
+use forkd::daemon::reap::{reap, ProcessEnd};
+use forkd::daemon::signals::{Event, SignalPipe};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::child::{self, Running};
+use crate::config::{Config, Readiness, Recycle};
+use crate::metrics::Metrics;
+use crate::notify::NotifySocket;
+use crate::probe::{self, Outcome, Probe};
+use crate::reserve::Reserve;
+use crate::status::{RestartRecord, Status};
+use crate::throttle::{Backoff, Budget};
+use crate::units::show_duration;
+use crate::watch::{self, Watch};
+
+/// Exit codes of the supervisor (s6's convention for 100 and 111).
+pub const EXIT_STOPPED: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_PERMANENT: i32 = 100;
+pub const EXIT_BUDGET: i32 = 111;
+
+/// The child's exit code that means "do not restart me".
+const PERMANENT: i32 = 100;
+
+/// How often a port is tried while waiting for readiness by port.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// How long a child gets to die after SIGKILL before the supervisor says so.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Started; waiting for readiness (health failures do not count yet).
+    Starting,
+    /// Ready; probes and the watchdog count.
+    Running,
+    /// SIGTERM sent to restart it; SIGKILL to its group at the deadline.
+    Recycling,
+    /// No child; the next start is at the deadline.
+    Backoff,
+    /// SIGTERM sent because the supervisor itself is stopping.
+    Stopping,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Recycling => "recycling",
+            State::Backoff => "backoff",
+            State::Stopping => "stopping",
+        }
+    }
+}
+
+/// Everything that can happen to the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The child (the process the supervisor started) ended.
+    Exited(ProcessEnd),
+    /// READY=1 arrived, or the port accepted.
+    Ready,
+    /// Health probes failed `threshold` times in a row, or the watchdog was missed.
+    Unhealthy(String),
+    /// A resource limit was crossed.
+    OverLimit(String),
+    /// The state's deadline passed.
+    Timeout,
+    /// SIGTERM or SIGINT to the supervisor.
+    Stop,
+    /// SIGHUP or SIGUSR1 to the supervisor, to pass on.
+    Forward(Signal),
+}
+
+pub struct Supervisor {
+    cfg: Config,
+    state: State,
+    /// The state's deadline (next start, ready timeout, kill time).
+    deadline: Option<Instant>,
+    child: Option<Running>,
+    /// SIGKILL has been sent to the current child's group.
+    killed: bool,
+    /// Why the current child is being recycled, for the restart record.
+    recycle_reason: Option<String>,
+    ready: bool,
+    reloading_since: Option<Instant>,
+    last_hup_recycle: Option<Instant>,
+    backoff: Backoff,
+    budget: Budget,
+    watch: Watch,
+    probe: Option<Probe>,
+    next_probe: Option<Instant>,
+    next_sample: Instant,
+    watchdog_deadline: Option<Instant>,
+    health_failures: u32,
+    health_last: Option<String>,
+    observing: bool,
+    cannot_observe_reason: Option<String>,
+    resources_observable: bool,
+    restarts: u64,
+    recent: VecDeque<RestartRecord>,
+    last_exit: Option<String>,
+    child_status: Option<String>,
+    counters: BTreeMap<&'static str, u64>,
+    exit: Option<i32>,
+    notify: NotifySocket,
+    systemd: Notifier,
+    systemd_watchdog: Option<(Duration, Instant)>,
+    systemd_ready: bool,
+    reserve: Reserve,
+    metrics: Option<Metrics>,
+    next_status_write: Option<Instant>,
+    /// When the loop last meant to wake up, to measure its own lateness.
+    planned_wake: Option<Instant>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Sets up the supervisor's own resources (before any child exists).
+pub fn setup(cfg: Config) -> Result<Supervisor, String> {
+    // Orphans of the child are re-parented here, not to init, so they are reaped and swept.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("unable to become a child subreaper: {e}"))?;
+    // Read (and removed from the environment) before any child exists: NOTIFY_SOCKET from
+    // systemd is the supervisor's, the child gets its own.
+    let systemd = Notifier::from_env().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
+    let systemd_watchdog = systemd_watchdog();
+    let notify = NotifySocket::bind().map_err(|e| format!("unable to bind the notify socket: {e}"))?;
+    let reserve = Reserve::new(3).map_err(|e| e.to_string())?;
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => {
+            let m = Metrics::bind(addr).map_err(|e| format!("unable to bind metrics on {addr}: {e}"))?;
+            if let Ok(a) = m.local_addr() {
+                tracing::info!("metrics on http://{a}/metrics");
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ u64::from(std::process::id()) << 32;
+    let mut counters = BTreeMap::new();
+    for k in [
+        "probe_failures",
+        "cannot_observe",
+        "recycles",
+        "recycles_hup",
+        "watchdog_misses",
+        "orphans_reaped",
+        "notify_rejected",
+        "spawn_failures",
+    ] {
+        counters.insert(k, 0);
+    }
+    let now = Instant::now();
+    Ok(Supervisor {
+        state: State::Backoff,
+        deadline: Some(now),
+        child: None,
+        killed: false,
+        recycle_reason: None,
+        ready: false,
+        reloading_since: None,
+        last_hup_recycle: None,
+        backoff: Backoff::new(cfg.backoff_base, cfg.backoff_cap, cfg.stable_after, seed),
+        budget: Budget::new(cfg.max_restarts, cfg.restart_window),
+        watch: Watch::new(cfg.limits.clone(), cfg.slope_window),
+        probe: None,
+        next_probe: None,
+        next_sample: now,
+        watchdog_deadline: None,
+        health_failures: 0,
+        health_last: None,
+        observing: true,
+        cannot_observe_reason: None,
+        resources_observable: true,
+        restarts: 0,
+        recent: VecDeque::new(),
+        last_exit: None,
+        child_status: None,
+        counters,
+        exit: None,
+        notify,
+        systemd,
+        systemd_watchdog: systemd_watchdog.map(|d| (d, now)),
+        systemd_ready: false,
+        reserve,
+        metrics,
+        next_status_write: Some(now),
+        planned_wake: None,
+        cfg,
+    })
+}
+
+/// `WATCHDOG_USEC` given to the supervisor by systemd: ping at half of it.
+fn systemd_watchdog() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let for_us = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_none_or(|p| p == std::process::id());
+    std::env::remove_var("WATCHDOG_USEC");
+    std::env::remove_var("WATCHDOG_PID");
+    (for_us && usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+impl Supervisor {
+    /// The one transition function: each cell of the table in the crate docs.
+    pub fn step(&mut self, input: Input) {
+        use Input::*;
+        use State::*;
+        tracing::debug!("{} <- {input:?}", self.state.name());
+        match (self.state, input) {
+            (Starting | Running | Recycling, Exited(end)) => self.schedule_restart(end),
+            (Stopping, Exited(end)) => self.finish_stop(end),
+            (Backoff, Exited(_)) => {}
+            (Starting, Ready) => self.mark_ready(),
+            (Running | Recycling | Backoff | Stopping, Ready) => {}
+            (Running, Unhealthy(why)) => self.recycle_by_restart(why),
+            (Starting | Running, OverLimit(why)) => self.recycle(why),
+            (_, Unhealthy(_) | OverLimit(_)) => {}
+            (Starting, Timeout) => self.recycle_by_restart(format!(
+                "not ready within {}",
+                show_duration(self.cfg.ready_timeout)
+            )),
+            (Recycling | Stopping, Timeout) => self.kill_now(),
+            (Backoff, Timeout) => self.start_child(),
+            (Running, Timeout) => {}
+            (Starting | Running | Recycling, Stop) => self.begin_stop(),
+            (Backoff, Stop) => self.finish(EXIT_STOPPED, "stopped (no child was running)"),
+            (Stopping, Stop) => self.kill_now(),
+            (Starting | Running | Recycling, Forward(sig)) => self.forward(sig),
+            (Backoff | Stopping, Forward(sig)) => {
+                tracing::info!("{} not forwarded: no child to receive it", sig.as_str())
+            }
+        }
+        self.status_soon();
+    }
+
+    fn enter(&mut self, state: State, deadline: Option<Instant>) {
+        self.state = state;
+        self.deadline = deadline;
+    }
+
+    fn start_child(&mut self) {
+        let command = self.cfg.command.clone();
+        let env = self.notify.env_value();
+        let watchdog = self.cfg.watchdog;
+        let spawned = self
+            .reserve
+            .with_room("start the child", || child::spawn(&command, env.as_ref(), watchdog));
+        let now = Instant::now();
+        match spawned {
+            Ok(c) => {
+                tracing::info!(
+                    "started child {} ({})",
+                    c.pid,
+                    command.iter().map(|w| w.to_string_lossy()).collect::<Vec<_>>().join(" ")
+                );
+                self.child = Some(c);
+                self.killed = false;
+                self.ready = false;
+                self.health_failures = 0;
+                self.watch.reset(None);
+                self.next_sample = now;
+                self.enter(State::Starting, Some(now + self.cfg.ready_timeout));
+                match self.readiness() {
+                    Readiness::None => self.step(Input::Ready),
+                    Readiness::Port => self.next_probe = Some(now),
+                    Readiness::Notify | Readiness::Auto => self.next_probe = None,
+                }
+            }
+            Err(e) => {
+                *self.counters.entry("spawn_failures").or_default() += 1;
+                tracing::error!("unable to start {:?}: {e}", command[0]);
+                let reason = format!("unable to start: {e}");
+                self.plan_restart(Duration::ZERO, reason);
+            }
+        }
+    }
+
+    /// Readiness with `auto` resolved: by port when a port is known (READY=1 also counts).
+    fn readiness(&self) -> Readiness {
+        match self.cfg.readiness {
+            Readiness::Auto if self.cfg.port.is_some() => Readiness::Port,
+            Readiness::Auto => Readiness::Notify,
+            r => r,
+        }
+    }
+
+    fn mark_ready(&mut self) {
+        let now = Instant::now();
+        let Some(c) = &self.child else { return };
+        tracing::info!(
+            "child {} ready after {}",
+            c.pid,
+            show_duration(now.duration_since(c.started))
+        );
+        self.ready = true;
+        self.reloading_since = None;
+        self.probe = None;
+        self.next_probe = self.probe_target().map(|_| now + self.cfg.health_interval);
+        self.watchdog_deadline = self.cfg.watchdog.map(|w| now + w);
+        self.enter(State::Running, None);
+        if !self.systemd_ready {
+            self.systemd_ready = true;
+            let _ = self.systemd.send("READY=1\nSTATUS=child ready");
+        }
+    }
+
+    /// A recycle for a resource limit, as configured: SIGHUP (escalating to a restart when the
+    /// last SIGHUP did not help) or a restart.
+    fn recycle(&mut self, why: String) {
+        let now = Instant::now();
+        let hup_helped = self
+            .last_hup_recycle
+            .is_none_or(|t| now.duration_since(t) > self.cfg.slope_window * 2);
+        if self.cfg.recycle == Recycle::Hup && self.state == State::Running && hup_helped {
+            let Some(c) = self.child.clone() else { return };
+            tracing::warn!("recycling child {} with SIGHUP: {why}", c.pid);
+            *self.counters.entry("recycles_hup").or_default() += 1;
+            self.last_hup_recycle = Some(now);
+            // Workers are being replaced: judge again once a whole window has passed.
+            self.watch.reset(Some(now + self.cfg.slope_window));
+            child::signal(&c, Signal::SIGHUP);
+        } else if self.cfg.recycle == Recycle::Hup && !hup_helped {
+            self.recycle_by_restart(format!("{why} (SIGHUP did not help)"));
+        } else {
+            self.recycle_by_restart(why);
+        }
+    }
+
+    fn recycle_by_restart(&mut self, why: String) {
+        let Some(c) = self.child.clone() else { return };
+        tracing::warn!("recycling child {}: {why}", c.pid);
+        *self.counters.entry("recycles").or_default() += 1;
+        self.recycle_reason = Some(why);
+        self.probe = None;
+        self.next_probe = None;
+        child::signal(&c, Signal::SIGTERM);
+        self.enter(State::Recycling, Some(Instant::now() + self.cfg.stop_timeout));
+    }
+
+    fn begin_stop(&mut self) {
+        let Some(c) = self.child.clone() else { return };
+        tracing::info!(
+            "stopping child {} (SIGTERM; SIGKILL to its group after {})",
+            c.pid,
+            show_duration(self.cfg.stop_timeout)
+        );
+        let _ = self.systemd.send("STOPPING=1");
+        self.probe = None;
+        self.next_probe = None;
+        if self.state != State::Recycling {
+            child::signal(&c, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + self.cfg.stop_timeout;
+        let deadline = self.deadline.filter(|_| self.state == State::Recycling).map_or(deadline, |d| d.min(deadline));
+        self.enter(State::Stopping, Some(deadline));
+    }
+
+    fn kill_now(&mut self) {
+        let Some(c) = self.child.clone() else { return };
+        if self.killed {
+            if self.state == State::Stopping {
+                return self.finish(
+                    EXIT_FAILED,
+                    &format!("child {} did not die after SIGKILL; giving up on it", c.pid),
+                );
+            }
+            tracing::error!("child {} did not die after SIGKILL; trying again", c.pid);
+        } else {
+            tracing::warn!(
+                "child {} did not exit in time; killing process group {}",
+                c.pid,
+                c.pgid
+            );
+        }
+        self.killed = true;
+        child::kill_group(c.pgid);
+        self.deadline = Some(Instant::now() + KILL_GRACE);
+    }
+
+    fn forward(&mut self, sig: Signal) {
+        if let Some(c) = &self.child {
+            tracing::info!("forwarding {} to child {}", sig.as_str(), c.pid);
+            child::signal(c, sig);
+        }
+    }
+
+    /// The child ended on its own or after a recycle: count it, then restart after the
+    /// backoff, unless it failed permanently or the budget is spent.
+    fn schedule_restart(&mut self, end: ProcessEnd) {
+        let Some(c) = self.child.take() else { return };
+        let ran = c.started.elapsed();
+        child::kill_leftovers(c.pgid);
+        let reason = match self.recycle_reason.take() {
+            Some(why) => format!("recycled: {why}"),
+            None => format!("{end} after {}", show_duration(ran)),
+        };
+        tracing::warn!("child {} {end} after {}", c.pid, show_duration(ran));
+        self.last_exit = Some(format!("{end} after {}", show_duration(ran)));
+        self.forget_child();
+        if end == ProcessEnd::Exited(PERMANENT) {
+            return self.finish(
+                EXIT_PERMANENT,
+                &format!("permanent failure: the child exited with code {PERMANENT}; not restarting"),
+            );
+        }
+        self.plan_restart(ran, reason);
+    }
+
+    fn plan_restart(&mut self, ran: Duration, reason: String) {
+        let now = Instant::now();
+        if !self.budget.take(now) {
+            return self.finish(
+                EXIT_BUDGET,
+                &format!(
+                    "giving up: {} restarts within {} (last: {reason})",
+                    self.cfg.max_restarts,
+                    show_duration(self.cfg.restart_window)
+                ),
+            );
+        }
+        let delay = self.backoff.next_delay(ran);
+        self.restarts += 1;
+        self.recent.push_back(RestartRecord {
+            at_unix: unix_now(),
+            reason: reason.clone(),
+        });
+        if self.recent.len() > 20 {
+            self.recent.pop_front();
+        }
+        tracing::info!(
+            "restart {} in {} ({reason})",
+            self.restarts,
+            show_duration(delay)
+        );
+        self.enter(State::Backoff, Some(now + delay));
+    }
+
+    fn forget_child(&mut self) {
+        self.ready = false;
+        self.probe = None;
+        self.next_probe = None;
+        self.watchdog_deadline = None;
+        self.reloading_since = None;
+        self.killed = false;
+        self.watch.reset(None);
+    }
+
+    fn finish_stop(&mut self, end: ProcessEnd) {
+        if let Some(c) = self.child.take() {
+            tracing::info!("child {} {end}", c.pid);
+            self.last_exit = Some(end.to_string());
+            child::kill_leftovers(c.pgid);
+        }
+        self.forget_child();
+        self.finish(EXIT_STOPPED, "stopped");
+    }
+
+    /// The end of the supervisor: nothing it started may outlive it.
+    fn finish(&mut self, code: i32, message: &str) {
+        sweep_descendants();
+        if code == EXIT_STOPPED {
+            tracing::info!("{message}");
+        } else {
+            tracing::error!("{message}");
+        }
+        let _ = self.systemd.send(&format!("STATUS={message}"));
+        self.exit = Some(code);
+    }
+
+    fn probe_target(&self) -> Option<(std::net::SocketAddr, Option<Vec<u8>>)> {
+        match (&self.cfg.health, self.cfg.port) {
+            (Some(h), _) => Some((h.addr, Some(probe::http_request(&h.host, &h.path)))),
+            (None, Some(port)) => Some((([127, 0, 0, 1], port).into(), None)),
+            (None, None) => None,
+        }
+    }
+
+    fn start_probe(&mut self, now: Instant) {
+        if self.probe.is_some() {
+            return;
+        }
+        let Some((addr, request)) = self.probe_target() else { return };
+        // While waiting for readiness by port, a connect is enough.
+        let request = if self.state == State::Starting { None } else { request };
+        let timeout = self.cfg.health_timeout;
+        match Probe::start(addr, request, timeout) {
+            Ok(p) => self.probe = Some(p),
+            Err(outcome) => self.probe_done(outcome, now),
+        }
+    }
+
+    fn probe_done(&mut self, outcome: Outcome, now: Instant) {
+        self.probe = None;
+        if self.state == State::Starting {
+            self.next_probe = Some(now + READY_POLL.min(self.cfg.health_interval));
+            match outcome {
+                Outcome::Healthy(_) => {
+                    tracing::info!("port {} accepts", self.cfg.port.unwrap_or(0));
+                    self.step(Input::Ready);
+                }
+                Outcome::CannotObserve(why) => self.cannot_observe(why),
+                Outcome::Failed(_) => {}
+            }
+            return;
+        }
+        if self.state != State::Running {
+            return;
+        }
+        self.next_probe = Some(now + self.cfg.health_interval);
+        match outcome {
+            Outcome::Healthy(code) => {
+                self.observed();
+                if self.health_failures > 0 {
+                    tracing::info!("health probe succeeded again (HTTP {code})");
+                }
+                self.health_failures = 0;
+                self.health_last = Some(format!("ok (HTTP {code})"));
+            }
+            Outcome::Failed(why) => {
+                self.observed();
+                self.health_failures += 1;
+                *self.counters.entry("probe_failures").or_default() += 1;
+                tracing::warn!(
+                    "health probe failed ({}/{}): {why}",
+                    self.health_failures,
+                    self.cfg.health_threshold
+                );
+                self.health_last = Some(format!("failed: {why}"));
+                if self.health_failures >= self.cfg.health_threshold {
+                    self.step(Input::Unhealthy(format!(
+                        "unhealthy: {} failed probes in a row (last: {why})",
+                        self.health_failures
+                    )));
+                }
+            }
+            Outcome::CannotObserve(why) => self.cannot_observe(why),
+        }
+    }
+
+    /// The supervisor's own trouble: logged once per episode, counted every time, never held
+    /// against the child.
+    fn cannot_observe(&mut self, why: String) {
+        *self.counters.entry("cannot_observe").or_default() += 1;
+        if self.observing {
+            tracing::warn!("cannot observe the child: {why}; not counted against it");
+        }
+        self.observing = false;
+        self.health_last = Some(format!("cannot observe: {why}"));
+        self.cannot_observe_reason = Some(why);
+        self.status_soon();
+    }
+
+    fn observed(&mut self) {
+        if !self.observing {
+            tracing::info!("observing the child again");
+        }
+        self.observing = true;
+        self.cannot_observe_reason = None;
+    }
+
+    fn sample(&mut self, now: Instant) {
+        self.next_sample = now + self.cfg.sample_interval;
+        self.reserve.refill();
+        let Some(c) = &self.child else { return };
+        if !matches!(self.state, State::Starting | State::Running) {
+            return;
+        }
+        match watch::sample(c.pid.as_raw(), self.cfg.port) {
+            Ok(reading) => {
+                if !self.resources_observable {
+                    tracing::info!("resources of the child readable again");
+                    self.resources_observable = true;
+                }
+                if let Some(why) = self.watch.judge(now, reading) {
+                    self.step(Input::OverLimit(why));
+                }
+            }
+            // The child is gone; its exit is on the way through SIGCHLD.
+            Err(e) if procfs::is_gone(&e) => {}
+            Err(e) => {
+                *self.counters.entry("cannot_observe").or_default() += 1;
+                if self.resources_observable {
+                    tracing::warn!(
+                        "cannot observe the child's resources: {e}; no limit is judged meanwhile"
+                    );
+                }
+                self.resources_observable = false;
+            }
+        }
+    }
+
+    fn notified(&mut self, now: Instant) {
+        let pgid = self.child.as_ref().map(|c| c.pgid);
+        let mut rejected = 0;
+        let messages = self.notify.drain(pgid, &mut rejected);
+        *self.counters.entry("notify_rejected").or_default() += rejected;
+        for m in messages {
+            if let Some(s) = m.status {
+                self.child_status = Some(s);
+                self.status_soon();
+            }
+            if m.watchdog {
+                self.watchdog_deadline = self.cfg.watchdog.map(|w| now + w);
+            }
+            if m.reloading {
+                self.reloading_since = Some(now);
+            }
+            if m.ready {
+                self.reloading_since = None;
+                if matches!(self.cfg.readiness, Readiness::Auto | Readiness::Notify) {
+                    self.step(Input::Ready);
+                }
+            }
+            if m.stopping {
+                tracing::info!("child says it is stopping");
+            }
+        }
+    }
+
+    /// Timers whose time has come, in a fixed order.
+    fn timers(&mut self, now: Instant, stalled: Duration) {
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.deadline = None;
+            self.step(Input::Timeout);
+        }
+        if let Some(p) = &self.probe {
+            if now >= p.deadline {
+                let p = self.probe.take().expect("probe present");
+                let outcome = p.expire(stalled);
+                self.probe_done(outcome, now);
+            }
+        }
+        if self.next_probe.is_some_and(|t| now >= t)
+            && matches!(self.state, State::Starting | State::Running)
+        {
+            // A reload in progress pauses probing, for at most the ready timeout.
+            match self.reloading_since {
+                Some(since) if now.duration_since(since) < self.cfg.ready_timeout => {
+                    self.next_probe = Some(now + self.cfg.health_interval);
+                }
+                Some(_) => {
+                    self.reloading_since = None;
+                    self.step(Input::Unhealthy(format!(
+                        "RELOADING=1 without READY=1 within {}",
+                        show_duration(self.cfg.ready_timeout)
+                    )));
+                }
+                None => {
+                    self.next_probe = None;
+                    self.start_probe(now);
+                }
+            }
+        }
+        if now >= self.next_sample {
+            self.sample(now);
+        }
+        if self.watchdog_deadline.is_some_and(|t| now >= t) {
+            self.watchdog_deadline = None;
+            if self.state == State::Running {
+                *self.counters.entry("watchdog_misses").or_default() += 1;
+                let w = show_duration(self.cfg.watchdog.unwrap_or_default());
+                self.step(Input::Unhealthy(format!("no WATCHDOG=1 within {w}")));
+            }
+        }
+        if let Some((every, last)) = self.systemd_watchdog {
+            if now >= last + every {
+                let _ = self.systemd.send("WATCHDOG=1");
+                self.systemd_watchdog = Some((every, now));
+            }
+        }
+        if self.next_status_write.is_some_and(|t| now >= t) {
+            self.write_status(now);
+        }
+    }
+
+    fn status_soon(&mut self) {
+        let soon = Instant::now() + Duration::from_millis(100);
+        self.next_status_write = Some(self.next_status_write.map_or(soon, |t| t.min(soon)));
+    }
+
+    fn write_status(&mut self, now: Instant) {
+        self.next_status_write = Some(now + Duration::from_secs(1));
+        let Some(path) = self.cfg.status_file.clone() else { return };
+        let st = self.status();
+        if let Err(e) = self.reserve.with_room("write the status file", || st.write(&path)) {
+            tracing::warn!("unable to write {}: {e}", path.display());
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let now = Instant::now();
+        let mut st = Status {
+            supervisor_pid: std::process::id(),
+            state: self.state.name().to_string(),
+            command: self.cfg.command.iter().map(|w| w.to_string_lossy().into_owned()).collect(),
+            child_pid: self.child.as_ref().map(|c| c.pid.as_raw()),
+            child_started_unix: self.child.as_ref().map(|c| c.started_unix),
+            child_uptime_s: self.child.as_ref().map(|c| now.duration_since(c.started).as_secs_f64()),
+            ready: self.ready,
+            child_status: self.child_status.clone(),
+            restarts_total: self.restarts,
+            recent_restarts: self.recent.iter().cloned().collect(),
+            last_exit: self.last_exit.clone(),
+            next_start_in_s: (self.state == State::Backoff)
+                .then(|| self.deadline.map(|d| d.saturating_duration_since(now).as_secs_f64()))
+                .flatten(),
+            backoff_failures: self.backoff.failures(),
+            budget_used: self.budget.used(),
+            budget_max: self.cfg.max_restarts,
+            health_consecutive_failures: self.health_failures,
+            health_last: self.health_last.clone(),
+            observing: self.observing && self.resources_observable,
+            cannot_observe_reason: self.cannot_observe_reason.clone(),
+            updated_unix: unix_now(),
+            ..Default::default()
+        };
+        if let Some(r) = &self.watch.last {
+            st.sample = r.values.iter().map(|(k, v)| (k.key().to_string(), *v)).collect();
+        }
+        st.maxheld = self.watch.maxheld.iter().map(|(k, v)| (k.key().to_string(), *v)).collect();
+        st.limits = self.cfg.limits.iter().map(|l| (l.name(), l.value)).collect();
+        st.failcnt = self.watch.failcnt.clone();
+        st.counters = self.counters.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        st
+    }
+
+    /// The loop: one `poll` with the nearest deadline, then inputs, until an exit code.
+    pub fn run(mut self, signals: &SignalPipe) -> i32 {
+        loop {
+            if let Some(code) = self.exit {
+                self.write_status(Instant::now());
+                return code;
+            }
+            let now = Instant::now();
+            let wake = self.next_wake();
+            let timeout = wake.map(|w| w.saturating_duration_since(now));
+            self.planned_wake = wake;
+
+            let (sig_ready, notify_ready, probe_ready, metrics_ready) = {
+                let mut fds: Vec<PollFd> = vec![
+                    PollFd::new(signals.fd(), PollFlags::POLLIN),
+                    PollFd::new(self.notify.fd(), PollFlags::POLLIN),
+                ];
+                let probe_at = self.probe.as_ref().map(|p| {
+                    fds.push(PollFd::new(p.fd(), p.interest()));
+                    fds.len() - 1
+                });
+                let metrics_fd: Option<BorrowedFd> = self.metrics.as_ref().and_then(|m| m.fd(now));
+                let metrics_at = metrics_fd.map(|fd| {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    fds.len() - 1
+                });
+                let t = match timeout {
+                    // Rounded up so the loop never wakes a moment before its deadline.
+                    Some(d) => PollTimeout::try_from(d + Duration::from_micros(999))
+                        .unwrap_or(PollTimeout::MAX),
+                    None => PollTimeout::NONE,
+                };
+                match poll(&mut fds, t) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        tracing::error!("poll failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                let ready = |i: Option<usize>| {
+                    i.and_then(|i| fds[i].revents()).is_some_and(|r| !r.is_empty())
+                };
+                (ready(Some(0)), ready(Some(1)), ready(probe_at), ready(metrics_at))
+            };
+
+            let now = Instant::now();
+            let stalled = self
+                .planned_wake
+                .map_or(Duration::ZERO, |w| now.saturating_duration_since(w));
+            if sig_ready {
+                self.signals(signals);
+            }
+            if notify_ready {
+                self.notified(now);
+            }
+            if probe_ready {
+                if let Some(outcome) = self.probe.as_mut().and_then(|p| p.advance()) {
+                    self.probe_done(outcome, now);
+                }
+            }
+            if metrics_ready {
+                let st = self.status();
+                if let Some(m) = self.metrics.as_mut() {
+                    m.serve(&st);
+                }
+            }
+            self.timers(now, stalled);
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        [
+            self.deadline,
+            self.probe.as_ref().map(|p| p.deadline),
+            self.next_probe,
+            self.child.as_ref().map(|_| self.next_sample),
+            self.watchdog_deadline,
+            self.systemd_watchdog.map(|(every, last)| last + every),
+            self.next_status_write.filter(|_| self.cfg.status_file.is_some()),
+            // A paused metrics listener is polled again when its pause ends.
+            self.metrics.as_ref().map(|_| Instant::now() + Duration::from_secs(1)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn signals(&mut self, signals: &SignalPipe) {
+        for event in signals.drain() {
+            match event {
+                Event::Child => self.reap_children(),
+                Event::Terminate | Event::Interrupt => self.step(Input::Stop),
+                Event::Reload => self.step(Input::Forward(Signal::SIGHUP)),
+                Event::ReopenLogs => self.step(Input::Forward(Signal::SIGUSR1)),
+            }
+        }
+    }
+
+    fn reap_children(&mut self) {
+        let mut ends = Vec::new();
+        reap(|pid, end| ends.push((pid, end)));
+        for (pid, end) in ends {
+            if self.child.as_ref().is_some_and(|c| c.pid == pid) {
+                self.step(Input::Exited(end));
+            } else {
+                *self.counters.entry("orphans_reaped").or_default() += 1;
+                tracing::debug!("reaped orphan {pid}: {end}");
+            }
+        }
+    }
+}
+
+/// At exit: TERM to every remaining descendant (orphans that left the child's group), a short
+/// wait, then KILL, reaping all of them, so the supervisor leaves nothing behind.
+fn sweep_descendants() {
+    let left = child::descendants();
+    if left.is_empty() {
+        reap(|_, _| {});
+        return;
+    }
+    tracing::info!("ending {} leftover process(es): {left:?}", left.len());
+    for p in &left {
+        let _ = nix::sys::signal::kill(*p, Signal::SIGTERM);
+    }
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end && !child::descendants().is_empty() {
+        reap(|_, _| {});
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in child::descendants() {
+        let _ = nix::sys::signal::kill(p, Signal::SIGKILL);
+    }
+    let end = Instant::now() + Duration::from_secs(2);
+    loop {
+        reap(|_, _| {});
+        let still: Vec<Pid> = child::descendants();
+        if still.is_empty() || Instant::now() >= end {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,117 @@
+//! The two value syntaxes of the configuration, shared by flags and the TOML file: durations
+//! (`250ms`, `2s`, `1.5m`, `1h`; a bare number is seconds) and sizes (`512k`, `200MiB`, `1G`;
+//! binary multiples whatever the spelling, a bare number is bytes). Pure functions, so the
+//! table tests below pin every accepted and refused spelling.
+
+use std::time::Duration;
+
+/// Parses a duration such as `100ms`, `2s`, `1.5m`, `1h` or `3` (seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 250ms, 2s, 1.5m, 1h)"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
+    };
+    let secs = n * scale;
+    if !secs.is_finite() || secs > 365.0 * 86400.0 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a size in bytes such as `4096`, `512k`, `200M`, `200MiB` or `1G`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 512k, 200MiB, 1G)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use k, M or G)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+/// A duration the way the parser reads it back, for logs and `status`.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("100ms", Some(ms(100))),
+            ("2s", Some(ms(2000))),
+            ("2", Some(ms(2000))),
+            ("1.5m", Some(ms(90_000))),
+            ("1h", Some(ms(3_600_000))),
+            (" 30 s ", Some(ms(30_000))),
+            ("0.5", Some(ms(500))),
+            ("", None),
+            ("s", None),
+            ("-1s", None),
+            ("2d", None),
+            ("1e9h", None),
+            ("10000000h", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_duration(s).ok(), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("4096", Some(4096)),
+            ("512k", Some(512 << 10)),
+            ("200MiB", Some(200 << 20)),
+            ("200M", Some(200 << 20)),
+            ("1G", Some(1 << 30)),
+            ("1gb", Some(1 << 30)),
+            ("1.5G", None),
+            ("", None),
+            ("12T", None),
+            ("99999999999999999999", None),
+            ("18446744073709551615G", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_size(s).ok(), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn shown_durations_parse_back() {
+        for ms in [0u64, 5, 999, 1000, 1500, 30_000] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse_duration(&show_duration(d)).unwrap(), d);
+        }
+    }
+}
