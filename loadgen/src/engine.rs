@@ -84,7 +84,10 @@ impl Shared {
 }
 
 /// Starts the engine threads; each returns its tally when its share of the load is done.
-pub fn start(cfg: Arc<LoadConfig>, shared: Arc<Shared>) -> io::Result<Vec<JoinHandle<io::Result<Tally>>>> {
+pub fn start(
+    cfg: Arc<LoadConfig>,
+    shared: Arc<Shared>,
+) -> io::Result<Vec<JoinHandle<io::Result<Tally>>>> {
     let threads = cfg.threads.clamp(1, cfg.connections.max(1));
     let mut handles = Vec::with_capacity(threads);
     for id in 0..threads {
@@ -114,7 +117,9 @@ enum Phase {
     /// No request in flight (open loop: waiting for one to be due).
     Idle,
     Connecting,
-    Writing { written: usize },
+    Writing {
+        written: usize,
+    },
     Reading,
     /// Closed loop, nothing left to send.
     Finished,
@@ -158,7 +163,13 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(id: usize, conns: usize, threads: usize, cfg: Arc<LoadConfig>, shared: Arc<Shared>) -> io::Result<Worker> {
+    fn new(
+        id: usize,
+        conns: usize,
+        threads: usize,
+        cfg: Arc<LoadConfig>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Worker> {
         let now = Instant::now();
         let open = cfg.rate.map(|rate| {
             let share = rate * conns as f64 / cfg.connections as f64;
@@ -262,7 +273,12 @@ impl Worker {
         self.tally.unfinished += self
             .conns
             .iter()
-            .filter(|c| matches!(c.phase, Phase::Connecting | Phase::Writing { .. } | Phase::Reading))
+            .filter(|c| {
+                matches!(
+                    c.phase,
+                    Phase::Connecting | Phase::Writing { .. } | Phase::Reading
+                )
+            })
             .count() as u64;
         self.publish();
         Ok(self.tally)
@@ -308,8 +324,14 @@ impl Worker {
 
     fn dispatch_due(&mut self, now: Instant) {
         while self.open.as_ref().is_some_and(|o| !o.idle.is_empty()) {
-            let Some(due) = self.take_due(now) else { return };
-            let i = self.open.as_mut().and_then(|o| o.idle.pop()).expect("an idle connection");
+            let Some(due) = self.take_due(now) else {
+                return;
+            };
+            let i = self
+                .open
+                .as_mut()
+                .and_then(|o| o.idle.pop())
+                .expect("an idle connection");
             self.begin(i, due, now);
         }
     }
@@ -362,7 +384,8 @@ impl Worker {
             Ok((stream, in_progress)) => {
                 let fd = stream.as_raw_fd();
                 // Edge-triggered, both directions, once per connection: no epoll_ctl per request.
-                let flags = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+                let flags =
+                    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
                 if let Err(_e) = self.epoll.add(fd, flags, i as u64) {
                     return self.fail(i, ErrorKind::Connect, now);
                 }
@@ -402,7 +425,9 @@ impl Worker {
     }
 
     fn on_event(&mut self, i: usize, flags: u32, now: Instant) {
-        let readable = flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+        let readable = flags
+            & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
+            != 0;
         match self.conns[i].phase {
             Phase::Connecting => {
                 let c = &mut self.conns[i];
@@ -490,7 +515,9 @@ impl Worker {
     /// request reconnects) or sent something unasked (counted).
     fn read_idle(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        let Some(stream) = c.stream.as_ref() else { return };
+        let Some(stream) = c.stream.as_ref() else {
+            return;
+        };
         let mut byte = [0u8; 1];
         match (&*stream).read(&mut byte) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -506,7 +533,8 @@ impl Worker {
     fn complete(&mut self, i: usize, status: u16, keep_alive: bool, now: Instant) {
         let c = &mut self.conns[i];
         let latency = now.saturating_duration_since(c.start);
-        self.tally.record_response(status, latency.as_micros() as u64);
+        self.tally
+            .record_response(status, latency.as_micros() as u64);
         c.phase = Phase::Idle;
         c.filled = 0;
         if !keep_alive || self.cfg.new_conn {
@@ -542,7 +570,10 @@ impl Worker {
     fn sweep(&mut self, now: Instant) {
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
-            let busy = matches!(c.phase, Phase::Connecting | Phase::Writing { .. } | Phase::Reading);
+            let busy = matches!(
+                c.phase,
+                Phase::Connecting | Phase::Writing { .. } | Phase::Reading
+            );
             if busy && now.saturating_duration_since(c.sent) > self.cfg.timeout {
                 self.fail(i, ErrorKind::Timeout, now);
             }
@@ -602,7 +633,8 @@ impl Epoll {
     fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
         let max = events.len().min(i32::MAX as usize) as i32;
         // SAFETY: the kernel writes at most `max` entries into `events`, which has that many.
-        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        let n =
+            unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

@@ -1,0 +1,515 @@
+//! forkd-loadgen: an HTTP/1.1 load generator that also watches the server from outside and says
+//! whether its fds, memory and processes stayed flat.
+//!
+//! `engine` makes the load (epoll loops, closed or open loop); `response` frames responses;
+//! `request` builds what is sent; `stats` counts; `watch` samples the target's process tree
+//! through `forkd::daemon::procfs` and judges flatness; `abuse` runs hostile clients beside the
+//! load; `report` writes the summary, JSON, CSV and SVG. [`main`] wires them to the command line
+//! and is the only place that prints or exits.
+
+pub mod abuse;
+pub mod engine;
+pub mod report;
+pub mod request;
+pub mod response;
+pub mod stats;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::abuse::{AbuseConfig, AbuseMode};
+use crate::engine::{LoadConfig, Shared};
+use crate::report::{Report, WatchReport};
+use crate::request::WeightedPath;
+use crate::stats::Tally;
+use crate::watch::{Point, Tolerance};
+
+/// Exit codes, beyond clap's 2 for a usage error.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// The run could not be made (bad target, cannot start threads, output not written).
+    pub const FAILED: i32 = 1;
+    /// `--assert-flat` and something grew, the target died, or there was too little to judge.
+    pub const NOT_FLAT: i32 = 3;
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "forkd-loadgen",
+    version,
+    about = "HTTP/1.1 load generator that also proves a server's fds and memory stay flat",
+    long_about = "HTTP/1.1 load generator that also proves a server's fds and memory stay flat.\n\n\
+Closed loop by default (-c connections, each sending its next request when the previous \
+response ends); --rate R gives an open loop whose latencies run from each request's intended \
+send time, so a stalled server shows up as latency (no coordinated omission). Only loopback \
+targets unless --allow-remote.\n\n\
+With --watch-pid PID it samples the process tree of PID from /proc every --interval (fds, RSS, \
+PSS, processes, zombies, TCP sockets by state) and judges each metric flat or growing: a \
+least-squares line through the samples after --warmup may rise over the run by at most the \
+tolerance (after taking 3 standard errors off); and the tree, once settled after the load, must \
+have no more fds than before and no zombies. --assert-flat turns a growing metric into exit \
+code 3.",
+    after_help = "Examples:\n  forkd-loadgen -c 16 -d 10s http://127.0.0.1:8080/bench/2k.html\n  \
+forkd-loadgen --rate 2000 -c 64 -d 30s --json http://127.0.0.1:8080/\n  \
+forkd-loadgen -c 8 -n 1000000 --new-conn --watch-pid $(pgrep -o forkd) --assert-flat --csv soak.csv --plot soak.svg http://127.0.0.1:8080/\n  \
+forkd-loadgen -c 4 -d 20s --abuse slowloris --abuse-conns 200 http://127.0.0.1:8080/"
+)]
+pub struct Args {
+    /// Target: http://HOST[:PORT][/PATH] (no TLS).
+    pub url: String,
+
+    /// Connections kept open (closed loop) or available (open loop).
+    #[arg(short = 'c', long, default_value_t = 16)]
+    pub connections: usize,
+
+    /// Engine threads, each an epoll loop over its share of the connections [default: CPUs, at
+    /// most the connections].
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+
+    /// Run for this long (e.g. 500ms, 10s, 2m). Without --requests the default is 10s.
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many requests in total.
+    #[arg(short = 'n', long)]
+    pub requests: Option<u64>,
+
+    /// Open loop at this many requests per second in total.
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// Open a new connection for every request (sends Connection: close).
+    #[arg(long)]
+    pub new_conn: bool,
+
+    /// A path to request, optionally weighted: /a.html:3 is sent three times as often as a path
+    /// of weight 1. Repeatable; replaces the URL's path.
+    #[arg(long = "path", value_parser = request::parse_weighted_path)]
+    pub paths: Vec<WeightedPath>,
+
+    /// An extra request header, "Name: value". Repeatable.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+
+    /// Send HEAD instead of GET.
+    #[arg(long)]
+    pub head: bool,
+
+    /// A request (connect included) taking longer fails as a timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Allow a target outside loopback. Only load servers you own.
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// Sample the process tree of PID from /proc while the load runs.
+    #[arg(long, value_name = "PID")]
+    pub watch_pid: Option<i32>,
+
+    /// Sampling interval of the time series.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Samples before this are left out of the flatness verdict (caches, lazy allocation).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Exit with code 3 unless every watched metric stayed flat.
+    #[arg(long)]
+    pub assert_flat: bool,
+
+    /// Allowed growth of fds, processes, zombies and CLOSE_WAIT sockets over the run.
+    #[arg(long, default_value_t = 0)]
+    pub fd_tolerance: u64,
+
+    /// Allowed growth of RSS and PSS over the run, in percent of their mean...
+    #[arg(long, default_value_t = 5.0)]
+    pub mem_tolerance_pct: f64,
+
+    /// ...but never less than this many KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub mem_tolerance_kb: u64,
+
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write the time series to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Draw throughput, fds, memory and processes over time into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// Run hostile clients beside the load. Repeatable.
+    #[arg(long, value_enum)]
+    pub abuse: Vec<AbuseMode>,
+
+    /// Hostile connections per abuse mode.
+    #[arg(long, default_value_t = 64)]
+    pub abuse_conns: usize,
+
+    /// Requests each slow reader pipelines.
+    #[arg(long, default_value_t = 64)]
+    pub abuse_pipeline: usize,
+}
+
+/// Parses `250ms`, `10s`, `2m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "us" => n / 1_000_000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Relaxed);
+}
+
+/// Ctrl-C stops the load and still reports, as wrk does; a second Ctrl-C kills.
+fn catch_interrupt() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::SA_RESETHAND,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
+}
+
+/// Runs the command line and returns the exit code.
+pub fn main() -> i32 {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("forkd-loadgen: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// Runs one load as `args` say, prints the report and writes the files.
+pub fn run(args: &Args) -> Result<i32, String> {
+    let target = request::parse_target(&args.url, args.allow_remote).map_err(|e| e.to_string())?;
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err("--rate must be a positive number".into());
+    }
+    if args.interval.is_zero() {
+        return Err("--interval must be more than 0".into());
+    }
+    let duration = match (args.duration, args.requests) {
+        (None, None) => Some(Duration::from_secs(10)),
+        (d, _) => d,
+    };
+    let paths = if args.paths.is_empty() {
+        vec![WeightedPath {
+            path: target.path.clone(),
+            weight: 1,
+        }]
+    } else {
+        args.paths.clone()
+    };
+    let method = if args.head { "HEAD" } else { "GET" };
+    let requests = paths
+        .iter()
+        .map(|p| {
+            request::build_request(
+                method,
+                &p.path,
+                &target.authority,
+                &args.headers,
+                args.new_conn,
+            )
+        })
+        .collect();
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = args.threads.unwrap_or(cpus).clamp(1, args.connections);
+    let cfg = Arc::new(LoadConfig {
+        addr: target.addr,
+        requests,
+        head: args.head,
+        schedule: request::schedule(&paths.iter().map(|p| p.weight).collect::<Vec<_>>()),
+        connections: args.connections,
+        threads,
+        new_conn: args.new_conn,
+        rate: args.rate,
+        limit: args.requests,
+        timeout: args.timeout,
+    });
+    let tolerance = Tolerance {
+        count: args.fd_tolerance as f64,
+        mem_fraction: args.mem_tolerance_pct / 100.0,
+        mem_floor_kb: args.mem_tolerance_kb as f64,
+    };
+    let port = target.addr.port();
+    let mut watch_error: Option<String> = None;
+    let before = match args.watch_pid {
+        Some(pid) => {
+            Some(watch::sample(pid, port).map_err(|e| format!("unable to sample pid {pid}: {e}"))?)
+        }
+        None => None,
+    };
+
+    catch_interrupt();
+    let shared = Arc::new(Shared::new(threads));
+    let abuse_stop = Arc::new(AtomicBool::new(false));
+    let abuse_threads: Vec<_> = args
+        .abuse
+        .iter()
+        .map(|&mode| {
+            let cfg = AbuseConfig {
+                mode,
+                addr: target.addr,
+                authority: target.authority.clone(),
+                path: paths[0].path.clone(),
+                conns: args.abuse_conns,
+                pipeline: args.abuse_pipeline.max(1),
+            };
+            let stop = abuse_stop.clone();
+            std::thread::spawn(move || abuse::run(&cfg, &stop))
+        })
+        .collect();
+
+    let start = Instant::now();
+    let handles =
+        engine::start(cfg, shared.clone()).map_err(|e| format!("unable to start the load: {e}"))?;
+    let mut series = vec![Point {
+        t: 0.0,
+        tree: before.clone(),
+        ..Point::default()
+    }];
+    let deadline = duration.map(|d| start + d);
+    let mut next_tick = start + args.interval;
+    let mut last = (0u64, 0.0f64);
+    loop {
+        let finished = handles.iter().all(|h| h.is_finished());
+        let now = Instant::now();
+        let over = deadline.is_some_and(|d| now >= d) || INTERRUPTED.load(Relaxed);
+        if over {
+            shared.stop.store(true, Relaxed);
+        }
+        if finished || over {
+            break;
+        }
+        if now >= next_tick {
+            let t = now.duration_since(start).as_secs_f64();
+            let (responses, errors) = shared.totals();
+            let rps = (responses - last.0) as f64 / (t - last.1).max(1e-9);
+            last = (responses, t);
+            let tree = match (args.watch_pid, &watch_error) {
+                (Some(pid), None) => match watch::sample(pid, port) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        watch_error = Some(if procfs_gone(&e) {
+                            format!("pid {pid} exited at {t:.1}s")
+                        } else {
+                            format!("unable to sample pid {pid} at {t:.1}s: {e}")
+                        });
+                        None
+                    }
+                },
+                _ => None,
+            };
+            series.push(Point {
+                t,
+                responses,
+                errors,
+                rps,
+                tree,
+            });
+            next_tick += args.interval;
+            if next_tick < now {
+                next_tick = now + args.interval;
+            }
+        }
+        let mut sleep = next_tick
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(20));
+        if let Some(d) = deadline {
+            sleep = sleep.min(d.saturating_duration_since(Instant::now()));
+        }
+        std::thread::sleep(sleep);
+    }
+    let mut tally = Tally::new();
+    for h in handles {
+        let t = h
+            .join()
+            .map_err(|_| "a load thread panicked".to_string())?
+            .map_err(|e| format!("load thread failed: {e}"))?;
+        tally.merge(&t);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    abuse_stop.store(true, Relaxed);
+    let abuse: Vec<_> = abuse_threads
+        .into_iter()
+        .filter_map(|t| t.join().ok())
+        .collect();
+
+    // The final point: the whole run's counts; the tree as the load left it.
+    let (responses, errors) = (tally.responses(), tally.error_count());
+    let final_tree = match (args.watch_pid, &watch_error) {
+        (Some(pid), None) => watch::sample(pid, port).ok(),
+        _ => None,
+    };
+    series.push(Point {
+        t: elapsed,
+        responses,
+        errors,
+        rps: (responses - last.0.min(responses)) as f64 / (elapsed - last.1).max(1e-9),
+        tree: final_tree,
+    });
+
+    let watch_report = args.watch_pid.map(|pid| {
+        let trends = watch::trends(&series, args.warmup.as_secs_f64(), tolerance);
+        let before_after = match (&before, &watch_error) {
+            (Some(b), None) => match watch::settle(pid, port, b, Duration::from_secs(5)) {
+                Ok(after) => Some(watch::before_after(b.clone(), after, tolerance)),
+                Err(e) => {
+                    watch_error = Some(format!("unable to sample pid {pid} after the load: {e}"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        WatchReport {
+            pid,
+            warmup_s: args.warmup.as_secs_f64(),
+            tolerance,
+            trends,
+            before_after,
+            error: watch_error.clone(),
+        }
+    });
+
+    let report = Report {
+        url: args.url.clone(),
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
+        rate: args.rate,
+        connections: args.connections,
+        threads,
+        keep_alive: !args.new_conn,
+        elapsed_s: elapsed,
+        tally,
+        series,
+        watch: watch_report,
+        abuse,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json()).expect("JSON of plain values")
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    if let Some(path) = &args.csv {
+        report::write_atomic(path, report::csv(&report.series).as_bytes())
+            .map_err(|e| format!("unable to write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("forkd-loadgen {}", args.url);
+        report::plot(path, &title, &report.series)
+            .map_err(|e| format!("unable to draw {}: {e}", path.display()))?;
+    }
+    if args.assert_flat {
+        match &report.watch {
+            None => return Err("--assert-flat needs --watch-pid".into()),
+            Some(w) if !w.flat() => return Ok(exit::NOT_FLAT),
+            Some(_) => {}
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn procfs_gone(e: &std::io::Error) -> bool {
+    forkd::daemon::procfs::is_gone(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<f64>)] = &[
+            ("10s", Some(10.0)),
+            ("10", Some(10.0)),
+            ("250ms", Some(0.25)),
+            ("1.5m", Some(90.0)),
+            ("1h", Some(3600.0)),
+            ("10 s", None),
+            ("s", None),
+            ("5d", None),
+            ("-1s", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(
+                parse_duration(s).ok().map(|d| d.as_secs_f64()),
+                *want,
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn cli_parses() {
+        let a = Args::try_parse_from([
+            "forkd-loadgen",
+            "-c",
+            "4",
+            "--path",
+            "/a:3",
+            "--path",
+            "/b",
+            "--abuse",
+            "slow-reader",
+            "http://127.0.0.1:1/",
+        ])
+        .unwrap();
+        assert_eq!(a.connections, 4);
+        assert_eq!(a.paths.len(), 2);
+        assert_eq!(a.abuse, vec![AbuseMode::SlowReader]);
+        assert!(
+            Args::try_parse_from(["forkd-loadgen", "--path", "nope", "http://127.0.0.1/"]).is_err()
+        );
+    }
+}

@@ -66,7 +66,11 @@ impl Report {
         let t = &self.tally;
         let l = t.latency_summary();
         let mut s = String::new();
-        let how = if self.keep_alive { "keep-alive" } else { "new connection per request" };
+        let how = if self.keep_alive {
+            "keep-alive"
+        } else {
+            "new connection per request"
+        };
         let _ = writeln!(s, "Ran {:.2}s test @ {}", self.elapsed_s, self.url);
         let _ = match self.rate {
             Some(r) => writeln!(
@@ -80,9 +84,21 @@ impl Report {
                 self.threads, self.connections
             ),
         };
-        let _ = writeln!(s, "  Latency    avg {}  stdev {}  max {}", us(l.mean), us(l.stdev), us(l.max as f64));
+        let _ = writeln!(
+            s,
+            "  Latency    avg {}  stdev {}  max {}",
+            us(l.mean),
+            us(l.stdev),
+            us(l.max as f64)
+        );
         let _ = writeln!(s, "  Latency Distribution");
-        for (q, v) in [("50%", l.p50), ("75%", l.p75), ("90%", l.p90), ("99%", l.p99), ("99.9%", l.p999)] {
+        for (q, v) in [
+            ("50%", l.p50),
+            ("75%", l.p75),
+            ("90%", l.p90),
+            ("99%", l.p99),
+            ("99.9%", l.p999),
+        ] {
             let _ = writeln!(s, "   {q:>6}  {}", us(v as f64));
         }
         let _ = writeln!(
@@ -182,7 +198,11 @@ fn latency_json(l: &LatencySummary) -> Value {
 }
 
 fn tree_json(p: &crate::watch::TreePoint) -> Value {
-    let tcp: serde_json::Map<String, Value> = p.tcp.iter().map(|(k, n)| (k.to_string(), json!(n))).collect();
+    let tcp: serde_json::Map<String, Value> = p
+        .tcp
+        .iter()
+        .map(|(k, n)| (k.to_string(), json!(n)))
+        .collect();
     json!({
         "processes": p.processes, "fds": p.fds, "rss_kb": p.rss_kb, "pss_kb": p.pss_kb,
         "zombies": p.zombies, "root_fds": p.root_fds, "root_rss_kb": p.root_rss_kb, "tcp": tcp,
@@ -328,9 +348,18 @@ pub fn csv(series: &[Point]) -> String {
 /// reader never sees half a report.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(contents)?;
     f.sync_all()?;
@@ -338,12 +367,17 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// One panel of the plot: its caption and its named lines.
+type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>)>);
+
 /// Draws throughput, fds, memory and processes over time into an SVG file.
 pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
     let tmax = series.last().map_or(1.0, |p| p.t).max(1.0);
     let root = SVGBackend::new(path, (960, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let root = root.titled(title, ("sans-serif", 20)).map_err(|e| e.to_string())?;
+    let root = root
+        .titled(title, ("sans-serif", 20))
+        .map_err(|e| e.to_string())?;
     let panels = root.split_evenly((4, 1));
     let tree = |f: fn(&crate::watch::TreePoint) -> f64| -> Vec<(f64, f64)> {
         series
@@ -352,11 +386,14 @@ pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
             .collect()
     };
     let rps: Vec<(f64, f64)> = series.iter().skip(1).map(|p| (p.t, p.rps)).collect();
-    let charts: [(&str, Vec<(&str, Vec<(f64, f64)>)>); 4] = [
+    let charts: [Panel; 4] = [
         ("Throughput (responses/s)", vec![("responses/s", rps)]),
         (
             "Open fds",
-            vec![("tree", tree(|t| t.fds as f64)), ("root process", tree(|t| t.root_fds as f64))],
+            vec![
+                ("tree", tree(|t| t.fds as f64)),
+                ("root process", tree(|t| t.root_fds as f64)),
+            ],
         ),
         (
             "Memory (MiB)",
@@ -403,7 +440,9 @@ pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
                 .draw_series(LineSeries::new(pts, color.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

@@ -48,10 +48,16 @@ impl fmt::Display for FrameError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for the blank line; `scanned` bytes are known not to hold it.
-    Head { scanned: usize },
-    Length { remaining: u64 },
+    Head {
+        scanned: usize,
+    },
+    Length {
+        remaining: u64,
+    },
     ChunkSize,
-    ChunkData { remaining: u64 },
+    ChunkData {
+        remaining: u64,
+    },
     ChunkEnd,
     Trailers,
     UntilEof,
@@ -163,7 +169,11 @@ impl ResponseParser {
                     Some(0) => return Ok(self.done(pos + 2)),
                     Some(i) => pos += i + 2,
                 },
-                Phase::UntilEof => return Ok(Step::More { consumed: buf.len() }),
+                Phase::UntilEof => {
+                    return Ok(Step::More {
+                        consumed: buf.len(),
+                    })
+                }
             }
         }
     }
@@ -267,8 +277,14 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -298,7 +314,12 @@ mod tests {
 
     /// Feeds `input` in pieces of `piece` bytes the way the engine does, returning each
     /// response's (status, keep_alive) and the first error.
-    fn run(input: &[u8], piece: usize, head: bool, eof: bool) -> (Vec<(u16, bool)>, Option<FrameError>) {
+    fn run(
+        input: &[u8],
+        piece: usize,
+        head: bool,
+        eof: bool,
+    ) -> (Vec<(u16, bool)>, Option<FrameError>) {
         let mut p = ResponseParser::new();
         p.reset(head);
         let mut buf: Vec<u8> = Vec::new();
@@ -340,7 +361,13 @@ mod tests {
 
     #[test]
     fn frames_responses_in_any_split() {
-        type Case = (&'static str, bool, bool, Vec<(u16, bool)>, Option<FrameError>);
+        type Case = (
+            &'static str,
+            bool,
+            bool,
+            Vec<(u16, bool)>,
+            Option<FrameError>,
+        );
         let cases: Vec<Case> = vec![
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
@@ -451,11 +478,21 @@ mod tests {
     fn big_body_is_counted_not_kept() {
         let mut p = ResponseParser::new();
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
-        assert_eq!(p.parse(head), Ok(Step::More { consumed: head.len() }));
+        assert_eq!(
+            p.parse(head),
+            Ok(Step::More {
+                consumed: head.len()
+            })
+        );
         let block = [0u8; 65536];
         let mut left = 1_000_000usize;
         while left > block.len() {
-            assert_eq!(p.parse(&block), Ok(Step::More { consumed: block.len() }));
+            assert_eq!(
+                p.parse(&block),
+                Ok(Step::More {
+                    consumed: block.len()
+                })
+            );
             left -= block.len();
         }
         assert_eq!(

@@ -85,7 +85,8 @@ impl Tally {
     }
 
     pub fn record_response(&mut self, status: u16, latency_us: u64) {
-        self.latency.saturating_record(latency_us.clamp(1, MAX_LATENCY_US));
+        self.latency
+            .saturating_record(latency_us.clamp(1, MAX_LATENCY_US));
         let slot = if (status as usize) < self.statuses.len() {
             status as usize
         } else {

@@ -64,7 +64,12 @@ pub fn sample(pid: i32, port: u16) -> io::Result<TreePoint> {
 /// After the load: polls until the tree is back to its state before the load (no more
 /// processes or fds than then, no zombies) or `deadline` passes, and returns the last sample.
 /// Connection-per-request children and closing sockets take a moment to go.
-pub fn settle(pid: i32, port: u16, before: &TreePoint, deadline: Duration) -> io::Result<TreePoint> {
+pub fn settle(
+    pid: i32,
+    port: u16,
+    before: &TreePoint,
+    deadline: Duration,
+) -> io::Result<TreePoint> {
     let end = Instant::now() + deadline;
     loop {
         let s = sample(pid, port)?;
@@ -198,7 +203,8 @@ pub struct BeforeAfter {
 pub fn before_after(before: TreePoint, after: TreePoint, tol: Tolerance) -> BeforeAfter {
     let fd_delta = after.fds as i64 - before.fds as i64;
     let root_fd_delta = after.root_fds as i64 - before.root_fds as i64;
-    let ok = fd_delta as f64 <= tol.count && root_fd_delta as f64 <= tol.count && after.zombies == 0;
+    let ok =
+        fd_delta as f64 <= tol.count && root_fd_delta as f64 <= tol.count && after.zombies == 0;
     BeforeAfter {
         before,
         after,

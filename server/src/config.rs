@@ -34,6 +34,7 @@ pub struct Options {
 
     /// Address to listen on; repeat for several (IPv6 as [::1]:8080). [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(default)]
     pub listen: Vec<SocketAddr>,
 
     /// Directory to serve. Without it, an embedded demo site is served.
@@ -162,8 +163,12 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
         Text(String),
     }
     match Raw::deserialize(d)? {
-        Raw::Secs(s) => Duration::try_from_secs_f64(s).map(Some).map_err(serde::de::Error::custom),
-        Raw::Text(t) => parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+        Raw::Secs(s) => Duration::try_from_secs_f64(s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Raw::Text(t) => parse_duration(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 
@@ -178,16 +183,35 @@ impl Options {
         macro_rules! pick {
             ($($f:ident),*) => { Options { $($f: self.$f.or(file.$f),)* ..self } };
         }
-        let listen = if self.listen.is_empty() { file.listen.clone() } else { self.listen.clone() };
+        let listen = if self.listen.is_empty() {
+            file.listen.clone()
+        } else {
+            self.listen.clone()
+        };
         let allow_root = self.allow_root || file.allow_root;
         Options {
             listen,
             allow_root,
             ..pick!(
-                root, mode, workers, max_children, max_requests_per_worker, shutdown_timeout,
-                header_timeout, keepalive_timeout, send_timeout, min_send_rate, max_header_bytes,
-                max_uri_bytes, max_body_bytes, max_requests_per_connection, access_log, pid_file,
-                user, chroot, log_level
+                root,
+                mode,
+                workers,
+                max_children,
+                max_requests_per_worker,
+                shutdown_timeout,
+                header_timeout,
+                keepalive_timeout,
+                send_timeout,
+                min_send_rate,
+                max_header_bytes,
+                max_uri_bytes,
+                max_body_bytes,
+                max_requests_per_connection,
+                access_log,
+                pid_file,
+                user,
+                chroot,
+                log_level
             )
         }
     }
@@ -210,11 +234,28 @@ pub fn load(flags: &Options) -> Result<Config, ConfigError> {
 }
 
 fn read_file(path: &Path) -> Result<Options, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("unable to read config file {}: {e}", path.display())))?;
-    let file: File = toml::from_str(&text)
-        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "unable to read config file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let file: File = toml::from_str(&text).map_err(|e| ConfigError(toml_error(path, &text, &e)))?;
     Ok(file.server)
+}
+
+/// One line that names the file, the line and what is wrong there (toml's own rendering spans
+/// several lines, which a log line should not).
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            format!("{}:{line_no}: {msg} (at `{line}`)", path.display())
+        }
+        None => format!("{}: {msg}", path.display()),
+    }
 }
 
 fn resolve(o: Options) -> Result<Config, ConfigError> {
@@ -224,26 +265,33 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
     } else {
         o.listen.clone()
     };
-    let available = limits::available_memory().map_err(|e| err(format!("unable to read available memory: {e}")))?;
+    let available = limits::available_memory()
+        .map_err(|e| err(format!("unable to read available memory: {e}")))?;
     let cost = limits::child_cost();
     let mode = match o.mode.unwrap_or(ModeName::Prefork) {
         ModeName::Prefork => {
             let workers = match o.workers {
-                Some(0) => return Err(err("--workers 0: the pool needs at least one worker".into())),
+                Some(0) => {
+                    return Err(err("--workers 0: the pool needs at least one worker".into()))
+                }
                 Some(n) => {
                     limits::check_children(n, available, cost, "--workers").map_err(err)?;
                     n
                 }
                 None => {
                     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-                    (cpus * 8).max(16).min(limits::default_children(available, cost))
+                    (cpus * 8)
+                        .max(16)
+                        .min(limits::default_children(available, cost))
                 }
             };
             Mode::Prefork { workers }
         }
         ModeName::Fork => {
             let max_children = match o.max_children {
-                Some(0) => return Err(err("--max-children 0: at least one child is needed".into())),
+                Some(0) => {
+                    return Err(err("--max-children 0: at least one child is needed".into()))
+                }
                 Some(n) => {
                     limits::check_children(n, available, cost, "--max-children").map_err(err)?;
                     n
@@ -288,7 +336,9 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         ("--send-timeout", h.send_timeout),
     ] {
         if d.is_zero() {
-            return Err(err(format!("{name} must be above zero (a timeout of 0 would disable it)")));
+            return Err(err(format!(
+                "{name} must be above zero (a timeout of 0 would disable it)"
+            )));
         }
     }
     Ok(Config {
@@ -329,11 +379,17 @@ mod tests {
 
     #[test]
     fn file_errors_name_the_key() {
-        let e = toml::from_str::<File>("[server]\nworkerz = 3\n").unwrap_err().to_string();
+        let e = toml::from_str::<File>("[server]\nworkerz = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workerz"), "{e}");
-        let e = toml::from_str::<File>("[server]\nworkers = \"many\"\n").unwrap_err().to_string();
+        let e = toml::from_str::<File>("[server]\nworkers = \"many\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workers"), "{e}");
-        let e = toml::from_str::<File>("[server]\nsend-timeout = \"soon\"\n").unwrap_err().to_string();
+        let e = toml::from_str::<File>("[server]\nsend-timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("soon"), "{e}");
         let e = toml::from_str::<File>("[sever]\n").unwrap_err().to_string();
         assert!(e.contains("sever"), "{e}");

@@ -6,5 +6,7 @@
 //! `http` is this application: parsing, safe paths, responses, one connection's life.
 //! `config` turns flags and the TOML file into both, and `cli` runs them.
 
+pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod http;

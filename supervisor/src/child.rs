@@ -50,7 +50,7 @@ pub fn spawn(
         cmd.env("WATCHDOG_USEC", w.as_micros().to_string());
     }
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed; it makes only raw syscalls (sigprocmask, sigaction, prctl, getppid,
+    // calls are allowed; it makes only raw syscalls (sigprocmask, rt_sigaction, prctl, getppid,
     // close_range) on stack values, allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || restore_child_state(parent));
@@ -79,16 +79,30 @@ fn restore_child_state(parent: libc::pid_t) -> io::Result<()> {
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..libc::SIGRTMAX() {
+        // The raw system call, because the C library refuses to touch the two real-time
+        // signals it reserves for itself, and a disposition of SIG_IGN for them would survive
+        // exec. A zeroed kernel `sigaction` is SIG_DFL with no flags and an empty mask.
+        let dfl = [0u64; 4];
+        for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                // Numbers the C library reserves for itself refuse; nothing to restore there.
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
         }
         // A supervisor killed with SIGKILL cannot stop its child; the kernel tells the child.
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
             return Err(io::Error::last_os_error());
         }
         // The supervisor may have died before the prctl above took effect.
@@ -112,7 +126,11 @@ fn restore_child_state(parent: libc::pid_t) -> io::Result<()> {
 /// passes it on to its workers as it sees fit).
 pub fn signal(child: &Running, sig: Signal) {
     if let Err(e) = kill(child.pid, sig) {
-        tracing::warn!("unable to send {} to child {}: {e}", sig.as_str(), child.pid);
+        tracing::warn!(
+            "unable to send {} to child {}: {e}",
+            sig.as_str(),
+            child.pid
+        );
     }
 }
 

@@ -24,6 +24,8 @@ use crate::watch::{Limit, Resource};
     name = "forkd-supervisor",
     version,
     args_conflicts_with_subcommands = true,
+    subcommand_value_name = "SUBCOMMAND",
+    disable_help_subcommand = true,
     after_help = "Durations: 250ms, 2s, 1.5m, 1h (a bare number is seconds). Sizes: 4096, 512k, \
                   200MiB, 1G.\nExit codes: 0 stopped by TERM/INT; 100 the child failed \
                   permanently (it exited 100); 111 the restart budget is spent; 2 bad \
@@ -42,7 +44,7 @@ pub struct Cli {
 pub enum Sub {
     /// Print the state a running supervisor last wrote to its status file.
     Status {
-        /// The status file (default: $RUNTIME_DIRECTORY/status.json, or the `status_file` key
+        /// The status file (default: $RUNTIME_DIRECTORY/status.json, or the `status-file` key
         /// of --config).
         #[arg(long, value_name = "PATH")]
         status_file: Option<PathBuf>,
@@ -112,14 +114,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION")]
     pub stop_timeout: Option<String>,
 
-    /// What a resource limit triggers: `restart` (TERM, then a fresh start) or `hup` (SIGHUP,
-    /// forkd replaces its workers; if the limit still holds one slope window later, restart)
+    /// What a resource limit triggers: `restart` (TERM, then a fresh start) or `hup` (SIGHUP:
+    /// forkd replaces its workers; a limit hit again within two slope windows restarts)
     /// (default: restart).
     #[arg(long, value_name = "ACTION")]
     pub recycle: Option<String>,
     /// A level limit over the child's whole process tree, repeatable: fds=N, rss=SIZE,
-    /// pss=SIZE, processes=N, zombies=N, established=N, close_wait=N, fin_wait=N,
-    /// time_wait=N, syn_recv=N (TCP counts are for --port).
+    /// pss=SIZE, processes=N, zombies=N, established=N, close-wait=N, fin-wait=N,
+    /// time-wait=N, syn-recv=N (TCP counts are for --port).
     #[arg(long = "limit", value_name = "KEY=VALUE")]
     pub limits: Vec<String>,
     /// A growth limit per minute over --slope-window, repeatable, same keys: fds=100 means
@@ -242,33 +244,33 @@ pub struct At {
 impl fmt::Display for At {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
-            Source::Flag => write!(f, "--{}", self.key.replace('_', "-")),
+            Source::Flag => write!(f, "--{}", self.key),
             Source::File(p) => write!(f, "supervisor.{} in {}", self.key, p.display()),
         }
     }
 }
 
-/// The scalar keys, shared by flags (with `-` for `_`) and the file.
+/// The scalar keys, spelled as flags and as keys of the file (kebab-case, like forkd's).
 const KEYS: &[&str] = &[
-    "health_url",
-    "health_interval",
-    "health_timeout",
-    "health_threshold",
+    "health-url",
+    "health-interval",
+    "health-timeout",
+    "health-threshold",
     "readiness",
-    "ready_timeout",
+    "ready-timeout",
     "watchdog",
-    "backoff_base",
-    "backoff_cap",
-    "stable_after",
-    "max_restarts",
-    "restart_window",
-    "stop_timeout",
+    "backoff-base",
+    "backoff-cap",
+    "stable-after",
+    "max-restarts",
+    "restart-window",
+    "stop-timeout",
     "recycle",
-    "slope_window",
-    "sample_interval",
+    "slope-window",
+    "sample-interval",
     "port",
-    "status_file",
-    "metrics_listen",
+    "status-file",
+    "metrics-listen",
 ];
 
 /// Values gathered from both sources before parsing; a flag replaces a file value.
@@ -408,25 +410,25 @@ fn scalar_text(v: &toml::Value) -> String {
 impl RunArgs {
     fn flags(&self) -> Vec<(&'static str, &Option<String>)> {
         vec![
-            ("health_url", &self.health_url),
-            ("health_interval", &self.health_interval),
-            ("health_timeout", &self.health_timeout),
-            ("health_threshold", &self.health_threshold),
+            ("health-url", &self.health_url),
+            ("health-interval", &self.health_interval),
+            ("health-timeout", &self.health_timeout),
+            ("health-threshold", &self.health_threshold),
             ("readiness", &self.readiness),
-            ("ready_timeout", &self.ready_timeout),
+            ("ready-timeout", &self.ready_timeout),
             ("watchdog", &self.watchdog),
-            ("backoff_base", &self.backoff_base),
-            ("backoff_cap", &self.backoff_cap),
-            ("stable_after", &self.stable_after),
-            ("max_restarts", &self.max_restarts),
-            ("restart_window", &self.restart_window),
-            ("stop_timeout", &self.stop_timeout),
+            ("backoff-base", &self.backoff_base),
+            ("backoff-cap", &self.backoff_cap),
+            ("stable-after", &self.stable_after),
+            ("max-restarts", &self.max_restarts),
+            ("restart-window", &self.restart_window),
+            ("stop-timeout", &self.stop_timeout),
             ("recycle", &self.recycle),
-            ("slope_window", &self.slope_window),
-            ("sample_interval", &self.sample_interval),
+            ("slope-window", &self.slope_window),
+            ("sample-interval", &self.sample_interval),
             ("port", &self.port),
-            ("status_file", &self.status_file),
-            ("metrics_listen", &self.metrics_listen),
+            ("status-file", &self.status_file),
+            ("metrics-listen", &self.metrics_listen),
         ]
     }
 }
@@ -445,7 +447,7 @@ pub fn status_path(
         read_file(path, &mut raw)?;
     }
     Ok(raw
-        .take("status_file")
+        .take("status-file")
         .map(|(v, _)| PathBuf::from(v))
         .or_else(default_status_file))
 }
@@ -455,7 +457,12 @@ fn default_status_file() -> Option<PathBuf> {
         .filter(|d| !d.is_empty())
         // systemd may list several directories separated by ':'; the first one is ours.
         .map(|d| {
-            let first = d.to_string_lossy().split(':').next().unwrap_or("").to_string();
+            let first = d
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
             PathBuf::from(first).join("status.json")
         })
 }
@@ -482,10 +489,17 @@ pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
 }
 
 fn build(mut raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
-    let health = get(&mut raw, "health_url", None, |s| parse_health_url(s).map(Some))?;
-    let health_interval = get(&mut raw, "health_interval", Duration::from_secs(2), positive)?;
-    let health_timeout = get(&mut raw, "health_timeout", Duration::from_secs(1), positive)?;
-    let health_threshold = get(&mut raw, "health_threshold", 3, count(1))?;
+    let health = get(&mut raw, "health-url", None, |s| {
+        parse_health_url(s).map(Some)
+    })?;
+    let health_interval = get(
+        &mut raw,
+        "health-interval",
+        Duration::from_secs(2),
+        positive,
+    )?;
+    let health_timeout = get(&mut raw, "health-timeout", Duration::from_secs(1), positive)?;
+    let health_threshold = get(&mut raw, "health-threshold", 3, count(1))?;
     let readiness = get(&mut raw, "readiness", Readiness::Auto, |s| match s {
         "auto" => Ok(Readiness::Auto),
         "notify" => Ok(Readiness::Notify),
@@ -493,33 +507,48 @@ fn build(mut raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError
         "none" => Ok(Readiness::None),
         other => Err(format!("{other:?} is not one of auto, notify, port, none")),
     })?;
-    let ready_timeout = get(&mut raw, "ready_timeout", Duration::from_secs(30), positive)?;
+    let ready_timeout = get(&mut raw, "ready-timeout", Duration::from_secs(30), positive)?;
     let watchdog = get(&mut raw, "watchdog", None, |s| positive(s).map(Some))?;
-    let backoff_base = get(&mut raw, "backoff_base", Duration::from_millis(100), positive)?;
-    let backoff_cap = get(&mut raw, "backoff_cap", Duration::from_secs(30), positive)?;
-    let stable_after = get(&mut raw, "stable_after", Duration::from_secs(10), positive)?;
-    let max_restarts = get(&mut raw, "max_restarts", 10, count(0))?;
-    let restart_window = get(&mut raw, "restart_window", Duration::from_secs(60), positive)?;
-    let stop_timeout = get(&mut raw, "stop_timeout", Duration::from_secs(10), positive)?;
+    let backoff_base = get(
+        &mut raw,
+        "backoff-base",
+        Duration::from_millis(100),
+        positive,
+    )?;
+    let backoff_cap = get(&mut raw, "backoff-cap", Duration::from_secs(30), positive)?;
+    let stable_after = get(&mut raw, "stable-after", Duration::from_secs(10), positive)?;
+    let max_restarts = get(&mut raw, "max-restarts", 10, count(0))?;
+    let restart_window = get(
+        &mut raw,
+        "restart-window",
+        Duration::from_secs(60),
+        positive,
+    )?;
+    let stop_timeout = get(&mut raw, "stop-timeout", Duration::from_secs(10), positive)?;
     let recycle = get(&mut raw, "recycle", Recycle::Restart, |s| match s {
         "restart" => Ok(Recycle::Restart),
         "hup" => Ok(Recycle::Hup),
         other => Err(format!("{other:?} is not one of restart, hup")),
     })?;
-    let slope_window = get(&mut raw, "slope_window", Duration::from_secs(60), positive)?;
-    let sample_interval = get(&mut raw, "sample_interval", Duration::from_secs(1), positive)?;
+    let slope_window = get(&mut raw, "slope-window", Duration::from_secs(60), positive)?;
+    let sample_interval = get(
+        &mut raw,
+        "sample-interval",
+        Duration::from_secs(1),
+        positive,
+    )?;
     let port = get(&mut raw, "port", None, |s| match s.trim().parse::<u16>() {
         Ok(p) if p > 0 => Ok(Some(p)),
         _ => Err(format!("{s:?} is not a TCP port (1-65535)")),
     })?;
-    let status_file = get(&mut raw, "status_file", default_status_file(), |s| {
+    let status_file = get(&mut raw, "status-file", default_status_file(), |s| {
         if s.is_empty() {
             Err("must not be empty".into())
         } else {
             Ok(Some(PathBuf::from(s)))
         }
     })?;
-    let metrics_listen = get(&mut raw, "metrics_listen", None, |s| {
+    let metrics_listen = get(&mut raw, "metrics-listen", None, |s| {
         let addr: SocketAddr = s
             .parse()
             .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9101"))?;
@@ -547,29 +576,21 @@ fn build(mut raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError
                     source: Source::File(p.clone()),
                 },
             };
-            let limit = parse_limit(text, slope).map_err(|message| ConfigError::Value {
-                at,
-                message,
-            })?;
+            let limit =
+                parse_limit(text, slope).map_err(|message| ConfigError::Value { at, message })?;
             limits.push(limit);
         }
     }
 
     if backoff_cap < backoff_base {
         return Err(ConfigError::Other(format!(
-            "backoff_cap ({backoff_cap:?}) is shorter than backoff_base ({backoff_base:?})"
-        )));
-    }
-    if health_timeout >= health_interval {
-        return Err(ConfigError::Other(format!(
-            "health_timeout ({health_timeout:?}) must be shorter than health_interval \
-             ({health_interval:?}), or probes would overlap"
+            "backoff-cap ({backoff_cap:?}) is shorter than backoff-base ({backoff_base:?})"
         )));
     }
     let port = port.or(health.as_ref().map(|h| h.addr.port()));
     if readiness == Readiness::Port && port.is_none() {
         return Err(ConfigError::Other(
-            "readiness = port needs --health-url or --port to know which port to try".into(),
+            "readiness port needs --health-url or --port to know which port to try".into(),
         ));
     }
     let needs_port = limits.iter().any(|l| l.resource.is_tcp());
@@ -626,7 +647,10 @@ fn parse_limit(text: &str, slope: bool) -> Result<Limit, String> {
             .map_err(|_| format!("{value:?} for {} is not a whole number", resource.key()))?
     };
     if n == 0 {
-        return Err(format!("{} limit of 0 would recycle at once", resource.key()));
+        return Err(format!(
+            "{} limit of 0 would recycle at once",
+            resource.key()
+        ));
     }
     Ok(Limit {
         resource,
@@ -663,7 +687,9 @@ fn parse_health_url(s: &str) -> Result<HealthUrl, String> {
         .next()
         .ok_or_else(|| format!("{s:?}: {authority:?} has no address"))?;
     if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Err(format!("{s:?}: the path holds spaces or control characters"));
+        return Err(format!(
+            "{s:?}: the path holds spaces or control characters"
+        ));
     }
     Ok(HealthUrl {
         url: s.to_string(),
@@ -739,17 +765,29 @@ mod tests {
     #[test]
     fn errors_name_the_flag_and_value() {
         let cases: &[(&[&str], &str)] = &[
-            (&["--health-interval", "soon"], "--health-interval: \"soon\""),
-            (&["--health-threshold", "0"], "--health-threshold: must be at least 1"),
-            (&["--readiness", "maybe"], "--readiness: \"maybe\" is not one of"),
+            (
+                &["--health-interval", "soon"],
+                "--health-interval: \"soon\"",
+            ),
+            (
+                &["--health-threshold", "0"],
+                "--health-threshold: must be at least 1",
+            ),
+            (
+                &["--readiness", "maybe"],
+                "--readiness: \"maybe\" is not one of",
+            ),
             (&["--limit", "fdz=3"], "--limit: unknown resource \"fdz\""),
             (&["--limit", "rss=lots"], "--limit: \"lots\" is not a size"),
             (&["--slope", "fds"], "--slope: \"fds\" is not KEY=VALUE"),
             (&["--metrics-listen", "0.0.0.0:9"], "not a loopback address"),
             (&["--health-url", "https://x/"], "must start with http://"),
             (&["--port", "70000"], "--port: \"70000\" is not a TCP port"),
-            (&["--limit", "close_wait=5"], "TCP limits need --port"),
-            (&["--backoff-base", "2s", "--backoff-cap", "1s"], "backoff_cap"),
+            (&["--limit", "close-wait=5"], "TCP limits need --port"),
+            (
+                &["--backoff-base", "2s", "--backoff-cap", "1s"],
+                "backoff-cap",
+            ),
         ];
         for (flags, want) in cases {
             let mut all = flags.to_vec();
@@ -765,8 +803,8 @@ mod tests {
         let f = dir.path().join("forkd.toml");
         std::fs::write(
             &f,
-            "listen = ['127.0.0.1:8080']\n[supervisor]\nhealth_url = 'http://127.0.0.1:8080/'\n\
-             health_threshold = 5\nstop_timeout = '3s'\nmax_restarts = 4\n\
+            "listen = ['127.0.0.1:8080']\n[supervisor]\nhealth-url = 'http://127.0.0.1:8080/'\n\
+             health-threshold = 5\nstop-timeout = '3s'\nmax-restarts = 4\n\
              command = ['/bin/sleep', '100']\n[supervisor.limits]\nfds = 500\nrss = '64MiB'\n\
              [supervisor.slopes]\nfds = 60\n",
         )
@@ -779,14 +817,20 @@ mod tests {
         assert_eq!(c.port, Some(8080));
         assert_eq!(c.command[0], "/bin/sleep");
         assert_eq!(c.limits.len(), 3);
-        assert!(c.limits.iter().any(|l| l.resource == Resource::Rss && l.value == 64 << 20));
+        assert!(c
+            .limits
+            .iter()
+            .any(|l| l.resource == Resource::Rss && l.value == 64 << 20));
 
-        std::fs::write(&f, "[supervisor]\nhealth_treshold = 5\n").unwrap();
+        std::fs::write(&f, "[supervisor]\nhealth-treshold = 5\n").unwrap();
         let err = args(&["-c", path]).unwrap_err();
-        assert!(err.contains("unknown key supervisor.health_treshold"), "{err}");
-        std::fs::write(&f, "[supervisor]\nstop_timeout = 'forever'\n").unwrap();
+        assert!(
+            err.contains("unknown key supervisor.health-treshold"),
+            "{err}"
+        );
+        std::fs::write(&f, "[supervisor]\nstop-timeout = 'forever'\n").unwrap();
         let err = args(&["-c", path, "--", "/bin/true"]).unwrap_err();
-        assert!(err.contains("supervisor.stop_timeout in"), "{err}");
+        assert!(err.contains("supervisor.stop-timeout in"), "{err}");
         assert!(err.contains("\"forever\""), "{err}");
         std::fs::write(&f, "[supervisor.limits]\nfds = 'many'\n").unwrap();
         let err = args(&["-c", path, "--", "/bin/true"]).unwrap_err();
@@ -798,8 +842,14 @@ mod tests {
         let h = parse_health_url("http://127.0.0.1:8080/healthz").unwrap();
         assert_eq!((h.addr.port(), h.path.as_str()), (8080, "/healthz"));
         let h = parse_health_url("http://[::1]:81").unwrap();
-        assert_eq!((h.addr.port(), h.path.as_str(), h.host.as_str()), (81, "/", "[::1]:81"));
-        assert_eq!(parse_health_url("http://127.0.0.1/").unwrap().addr.port(), 80);
+        assert_eq!(
+            (h.addr.port(), h.path.as_str(), h.host.as_str()),
+            (81, "/", "[::1]:81")
+        );
+        assert_eq!(
+            parse_health_url("http://127.0.0.1/").unwrap().addr.port(),
+            80
+        );
         assert!(parse_health_url("http://127.0.0.1:8080/a b").is_err());
         assert!(parse_health_url("http:///").is_err());
     }

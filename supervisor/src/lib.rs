@@ -168,12 +168,16 @@ fn supervise(args: &config::RunArgs) -> i32 {
     }
 }
 
-fn print_status(flag: Option<std::path::PathBuf>, config: Option<&std::path::Path>, json: bool) -> i32 {
+fn print_status(
+    flag: Option<std::path::PathBuf>,
+    config: Option<&std::path::Path>,
+    json: bool,
+) -> i32 {
     let path = match config::status_path(flag, config) {
         Ok(Some(p)) => p,
         Ok(None) => {
             eprintln!(
-                "forkd-supervisor: no status file: pass --status-file PATH (or set status_file \
+                "forkd-supervisor: no status file: pass --status-file PATH (or set status-file \
                  in the [supervisor] section of --config)"
             );
             return 2;

@@ -146,11 +146,13 @@ pub fn setup(cfg: Config) -> Result<Supervisor, String> {
     // systemd is the supervisor's, the child gets its own.
     let systemd = Notifier::from_env().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
     let systemd_watchdog = systemd_watchdog();
-    let notify = NotifySocket::bind().map_err(|e| format!("unable to bind the notify socket: {e}"))?;
+    let notify =
+        NotifySocket::bind().map_err(|e| format!("unable to bind the notify socket: {e}"))?;
     let reserve = Reserve::new(3).map_err(|e| e.to_string())?;
     let metrics = match cfg.metrics_listen {
         Some(addr) => {
-            let m = Metrics::bind(addr).map_err(|e| format!("unable to bind metrics on {addr}: {e}"))?;
+            let m = Metrics::bind(addr)
+                .map_err(|e| format!("unable to bind metrics on {addr}: {e}"))?;
             if let Ok(a) = m.local_addr() {
                 tracing::info!("metrics on http://{a}/metrics");
             }
@@ -233,6 +235,11 @@ impl Supervisor {
     pub fn step(&mut self, input: Input) {
         use Input::*;
         use State::*;
+        // Once the exit code is decided nothing may start or signal a process again, even if
+        // more inputs were gathered in the same wake-up.
+        if self.exit.is_some() {
+            return;
+        }
         tracing::debug!("{} <- {input:?}", self.state.name());
         match (self.state, input) {
             (Starting | Running | Recycling, Exited(end)) => self.schedule_restart(end),
@@ -270,16 +277,20 @@ impl Supervisor {
         let command = self.cfg.command.clone();
         let env = self.notify.env_value();
         let watchdog = self.cfg.watchdog;
-        let spawned = self
-            .reserve
-            .with_room("start the child", || child::spawn(&command, env.as_ref(), watchdog));
+        let spawned = self.reserve.with_room("start the child", || {
+            child::spawn(&command, env.as_ref(), watchdog)
+        });
         let now = Instant::now();
         match spawned {
             Ok(c) => {
                 tracing::info!(
                     "started child {} ({})",
                     c.pid,
-                    command.iter().map(|w| w.to_string_lossy()).collect::<Vec<_>>().join(" ")
+                    command
+                        .iter()
+                        .map(|w| w.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 );
                 self.child = Some(c);
                 self.killed = false;
@@ -362,7 +373,10 @@ impl Supervisor {
         self.probe = None;
         self.next_probe = None;
         child::signal(&c, Signal::SIGTERM);
-        self.enter(State::Recycling, Some(Instant::now() + self.cfg.stop_timeout));
+        self.enter(
+            State::Recycling,
+            Some(Instant::now() + self.cfg.stop_timeout),
+        );
     }
 
     fn begin_stop(&mut self) {
@@ -379,7 +393,10 @@ impl Supervisor {
             child::signal(&c, Signal::SIGTERM);
         }
         let deadline = Instant::now() + self.cfg.stop_timeout;
-        let deadline = self.deadline.filter(|_| self.state == State::Recycling).map_or(deadline, |d| d.min(deadline));
+        let deadline = self
+            .deadline
+            .filter(|_| self.state == State::Recycling)
+            .map_or(deadline, |d| d.min(deadline));
         self.enter(State::Stopping, Some(deadline));
     }
 
@@ -428,7 +445,9 @@ impl Supervisor {
         if end == ProcessEnd::Exited(PERMANENT) {
             return self.finish(
                 EXIT_PERMANENT,
-                &format!("permanent failure: the child exited with code {PERMANENT}; not restarting"),
+                &format!(
+                    "permanent failure: the child exited with code {PERMANENT}; not restarting"
+                ),
             );
         }
         self.plan_restart(ran, reason);
@@ -507,9 +526,15 @@ impl Supervisor {
         if self.probe.is_some() {
             return;
         }
-        let Some((addr, request)) = self.probe_target() else { return };
+        let Some((addr, request)) = self.probe_target() else {
+            return;
+        };
         // While waiting for readiness by port, a connect is enough.
-        let request = if self.state == State::Starting { None } else { request };
+        let request = if self.state == State::Starting {
+            None
+        } else {
+            request
+        };
         let timeout = self.cfg.health_timeout;
         match Probe::start(addr, request, timeout) {
             Ok(p) => self.probe = Some(p),
@@ -647,6 +672,9 @@ impl Supervisor {
 
     /// Timers whose time has come, in a fixed order.
     fn timers(&mut self, now: Instant, stalled: Duration) {
+        if self.exit.is_some() {
+            return;
+        }
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             self.step(Input::Timeout);
@@ -708,9 +736,14 @@ impl Supervisor {
 
     fn write_status(&mut self, now: Instant) {
         self.next_status_write = Some(now + Duration::from_secs(1));
-        let Some(path) = self.cfg.status_file.clone() else { return };
+        let Some(path) = self.cfg.status_file.clone() else {
+            return;
+        };
         let st = self.status();
-        if let Err(e) = self.reserve.with_room("write the status file", || st.write(&path)) {
+        if let Err(e) = self
+            .reserve
+            .with_room("write the status file", || st.write(&path))
+        {
             tracing::warn!("unable to write {}: {e}", path.display());
         }
     }
@@ -720,17 +753,28 @@ impl Supervisor {
         let mut st = Status {
             supervisor_pid: std::process::id(),
             state: self.state.name().to_string(),
-            command: self.cfg.command.iter().map(|w| w.to_string_lossy().into_owned()).collect(),
+            command: self
+                .cfg
+                .command
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect(),
             child_pid: self.child.as_ref().map(|c| c.pid.as_raw()),
             child_started_unix: self.child.as_ref().map(|c| c.started_unix),
-            child_uptime_s: self.child.as_ref().map(|c| now.duration_since(c.started).as_secs_f64()),
+            child_uptime_s: self
+                .child
+                .as_ref()
+                .map(|c| now.duration_since(c.started).as_secs_f64()),
             ready: self.ready,
             child_status: self.child_status.clone(),
             restarts_total: self.restarts,
             recent_restarts: self.recent.iter().cloned().collect(),
             last_exit: self.last_exit.clone(),
             next_start_in_s: (self.state == State::Backoff)
-                .then(|| self.deadline.map(|d| d.saturating_duration_since(now).as_secs_f64()))
+                .then(|| {
+                    self.deadline
+                        .map(|d| d.saturating_duration_since(now).as_secs_f64())
+                })
                 .flatten(),
             backoff_failures: self.backoff.failures(),
             budget_used: self.budget.used(),
@@ -743,12 +787,30 @@ impl Supervisor {
             ..Default::default()
         };
         if let Some(r) = &self.watch.last {
-            st.sample = r.values.iter().map(|(k, v)| (k.key().to_string(), *v)).collect();
+            st.sample = r
+                .values
+                .iter()
+                .map(|(k, v)| (k.key().to_string(), *v))
+                .collect();
         }
-        st.maxheld = self.watch.maxheld.iter().map(|(k, v)| (k.key().to_string(), *v)).collect();
-        st.limits = self.cfg.limits.iter().map(|l| (l.name(), l.value)).collect();
+        st.maxheld = self
+            .watch
+            .maxheld
+            .iter()
+            .map(|(k, v)| (k.key().to_string(), *v))
+            .collect();
+        st.limits = self
+            .cfg
+            .limits
+            .iter()
+            .map(|l| (l.name(), l.value))
+            .collect();
         st.failcnt = self.watch.failcnt.clone();
-        st.counters = self.counters.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        st.counters = self
+            .counters
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         st
     }
 
@@ -792,9 +854,15 @@ impl Supervisor {
                     }
                 }
                 let ready = |i: Option<usize>| {
-                    i.and_then(|i| fds[i].revents()).is_some_and(|r| !r.is_empty())
+                    i.and_then(|i| fds[i].revents())
+                        .is_some_and(|r| !r.is_empty())
                 };
-                (ready(Some(0)), ready(Some(1)), ready(probe_at), ready(metrics_at))
+                (
+                    ready(Some(0)),
+                    ready(Some(1)),
+                    ready(probe_at),
+                    ready(metrics_at),
+                )
             };
 
             let now = Instant::now();
@@ -830,9 +898,12 @@ impl Supervisor {
             self.child.as_ref().map(|_| self.next_sample),
             self.watchdog_deadline,
             self.systemd_watchdog.map(|(every, last)| last + every),
-            self.next_status_write.filter(|_| self.cfg.status_file.is_some()),
+            self.next_status_write
+                .filter(|_| self.cfg.status_file.is_some()),
             // A paused metrics listener is polled again when its pause ends.
-            self.metrics.as_ref().map(|_| Instant::now() + Duration::from_secs(1)),
+            self.metrics
+                .as_ref()
+                .map(|_| Instant::now() + Duration::from_secs(1)),
         ]
         .into_iter()
         .flatten()

@@ -251,14 +251,23 @@ mod tests {
     fn statuses() {
         let req = || Some(http_request("x", "/"));
         let t = Duration::from_secs(5);
-        assert_eq!(run(server(b"HTTP/1.1 200 OK\r\n\r\n"), req(), t), Outcome::Healthy(200));
-        assert_eq!(run(server(b"HTTP/1.0 301 M\r\n"), req(), t), Outcome::Healthy(301));
+        assert_eq!(
+            run(server(b"HTTP/1.1 200 OK\r\n\r\n"), req(), t),
+            Outcome::Healthy(200)
+        );
+        assert_eq!(
+            run(server(b"HTTP/1.0 301 M\r\n"), req(), t),
+            Outcome::Healthy(301)
+        );
         assert!(matches!(
             run(server(b"HTTP/1.1 503 Busy\r\n\r\n"), req(), t),
             Outcome::Failed(m) if m.contains("503")
         ));
         assert!(matches!(run(server(b""), req(), t), Outcome::Failed(_)));
-        assert!(matches!(run(server(b"SSH-2.0\r\n"), req(), t), Outcome::Failed(_)));
+        assert!(matches!(
+            run(server(b"SSH-2.0\r\n"), req(), t),
+            Outcome::Failed(_)
+        ));
     }
 
     #[test]
@@ -266,23 +275,42 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         // Accepted by the kernel (backlog) but never answered.
-        let o = run(addr, Some(http_request("x", "/")), Duration::from_millis(200));
-        assert!(matches!(&o, Outcome::Failed(m) if m.contains("no answer")), "{o:?}");
+        let o = run(
+            addr,
+            Some(http_request("x", "/")),
+            Duration::from_millis(200),
+        );
+        assert!(
+            matches!(&o, Outcome::Failed(m) if m.contains("no answer")),
+            "{o:?}"
+        );
         drop(l);
         let o = run(addr, None, Duration::from_secs(2));
-        assert!(matches!(&o, Outcome::Failed(m) if m.contains("refused")), "{o:?}");
+        assert!(
+            matches!(&o, Outcome::Failed(m) if m.contains("refused")),
+            "{o:?}"
+        );
     }
 
     #[test]
     fn own_trouble_is_not_evidence() {
-        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::EADDRNOTAVAIL] {
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::EADDRNOTAVAIL,
+        ] {
             let o = classify("socket", io::Error::from_raw_os_error(errno));
             assert!(matches!(o, Outcome::CannotObserve(_)), "{errno}");
         }
         let o = classify("connect", io::Error::from_raw_os_error(libc::ECONNREFUSED));
         assert!(matches!(o, Outcome::Failed(_)));
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = Probe::start(l.local_addr().unwrap(), Some(vec![]), Duration::from_millis(100));
+        let p = Probe::start(
+            l.local_addr().unwrap(),
+            Some(vec![]),
+            Duration::from_millis(100),
+        );
         if let Ok(p) = p {
             let o = p.expire(Duration::from_secs(3));
             assert!(matches!(o, Outcome::CannotObserve(_)), "{o:?}");

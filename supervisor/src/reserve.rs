@@ -35,7 +35,11 @@ impl Reserve {
 
     /// Runs `f`; if it fails for want of an fd, frees the reserve, runs it once more, and
     /// takes the reserve back as far as the fd table allows.
-    pub fn with_room<T>(&mut self, what: &str, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    pub fn with_room<T>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut() -> io::Result<T>,
+    ) -> io::Result<T> {
         match f() {
             Err(e) if out_of_fds(&e) && !self.held.is_empty() => {
                 tracing::warn!("out of fds to {what}: {e}; using the reserve");

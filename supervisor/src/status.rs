@@ -63,14 +63,20 @@ impl Status {
     }
 
     pub fn read(path: &Path) -> Result<Status, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("unable to read {}: {e}", path.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{} is not a status file: {e}", path.display()))
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("unable to read {}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a status file: {e}", path.display()))
     }
 
     /// The summary `forkd-supervisor status` prints.
     pub fn summary(&self, alive: bool) -> String {
         let mut s = String::new();
-        let sup = if alive { "running" } else { "NOT RUNNING (stale file)" };
+        let sup = if alive {
+            "running"
+        } else {
+            "NOT RUNNING (stale file)"
+        };
         let _ = writeln!(s, "supervisor  pid {} {sup}", self.supervisor_pid);
         let _ = writeln!(s, "state       {}", self.state);
         let _ = writeln!(s, "command     {}", self.command.join(" "));
@@ -133,7 +139,11 @@ impl Status {
                 .collect();
             let _ = writeln!(s, "limits      {}", parts.join(", "));
         }
-        let counters: Vec<String> = self.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let counters: Vec<String> = self
+            .counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let _ = writeln!(s, "counters    {}", counters.join(", "));
         s
     }
@@ -149,15 +159,30 @@ impl Status {
             }
         };
         let one = |v: f64| vec![(String::new(), v)];
-        metric("child_up", "gauge", "1 when a child is running.", one(self.child_pid.is_some() as u8 as f64));
-        metric("child_ready", "gauge", "1 when the child declared or showed readiness.", one(self.ready as u8 as f64));
+        metric(
+            "child_up",
+            "gauge",
+            "1 when a child is running.",
+            one(self.child_pid.is_some() as u8 as f64),
+        );
+        metric(
+            "child_ready",
+            "gauge",
+            "1 when the child declared or showed readiness.",
+            one(self.ready as u8 as f64),
+        );
         metric(
             "child_uptime_seconds",
             "gauge",
             "Seconds since the current child started.",
             one(self.child_uptime_s.unwrap_or(0.0)),
         );
-        metric("restarts_total", "counter", "Restarts of the child.", one(self.restarts_total as f64));
+        metric(
+            "restarts_total",
+            "counter",
+            "Restarts of the child.",
+            one(self.restarts_total as f64),
+        );
         metric(
             "observing",
             "gauge",
@@ -175,31 +200,46 @@ impl Status {
             "resource",
             "gauge",
             "Latest sample of the child's process tree (bytes for rss/pss).",
-            self.sample.iter().map(|(k, v)| (label("resource", k), *v as f64)).collect(),
+            self.sample
+                .iter()
+                .map(|(k, v)| (label("resource", k), *v as f64))
+                .collect(),
         );
         metric(
             "resource_maxheld",
             "gauge",
             "Highest sample seen per resource.",
-            self.maxheld.iter().map(|(k, v)| (label("resource", k), *v as f64)).collect(),
+            self.maxheld
+                .iter()
+                .map(|(k, v)| (label("resource", k), *v as f64))
+                .collect(),
         );
         metric(
             "limit",
             "gauge",
-            "Configured limits (a *_slope limit is per minute).",
-            self.limits.iter().map(|(k, v)| (label("limit", k), *v as f64)).collect(),
+            "Configured limits (a *-slope limit is per minute).",
+            self.limits
+                .iter()
+                .map(|(k, v)| (label("limit", k), *v as f64))
+                .collect(),
         );
         metric(
             "limit_failcnt_total",
             "counter",
             "Samples in which a limit was exceeded, like failcnt in user_beancounters.",
-            self.failcnt.iter().map(|(k, v)| (label("limit", k), *v as f64)).collect(),
+            self.failcnt
+                .iter()
+                .map(|(k, v)| (label("limit", k), *v as f64))
+                .collect(),
         );
         metric(
             "events_total",
             "counter",
             "Supervisor events by kind.",
-            self.counters.iter().map(|(k, v)| (label("event", k), *v as f64)).collect(),
+            self.counters
+                .iter()
+                .map(|(k, v)| (label("event", k), *v as f64))
+                .collect(),
         );
         s
     }
@@ -244,9 +284,18 @@ mod tests {
         assert!(text.contains("rss=3.0MiB"), "{text}");
         assert!(text.contains("fds<=10 failcnt 4"), "{text}");
         let prom = back.prometheus();
-        assert!(prom.contains("forkd_supervisor_restarts_total 2\n"), "{prom}");
-        assert!(prom.contains("forkd_supervisor_resource{resource=\"fds\"} 12\n"), "{prom}");
-        assert!(prom.contains("forkd_supervisor_limit_failcnt_total{limit=\"fds\"} 4\n"), "{prom}");
+        assert!(
+            prom.contains("forkd_supervisor_restarts_total 2\n"),
+            "{prom}"
+        );
+        assert!(
+            prom.contains("forkd_supervisor_resource{resource=\"fds\"} 12\n"),
+            "{prom}"
+        );
+        assert!(
+            prom.contains("forkd_supervisor_limit_failcnt_total{limit=\"fds\"} 4\n"),
+            "{prom}"
+        );
         assert!(prom.contains("forkd_supervisor_observing 0\n"), "{prom}");
     }
 }

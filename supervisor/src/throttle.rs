@@ -131,7 +131,10 @@ mod tests {
         for n in 0..40 {
             let d = b.next_delay(ms(0));
             let nominal = b.nominal(n);
-            assert!(d >= nominal.mul_f64(0.8) && d <= nominal.mul_f64(1.2), "{n}: {d:?}");
+            assert!(
+                d >= nominal.mul_f64(0.8) && d <= nominal.mul_f64(1.2),
+                "{n}: {d:?}"
+            );
             assert!(d <= ms(30_000));
         }
     }

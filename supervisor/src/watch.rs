@@ -50,10 +50,10 @@ impl Resource {
             Resource::Processes => "processes",
             Resource::Zombies => "zombies",
             Resource::Established => "established",
-            Resource::CloseWait => "close_wait",
-            Resource::FinWait => "fin_wait",
-            Resource::TimeWait => "time_wait",
-            Resource::SynRecv => "syn_recv",
+            Resource::CloseWait => "close-wait",
+            Resource::FinWait => "fin-wait",
+            Resource::TimeWait => "time-wait",
+            Resource::SynRecv => "syn-recv",
         }
     }
 
@@ -87,10 +87,10 @@ pub struct Limit {
 }
 
 impl Limit {
-    /// The counter name: `fds`, or `fds_slope` for a growth limit.
+    /// The counter name: `fds`, or `fds-slope` for a growth limit.
     pub fn name(&self) -> String {
         if self.slope {
-            format!("{}_slope", self.resource.key())
+            format!("{}-slope", self.resource.key())
         } else {
             self.resource.key().to_string()
         }
@@ -247,10 +247,7 @@ fn slope_per_minute(
     let points: Vec<(f64, f64)> = history
         .iter()
         .filter_map(|(t, reading)| {
-            Some((
-                t.duration_since(*t0).as_secs_f64(),
-                reading.get(r)? as f64,
-            ))
+            Some((t.duration_since(*t0).as_secs_f64(), reading.get(r)? as f64))
         })
         .collect();
     let span = points.last()?.0;
@@ -303,13 +300,17 @@ mod tests {
         let t0 = Instant::now();
         // Two fds a second is 120 a minute, but not before the window is mostly covered.
         for s in 0..8 {
-            assert_eq!(w.judge(t0 + Duration::from_secs(s), reading(10 + 2 * s)), None, "{s}");
+            assert_eq!(
+                w.judge(t0 + Duration::from_secs(s), reading(10 + 2 * s)),
+                None,
+                "{s}"
+            );
         }
         let why = w
             .judge(t0 + Duration::from_secs(9), reading(28))
             .expect("over the slope");
         assert!(why.starts_with("fds grew 120 a minute"), "{why}");
-        assert_eq!(w.failcnt["fds_slope"], 1);
+        assert_eq!(w.failcnt["fds-slope"], 1);
     }
 
     #[test]

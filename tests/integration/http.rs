@@ -1,2 +1,3 @@
 //! Tests of http, run against the real binaries.
-#[allow(unused_imports)] use crate::util;
+#[allow(unused_imports)]
+use crate::util;

@@ -32,34 +32,38 @@ fn get_once(addr: SocketAddr, path: &str) -> u16 {
     util::status_of(&out)
 }
 
-/// `n` connection-per-request GETs from `threads` clients; returns how many were not 200.
-fn hammer(addr: SocketAddr, n: usize, threads: usize) -> usize {
-    let failed = Arc::new(AtomicU64::new(0));
+/// `n` connection-per-request GETs from `threads` clients; returns the statuses that were not
+/// 200 (0 for a transport failure), so a failure says what went wrong.
+fn hammer(addr: SocketAddr, n: usize, threads: usize) -> Vec<u16> {
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let failed = failed.clone();
             std::thread::spawn(move || {
-                for _ in (t..n).step_by(threads) {
-                    if get_once(addr, "/bench/2k.html") != 200 {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                (t..n)
+                    .step_by(threads)
+                    .map(|_| get_once(addr, "/bench/2k.html"))
+                    .filter(|s| *s != 200)
+                    .collect::<Vec<u16>>()
             })
         })
         .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    failed.load(Ordering::Relaxed) as usize
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
 }
 
 fn assert_fds_flat(mode_args: &[&str]) {
     let server = Server::start(mode_args);
     // Warm up so lazily opened things (none expected) are open before the baseline.
-    assert_eq!(hammer(server.addr, 100, 2), 0);
+    assert_eq!(hammer(server.addr, 100, 2), Vec::<u16>::new());
     let before = util::fds(server.pid());
     let failed = hammer(server.addr, 20_000, 4);
-    assert_eq!(failed, 0, "requests failed");
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(20)]
+    );
     let after = util::fds(server.pid());
     assert_eq!(before, after, "master fds changed after 20,000 connections");
     let pid = server.pid();
@@ -80,7 +84,14 @@ fn master_fds_flat_after_20k_connections_fork() {
 
 #[test]
 fn fork_mode_never_exceeds_max_children_and_answers_503_fast() {
-    let server = Server::start(&["--mode", "fork", "--max-children", "16", "--header-timeout", "20s"]);
+    let server = Server::start(&[
+        "--mode",
+        "fork",
+        "--max-children",
+        "16",
+        "--header-timeout",
+        "20s",
+    ]);
     let pid = server.pid();
     let stop = Arc::new(AtomicBool::new(false));
     let max_seen = Arc::new(AtomicU64::new(0));
@@ -95,7 +106,9 @@ fn fork_mode_never_exceeds_max_children_and_answers_503_fast() {
         })
     };
     // 200 idle connections: 16 get a child each, the rest are refused at once.
-    let idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
     eventually(Duration::from_secs(10), "16 children busy", || {
         (util::descendants(pid).len() == 16).then_some(())
     });
@@ -108,9 +121,11 @@ fn fork_mode_never_exceeds_max_children_and_answers_503_fast() {
     assert_eq!(util::header(&resp, "Retry-After").as_deref(), Some("1"));
     drop(idle);
     // Once the idle clients are gone, children end and new clients are served again.
-    eventually(Duration::from_secs(10), "a 200 after the idle clients left", || {
-        (get_once(server.addr, "/") == 200).then_some(())
-    });
+    eventually(
+        Duration::from_secs(10),
+        "a 200 after the idle clients left",
+        || (get_once(server.addr, "/") == 200).then_some(()),
+    );
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
     let max = max_seen.load(Ordering::Relaxed);
@@ -121,7 +136,10 @@ fn fork_mode_never_exceeds_max_children_and_answers_503_fast() {
 fn workers_of(pid: i32) -> Vec<i32> {
     let kids = util::children(pid);
     for k in &kids {
-        assert!(util::children(*k).is_empty(), "worker {k} has children of its own");
+        assert!(
+            util::children(*k).is_empty(),
+            "worker {k} has children of its own"
+        );
     }
     kids
 }
@@ -148,17 +166,29 @@ fn fifty_reloads_lose_no_request_and_keep_one_master() {
         server.proc.signal(Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(40));
         let w = workers_of(pid);
-        assert!(w.len() <= 3, "more workers than the pool size during reload: {w:?}");
+        assert!(
+            w.len() <= 3,
+            "more workers than the pool size during reload: {w:?}"
+        );
         generations.extend(w);
     }
-    eventually(Duration::from_secs(10), "3 workers after the reloads", || {
-        (workers_of(pid).len() == 3).then_some(())
-    });
+    eventually(
+        Duration::from_secs(10),
+        "3 workers after the reloads",
+        || (workers_of(pid).len() == 3).then_some(()),
+    );
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during reloads");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
     assert!(ok.load(Ordering::Relaxed) > 50, "the client barely ran");
-    assert!(generations.len() > 3, "workers were never replaced: {generations:?}");
+    assert!(
+        generations.len() > 3,
+        "workers were never replaced: {generations:?}"
+    );
     for w in workers_of(pid) {
         assert_eq!(util::ppid(w), Some(pid));
     }
@@ -171,18 +201,33 @@ fn reload_rereads_config_and_keeps_the_old_one_when_invalid() {
     std::fs::write(&conf, "[server]\nworkers = 2\n").unwrap();
     let server = Server::start(&["--config", conf.to_str().unwrap()]);
     let pid = server.pid();
-    eventually(Duration::from_secs(5), "2 workers", || (workers_of(pid).len() == 2).then_some(()));
+    eventually(Duration::from_secs(5), "2 workers", || {
+        (workers_of(pid).len() == 2).then_some(())
+    });
 
     std::fs::write(&conf, "[server]\nworkers = \"many\"\n").unwrap();
     server.proc.signal(Signal::SIGHUP);
-    let line = server.proc.wait_line("reload failed", Duration::from_secs(5));
-    assert!(line.contains("workers"), "the error should name the key: {line}");
+    let line = server
+        .proc
+        .wait_line("reload failed", Duration::from_secs(5));
+    assert!(
+        line.contains("workers"),
+        "the error should name the key: {line}"
+    );
     assert_eq!(get_once(server.addr, "/"), 200);
     assert_eq!(workers_of(pid).len(), 2);
 
-    std::fs::write(&conf, "[server]\nworkers = 4\nlisten = [\"127.0.0.1:1\"]\n").unwrap();
+    // The mode needs a restart, and forkd says so instead of ignoring it silently.
+    std::fs::write(&conf, "[server]\nmode = \"fork\"\n").unwrap();
     server.proc.signal(Signal::SIGHUP);
-    server.proc.wait_line("listen addresses cannot change on reload", Duration::from_secs(5));
+    server
+        .proc
+        .wait_line("mode cannot change on reload", Duration::from_secs(5));
+    assert_eq!(get_once(server.addr, "/"), 200);
+
+    // The pool size applies.
+    std::fs::write(&conf, "[server]\nworkers = 4\n").unwrap();
+    server.proc.signal(Signal::SIGHUP);
     eventually(Duration::from_secs(5), "4 workers after reload", || {
         (workers_of(pid).len() == 4).then_some(())
     });
@@ -198,7 +243,10 @@ fn dead_workers_are_replaced_and_the_cause_logged() {
         (w.len() == 2).then(|| w[0])
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
-    server.proc.wait_line(&format!("{victim} killed by SIGKILL"), Duration::from_secs(5));
+    server.proc.wait_line(
+        &format!("{victim} killed by SIGKILL"),
+        Duration::from_secs(5),
+    );
     eventually(Duration::from_secs(5), "a replacement worker", || {
         let w = workers_of(pid);
         (w.len() == 2 && !w.contains(&victim)).then_some(())
@@ -211,7 +259,7 @@ fn workers_are_recycled_after_their_request_budget() {
     let server = Server::start(&["--workers", "2", "--max-requests-per-worker", "20"]);
     let pid = server.pid();
     let first = workers_of(pid);
-    assert_eq!(hammer(server.addr, 200, 2), 0);
+    assert_eq!(hammer(server.addr, 200, 2), Vec::<u16>::new());
     eventually(Duration::from_secs(5), "recycled workers", || {
         let now = workers_of(pid);
         (now.len() == 2 && now.iter().all(|w| !first.contains(w))).then_some(())
@@ -225,7 +273,8 @@ fn sigterm_lets_a_large_download_finish_then_exits_0() {
         std::fs::write(root.join("big.bin"), vec![7u8; size]).unwrap();
     });
     let mut s = server.connect();
-    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = s.read(&mut buf).unwrap();
     // The download is under way: stop the server now.
@@ -269,7 +318,8 @@ fn readiness_is_notified_over_notify_socket() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let proc = Proc::spawn_cmd(
         Command::new(util::FORKD)
             .args(["--listen", "127.0.0.1:0", "--workers", "1"])
@@ -289,7 +339,13 @@ fn takes_a_listener_by_socket_activation() {
     let addr = l.local_addr().unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {} --workers 1 --listen {addr}", util::FORKD)]);
+    cmd.args([
+        "-c",
+        &format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec {} --workers 1 --listen {addr}",
+            util::FORKD
+        ),
+    ]);
     // SAFETY: dup2 is async-signal-safe; fd 3 is where the protocol puts the first socket.
     unsafe {
         cmd.pre_exec(move || {
@@ -321,9 +377,21 @@ fn children_drop_root_and_root_service_is_refused() {
             .unwrap()
             .to_string()
     };
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
-    let fields: Vec<u32> = uid_line(w[0]).split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
-    assert_eq!(fields, vec![nobody; 4], "worker uids (real, effective, saved, fs)");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let fields: Vec<u32> = uid_line(w[0])
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec![nobody; 4],
+        "worker uids (real, effective, saved, fs)"
+    );
     assert_eq!(get_once(server.addr, "/"), 200);
 
     let mut refused = Proc::spawn(util::FORKD, &["--listen", "127.0.0.1:0", "--user", "root"]);
@@ -336,12 +404,24 @@ fn children_drop_root_and_root_service_is_refused() {
 fn running_out_of_fds_pauses_accepting_without_spinning_or_stopping() {
     // Fork mode: the master accepts. Start it with so few fds that accept fails with EMFILE.
     let mut cmd = Command::new(util::FORKD);
-    cmd.args(["--listen", "127.0.0.1:0", "--mode", "fork", "--max-children", "4"]);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--mode",
+        "fork",
+        "--max-children",
+        "4",
+    ]);
     let proc = Proc::spawn_cmd(&mut cmd);
     let addr = util::wait_ready(&proc);
     let pid = proc.pid();
-    let open = util::fds(pid).len() as u64;
-    set_nofile(pid, open);
+    // The kernel hands out the lowest free fd number: a limit equal to it makes accept fail.
+    let open: Vec<u64> = util::fds(pid)
+        .iter()
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    let lowest_free = (0..).find(|n| !open.contains(n)).unwrap();
+    set_nofile(pid, lowest_free);
     let client = std::thread::spawn(move || get_once(addr, "/"));
     proc.wait_line("pausing accepts", Duration::from_secs(5));
     let cpu = |pid: i32| -> u64 {
@@ -353,13 +433,23 @@ fn running_out_of_fds_pauses_accepting_without_spinning_or_stopping() {
     std::thread::sleep(Duration::from_secs(2));
     let spent = cpu(pid) - before;
     // A spinning master would use ~200 ticks in 2 s; pausing uses a handful.
-    assert!(spent < 40, "master used {spent} clock ticks in 2 s while out of fds");
+    assert!(
+        spent < 40,
+        "master used {spent} clock ticks in 2 s while out of fds"
+    );
     set_nofile(pid, 1024);
-    assert_eq!(client.join().unwrap(), 200, "the waiting client is served once fds are back");
+    assert_eq!(
+        client.join().unwrap(),
+        200,
+        "the waiting client is served once fds are back"
+    );
 }
 
 fn set_nofile(pid: i32, n: u64) {
-    let lim = libc::rlimit { rlim_cur: n, rlim_max: 4096.max(n) };
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: 4096.max(n),
+    };
     // SAFETY: prlimit only reads `lim` and writes nothing back (old limit pointer is null).
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
@@ -368,15 +458,30 @@ fn set_nofile(pid: i32, n: u64) {
 #[test]
 fn example_echo_daemon_reuses_the_template() {
     let exe = std::env::current_exe().unwrap();
-    let echo = exe.parent().unwrap().parent().unwrap().join("examples/echo");
+    let echo = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/echo");
     if !echo.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo).args(["build", "-p", "forkd", "--example", "echo"]).status().unwrap();
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "forkd", "--example", "echo"])
+            .status()
+            .unwrap();
         assert!(ok.success(), "building the echo example failed");
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     for mode in ["prefork", "fork"] {
-        let proc = Proc::spawn(echo.to_str().unwrap(), &[&format!("127.0.0.1:{port}"), mode]);
+        let proc = Proc::spawn(
+            echo.to_str().unwrap(),
+            &[&format!("127.0.0.1:{port}"), mode],
+        );
         let addr = util::wait_ready(&proc);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -387,6 +492,8 @@ fn example_echo_daemon_reuses_the_template() {
         drop(s);
         drop(proc);
         // Let the port go before the next mode binds it.
-        eventually(Duration::from_secs(5), "port free", || TcpListener::bind(addr).ok());
+        eventually(Duration::from_secs(5), "port free", || {
+            TcpListener::bind(addr).ok()
+        });
     }
 }

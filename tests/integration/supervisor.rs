@@ -1,2 +1,722 @@
-//! Tests of supervisor, run against the real binaries.
-#[allow(unused_imports)] use crate::util;
+//! Tests of forkd-supervisor against real processes: forkd itself, `/bin/sh` children that
+//! exit or ignore TERM, and a small Python server that leaks an fd per request. Every test
+//! uses loopback ports, bounds its waits, and ends every process it caused (checked).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{self, eventually, Proc, SUPERVISOR};
+
+/// A port that was free a moment ago (the child binds it itself).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// forkd on `port`, as the supervised command.
+fn forkd_on(port: u16) -> Vec<String> {
+    vec![
+        util::FORKD.to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ]
+}
+
+/// `GET /` with a short timeout; the status code, or None if nothing answered.
+fn get(port: u16) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    match util::status_of(&buf) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+fn status(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The supervised child's pid, from the supervisor's children.
+fn child_of(sup: &Proc) -> i32 {
+    eventually(Duration::from_secs(10), "a child of the supervisor", || {
+        util::children(sup.pid()).first().copied()
+    })
+}
+
+fn spawn_supervisor(flags: &[&str], command: &[String]) -> Proc {
+    let mut args: Vec<&str> = flags.to_vec();
+    args.push("--");
+    args.extend(command.iter().map(String::as_str));
+    Proc::spawn(SUPERVISOR, &args)
+}
+
+/// Stops the supervisor with TERM and checks it leaves nothing behind.
+fn stop_cleanly(mut sup: Proc) {
+    let tree = util::descendants(sup.pid());
+    sup.signal(Signal::SIGTERM);
+    let st = sup.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", sup.output().join("\n"));
+    for p in tree {
+        assert!(
+            util::state(p).is_none(),
+            "process {p} outlived the supervisor"
+        );
+    }
+}
+
+#[test]
+fn kill_9_of_forkd_is_served_again_within_a_second() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let sup = spawn_supervisor(
+        // A child that served for a second counts as stable, so every kill below measures a
+        // first restart (base delay), not a backoff grown by the previous rounds.
+        &[
+            "--health-url",
+            &url,
+            "--health-interval",
+            "1s",
+            "--stable-after",
+            "1s",
+        ],
+        &forkd_on(port),
+    );
+    sup.wait_line("ready after", Duration::from_secs(20));
+    let first = child_of(&sup);
+    assert_eq!(get(port), Some(200));
+
+    let mut latencies = Vec::new();
+    for round in 0..3 {
+        let old = child_of(&sup);
+        let t0 = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).unwrap();
+        eventually(Duration::from_secs(3), "forkd serving again", || {
+            let c = util::children(sup.pid());
+            (c.first().is_some_and(|p| *p != old) && get(port) == Some(200)).then_some(())
+        });
+        let took = t0.elapsed();
+        latencies.push(took);
+        assert!(
+            took < Duration::from_millis(1500),
+            "round {round}: {took:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    eprintln!("restart latency after kill -9: {latencies:?}");
+    assert_ne!(child_of(&sup), first);
+    assert!(util::zombies(sup.pid()).is_empty());
+    stop_cleanly(sup);
+}
+
+/// The restart delays the supervisor announced, in milliseconds.
+fn delays(out: &[String]) -> Vec<f64> {
+    out.iter()
+        .filter_map(|l| {
+            let rest = l.split(" in ").nth(1)?;
+            let d = rest.split(' ').next()?;
+            if !l.contains("forkd-supervisor: restart ") {
+                return None;
+            }
+            if let Some(ms) = d.strip_suffix("ms") {
+                ms.parse().ok()
+            } else {
+                d.strip_suffix('s')?.parse::<f64>().ok().map(|s| s * 1000.0)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_child_that_exits_at_once_backs_off_until_the_budget_ends_it() {
+    let mut sup = spawn_supervisor(
+        &["--max-restarts", "5", "--restart-window", "60s"],
+        &["/bin/sh".into(), "-c".into(), "exit 1".into()],
+    );
+    let st = sup.wait_exit(Duration::from_secs(20));
+    let out = sup.output();
+    assert_eq!(st.code(), Some(111), "{}", out.join("\n"));
+    let giving_up = sup.wait_line("giving up", Duration::from_secs(1));
+    assert!(
+        giving_up.contains("5 restarts within 60s") && giving_up.contains("exited with code 1"),
+        "{giving_up}"
+    );
+    let seen = delays(&out);
+    eprintln!("backoff sequence seen (ms): {seen:?}");
+    assert_eq!(seen.len(), 5, "{}", out.join("\n"));
+    // 100 ms doubling, ±20 % jitter: each delay at least 4/3 of the one before.
+    for (i, w) in seen.windows(2).enumerate() {
+        assert!(w[1] >= w[0] * 1.3, "delay {i}: {seen:?}");
+    }
+    assert!(seen[0] >= 80.0 && seen[0] <= 120.0, "{seen:?}");
+    let starts = out.iter().filter(|l| l.contains("started child")).count();
+    assert_eq!(starts, 6);
+}
+
+#[test]
+fn exit_code_100_is_never_restarted() {
+    let mut sup = spawn_supervisor(&[], &["/bin/sh".into(), "-c".into(), "exit 100".into()]);
+    let st = sup.wait_exit(Duration::from_secs(10));
+    let out = sup.output();
+    assert_eq!(st.code(), Some(100), "{}", out.join("\n"));
+    assert_eq!(
+        out.iter().filter(|l| l.contains("started child")).count(),
+        1
+    );
+    sup.wait_line("permanent failure", Duration::from_secs(1));
+}
+
+/// An HTTP server that keeps one `/dev/null` open per request: the seed server's fd leak.
+const LEAKY: &str = r#"
+import http.server, sys
+leak = []
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        leak.append(open('/dev/null'))
+        self.send_response(200)
+        self.send_header('Content-Length', '2')
+        self.end_headers()
+        self.wfile.write(b'ok')
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+"#;
+
+fn leaky_on(port: u16) -> Vec<String> {
+    vec![
+        "python3".into(),
+        "-c".into(),
+        LEAKY.into(),
+        port.to_string(),
+    ]
+}
+
+/// Sends requests until `stop` says so, counting those answered.
+fn load_until(port: u16, deadline: Duration, mut stop: impl FnMut() -> bool) -> usize {
+    let end = Instant::now() + deadline;
+    let mut ok = 0;
+    while Instant::now() < end && !stop() {
+        if get(port) == Some(200) {
+            ok += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ok
+}
+
+#[test]
+fn a_leaking_child_is_recycled_at_the_fd_level_limit() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let status_file = dir.path().join("status.json");
+    let url = format!("http://127.0.0.1:{port}/");
+    let sup = spawn_supervisor(
+        &[
+            "--health-url",
+            &url,
+            "--limit",
+            "fds=40",
+            "--sample-interval",
+            "100ms",
+            "--status-file",
+            status_file.to_str().unwrap(),
+        ],
+        &leaky_on(port),
+    );
+    sup.wait_line("ready after", Duration::from_secs(20));
+    let first = child_of(&sup);
+    let recycled = || sup.output().iter().any(|l| l.contains("recycling child"));
+    let sent = load_until(port, Duration::from_secs(20), recycled);
+    let line = sup.wait_line("recycling child", Duration::from_secs(5));
+    assert!(
+        line.contains("fds is") && line.contains("(limit 40)"),
+        "{line}"
+    );
+    eprintln!("recycled after {sent} leaking requests: {line}");
+    sup.wait_line("restart 1 in", Duration::from_secs(10));
+    eventually(Duration::from_secs(10), "a fresh child serving", || {
+        let c = util::children(sup.pid());
+        (c.first().is_some_and(|p| *p != first) && get(port) == Some(200)).then_some(())
+    });
+    let st = eventually(Duration::from_secs(5), "the status file", || {
+        status(&status_file).filter(|s| s["restarts_total"] == 1)
+    });
+    let reason = st["recent_restarts"][0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("recycled: fds is"), "{reason}");
+    assert!(st["failcnt"]["fds"].as_u64().unwrap() >= 1, "{st}");
+    assert!(st["maxheld"]["fds"].as_u64().unwrap() > 40, "{st}");
+    stop_cleanly(sup);
+}
+
+#[test]
+fn a_leaking_child_is_recycled_on_growth_before_any_level_is_reached() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    // About 50 requests a second leak about 3,000 fds a minute; the slope limit is 600.
+    let sup = spawn_supervisor(
+        &[
+            "--health-url",
+            &url,
+            "--slope",
+            "fds=600",
+            "--slope-window",
+            "2s",
+            "--sample-interval",
+            "100ms",
+            "--limit",
+            "fds=100000",
+        ],
+        &leaky_on(port),
+    );
+    sup.wait_line("ready after", Duration::from_secs(20));
+    let recycled = || sup.output().iter().any(|l| l.contains("recycling child"));
+    load_until(port, Duration::from_secs(20), recycled);
+    let line = sup.wait_line("recycling child", Duration::from_secs(5));
+    assert!(
+        line.contains("fds grew") && line.contains("a minute"),
+        "{line}"
+    );
+    eprintln!("{line}");
+    stop_cleanly(sup);
+}
+
+/// The lowest fd number `pid` does not use: a soft RLIMIT_NOFILE equal to it leaves the
+/// process no fd to open. A probe socket open at the moment of one look would hide a slot, so
+/// the lowest over many looks is taken.
+fn lowest_free_fd(pid: i32) -> u64 {
+    (0..50)
+        .map(|_| {
+            let used: Vec<u64> = util::fds(pid)
+                .iter()
+                .filter_map(|l| l.split(" -> ").next()?.parse().ok())
+                .collect();
+            std::thread::sleep(Duration::from_millis(10));
+            (0..).find(|n| !used.contains(n)).unwrap()
+        })
+        .min()
+        .unwrap()
+}
+
+fn set_nofile(pid: i32, soft: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads `new` and writes `old`, both valid stack values of the right type.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "read RLIMIT_NOFILE of {pid}");
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "set RLIMIT_NOFILE of {pid}");
+}
+
+/// Incident 001: a supervisor that cannot open a socket must not conclude that the child hung.
+#[test]
+fn a_supervisor_out_of_fds_does_not_restart_a_healthy_child() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let status_file = dir.path().join("status.json");
+    let url = format!("http://127.0.0.1:{port}/");
+    let sup = spawn_supervisor(
+        &[
+            "--health-url",
+            &url,
+            "--health-interval",
+            "200ms",
+            "--health-timeout",
+            "2s",
+            "--health-threshold",
+            "2",
+            "--sample-interval",
+            "200ms",
+            "--status-file",
+            status_file.to_str().unwrap(),
+        ],
+        &forkd_on(port),
+    );
+    sup.wait_line("ready after", Duration::from_secs(20));
+    let child = child_of(&sup);
+    eventually(Duration::from_secs(5), "a healthy probe", || {
+        status(&status_file).filter(|s| s["health_last"].as_str() == Some("ok (HTTP 200)"))
+    });
+
+    set_nofile(sup.pid(), lowest_free_fd(sup.pid()));
+    let line = sup.wait_line("cannot observe the child:", Duration::from_secs(5));
+    assert!(line.contains("not counted against it"), "{line}");
+    // Twenty probe intervals with the fd table full: the healthy child stays.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(util::children(sup.pid()), vec![child]);
+    let out = sup.output();
+    assert!(
+        !out.iter()
+            .any(|l| l.contains("recycling") || l.contains("health probe failed")),
+        "{}",
+        out.join("\n")
+    );
+    assert_eq!(get(port), Some(200), "the child kept serving");
+    // The status file is still written (the reserve fds) and says why.
+    let st = eventually(
+        Duration::from_secs(5),
+        "a status that cannot observe",
+        || status(&status_file).filter(|s| s["observing"] == false),
+    );
+    assert!(
+        st["cannot_observe_reason"]
+            .as_str()
+            .unwrap()
+            .contains("Too many open files"),
+        "{st}"
+    );
+    assert!(
+        st["counters"]["cannot_observe"].as_u64().unwrap() >= 10,
+        "{st}"
+    );
+    assert_eq!(st["restarts_total"], 0);
+
+    set_nofile(sup.pid(), 1024);
+    sup.wait_line("observing the child again", Duration::from_secs(5));
+    stop_cleanly(sup);
+}
+
+#[test]
+fn term_stops_forkd_gracefully_and_leaves_nothing() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut sup = spawn_supervisor(&["--health-url", &url], &forkd_on(port));
+    sup.wait_line("ready after", Duration::from_secs(20));
+    let tree = util::descendants(sup.pid());
+    assert!(!tree.is_empty());
+    let t0 = Instant::now();
+    sup.signal(Signal::SIGTERM);
+    let st = sup.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", sup.output().join("\n"));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let out = sup.output();
+    assert!(
+        !out.iter().any(|l| l.contains("killing process group")),
+        "forkd needed SIGKILL: {}",
+        out.join("\n")
+    );
+    for p in tree {
+        assert!(
+            util::state(p).is_none(),
+            "process {p} outlived the supervisor"
+        );
+    }
+}
+
+#[test]
+fn a_child_that_ignores_term_is_killed_after_the_timeout() {
+    // The shell ignores TERM, keeps a sleeper in its group, and starts one that escapes into a
+    // session of its own: the group kill gets the first two, the final sweep the third.
+    let script = "trap '' TERM; setsid sleep 1000 & sleep 1000 & echo started; wait";
+    let mut sup = spawn_supervisor(
+        &["--readiness", "none", "--stop-timeout", "1s"],
+        &["/bin/sh".into(), "-c".into(), script.into()],
+    );
+    sup.wait_line("started", Duration::from_secs(10));
+    let tree = eventually(Duration::from_secs(5), "three descendants", || {
+        let d = util::descendants(sup.pid());
+        (d.len() >= 3).then_some(d)
+    });
+    let t0 = Instant::now();
+    sup.signal(Signal::SIGTERM);
+    let st = sup.wait_exit(Duration::from_secs(10));
+    let took = t0.elapsed();
+    assert_eq!(st.code(), Some(0), "{}", sup.output().join("\n"));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    sup.wait_line(
+        "did not exit in time; killing process group",
+        Duration::from_secs(1),
+    );
+    for p in tree {
+        assert!(
+            util::state(p).is_none(),
+            "process {p} outlived the supervisor"
+        );
+    }
+}
+
+/// The fd table between two spawns. While std spawns a child the parent briefly holds a
+/// socketpair for exec errors; the smallest of many looks is the table without it.
+fn idle_fds(pid: i32) -> Vec<String> {
+    (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            util::fds(pid)
+        })
+        .min_by_key(Vec::len)
+        .unwrap()
+}
+
+#[test]
+fn a_thousand_restarts_leave_the_supervisor_flat() {
+    let mut sup = spawn_supervisor(
+        &[
+            "--readiness",
+            "none",
+            "--backoff-base",
+            "1ms",
+            "--backoff-cap",
+            "1ms",
+            "--max-restarts",
+            "0",
+        ],
+        &["/bin/true".into()],
+    );
+    let pid = sup.pid();
+    sup.wait_line("restart 20 in", Duration::from_secs(20));
+    let fds_before = idle_fds(pid);
+    let rss_before = util::status_kb(pid, "VmRSS").unwrap();
+    let t0 = Instant::now();
+    sup.wait_line("restart 1020 in", Duration::from_secs(60));
+    let took = t0.elapsed();
+    let fds_after = idle_fds(pid);
+    assert_eq!(fds_before, fds_after);
+    let rss_after = util::status_kb(pid, "VmRSS").unwrap();
+    eprintln!(
+        "1,000 restarts in {took:?}: {} fds before and after; VmRSS {rss_before} kB -> {rss_after} kB",
+        fds_after.len()
+    );
+    assert!(
+        rss_after <= rss_before + 256,
+        "RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+    assert!(util::zombies(pid).is_empty());
+    sup.signal(Signal::SIGTERM);
+    assert_eq!(sup.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn status_command_and_metrics_describe_the_child() {
+    let port = free_port();
+    let metrics_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let status_file = dir.path().join("status.json");
+    let url = format!("http://127.0.0.1:{port}/");
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let sup = spawn_supervisor(
+        &[
+            "--health-url",
+            &url,
+            "--limit",
+            "fds=1000",
+            "--limit",
+            "established=500",
+            "--status-file",
+            status_file.to_str().unwrap(),
+            "--metrics-listen",
+            &metrics,
+        ],
+        &forkd_on(port),
+    );
+    sup.wait_line("ready after", Duration::from_secs(20));
+    let child = child_of(&sup);
+    eventually(Duration::from_secs(5), "a status with samples", || {
+        status(&status_file).filter(|s| s["state"] == "running" && s["sample"]["fds"].is_u64())
+    });
+    let out = std::process::Command::new(SUPERVISOR)
+        .args(["status", "--status-file", status_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("child       pid {child}")), "{text}");
+    assert!(text.contains("fds<=1000 failcnt 0"), "{text}");
+
+    let mut s = TcpStream::connect(&metrics).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("forkd_supervisor_child_up 1\n"), "{body}");
+    assert!(
+        body.contains("forkd_supervisor_resource{resource=\"fds\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("forkd_supervisor_limit_failcnt_total{limit=\"established\"} 0"),
+        "{body}"
+    );
+    stop_cleanly(sup);
+}
+
+#[test]
+fn the_child_starts_clean() {
+    // fd 7 is open without CLOEXEC in the supervisor (as an fd inherited from a careless parent
+    // would be); SIGPIPE is ignored in the supervisor itself. The child must see neither.
+    let script = "grep -E '^(SigIgn|SigBlk)' /proc/self/status; ls /proc/self/fd | tr '\\n' ' '; \
+                  echo; echo \"notify=$NOTIFY_SOCKET pgid=$(ps -o pgid= $$) pid=$$\"; exit 100";
+    let sup_cmd = format!("exec 7</dev/null; exec {SUPERVISOR} \"$@\"");
+    let mut sup = Proc::spawn_cmd(
+        std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                &sup_cmd,
+                "sh",
+                "--readiness",
+                "none",
+                "--",
+                "/bin/sh",
+                "-c",
+            ])
+            .arg(script),
+    );
+    assert_eq!(sup.wait_exit(Duration::from_secs(10)).code(), Some(100));
+    let out = sup.output();
+    let text = out.join("\n");
+    assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    // ls sees 0-2 and its own directory fd.
+    let fd_line = sup.wait_line("0 1 2 ", Duration::from_secs(1));
+    assert_eq!(fd_line.trim(), "0 1 2 3", "{text}");
+    let ids = sup.wait_line("notify=@forkd-supervisor/", Duration::from_secs(1));
+    let pgid = ids
+        .split("pgid=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let pid = ids.split("pid=").nth(1).unwrap().trim();
+    assert_eq!(pgid, pid, "the child leads its own process group: {ids}");
+}
+
+#[test]
+fn health_failures_before_readiness_do_not_count() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let slow = format!("sleep 1.5; exec python3 -m http.server --bind 127.0.0.1 {port}");
+    let sup = spawn_supervisor(
+        &[
+            "--health-url",
+            &url,
+            "--health-interval",
+            "100ms",
+            "--health-threshold",
+            "1",
+        ],
+        &["/bin/sh".into(), "-c".into(), slow],
+    );
+    let line = sup.wait_line("ready after", Duration::from_secs(20));
+    let ms: f64 = {
+        let d = line.rsplit(' ').next().unwrap();
+        match d.strip_suffix("ms") {
+            Some(ms) => ms.parse().unwrap(),
+            None => d.trim_end_matches('s').parse::<f64>().unwrap() * 1000.0,
+        }
+    };
+    assert!(ms >= 1400.0, "{line}");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = sup.output();
+    assert!(
+        !out.iter()
+            .any(|l| l.contains("restart") || l.contains("recycling")),
+        "{}",
+        out.join("\n")
+    );
+    stop_cleanly(sup);
+}
+
+/// A child that speaks the notify protocol itself: READY=1, three WATCHDOG=1, then silence.
+const QUIET_WATCHDOG: &str = r#"
+import os, socket, time
+addr = os.environ['NOTIFY_SOCKET']
+if addr.startswith('@'):
+    addr = '\0' + addr[1:]
+print('WATCHDOG_USEC=' + os.environ.get('WATCHDOG_USEC', ''), flush=True)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b'READY=1\nSTATUS=pretending', addr)
+for _ in range(3):
+    time.sleep(0.1)
+    s.sendto(b'WATCHDOG=1', addr)
+time.sleep(100)
+"#;
+
+#[test]
+fn notify_readiness_and_a_missed_watchdog() {
+    let sup = spawn_supervisor(
+        &["--readiness", "notify", "--watchdog", "500ms"],
+        &["python3".into(), "-c".into(), QUIET_WATCHDOG.into()],
+    );
+    sup.wait_line("WATCHDOG_USEC=500000", Duration::from_secs(10));
+    sup.wait_line("ready after", Duration::from_secs(10));
+    let line = sup.wait_line("recycling child", Duration::from_secs(5));
+    assert!(line.contains("no WATCHDOG=1 within 500ms"), "{line}");
+    sup.wait_line("restart 1 in", Duration::from_secs(5));
+    stop_cleanly(sup);
+}
+
+/// A leaky server that frees what it leaked on SIGHUP, as forkd does by replacing its workers.
+const LEAKY_HUP: &str = r#"
+import http.server, signal, sys
+leak = []
+def hup(*a):
+    print('fds freed:', len(leak), flush=True)
+    while leak:
+        leak.pop().close()
+signal.signal(signal.SIGHUP, hup)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        leak.append(open('/dev/null'))
+        self.send_response(200)
+        self.send_header('Content-Length', '2')
+        self.end_headers()
+        self.wfile.write(b'ok')
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+"#;
+
+#[test]
+fn recycle_by_hup_keeps_the_child() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let sup = spawn_supervisor(
+        &[
+            "--health-url",
+            &url,
+            "--limit",
+            "fds=30",
+            "--recycle",
+            "hup",
+            "--sample-interval",
+            "100ms",
+        ],
+        &[
+            "python3".into(),
+            "-c".into(),
+            LEAKY_HUP.into(),
+            port.to_string(),
+        ],
+    );
+    sup.wait_line("ready after", Duration::from_secs(20));
+    let child = child_of(&sup);
+    // The command line the supervisor logs holds the script, so the marker is what only the
+    // running script prints.
+    let reloaded = || sup.output().iter().any(|l| l.contains("fds freed: "));
+    load_until(port, Duration::from_secs(20), reloaded);
+    let line = sup.wait_line("recycling child", Duration::from_secs(5));
+    assert!(line.contains("with SIGHUP: fds is"), "{line}");
+    assert_eq!(child_of(&sup), child, "a HUP recycle keeps the process");
+    assert!(util::fds(child).len() < 30);
+    stop_cleanly(sup);
+}

@@ -95,7 +95,10 @@ impl Proc {
                 return l;
             }
             if Instant::now() > end {
-                panic!("timed out waiting for {what}; output so far:\n{}", self.output().join("\n"));
+                panic!(
+                    "timed out waiting for {what}; output so far:\n{}",
+                    self.output().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -140,7 +143,11 @@ impl Server {
         }
         let proc = Proc::spawn(FORKD, &all);
         let addr = wait_ready(&proc);
-        Server { proc, addr, dir: None }
+        Server {
+            proc,
+            addr,
+            dir: None,
+        }
     }
 
     /// Starts forkd serving a fresh temporary docroot filled by `fill`.
@@ -193,13 +200,17 @@ pub fn wait_ready(proc: &Proc) -> SocketAddr {
     let line = proc.wait_line("ready on http://", Duration::from_secs(20));
     let rest = line.split("ready on http://").nth(1).unwrap();
     let addr = rest.split('/').next().unwrap();
-    addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+    addr.parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
 }
 
 /// The status code of a raw HTTP response, or 0 if there is none.
 pub fn status_of(resp: &[u8]) -> u16 {
     let head = String::from_utf8_lossy(&resp[..resp.len().min(64)]);
-    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The value of header `name` in a raw response head (case-insensitive), if present.
@@ -227,7 +238,11 @@ pub fn fds(pid: i32) -> Vec<String> {
             rd.filter_map(|e| {
                 let e = e.ok()?;
                 let target = std::fs::read_link(e.path()).ok()?;
-                Some(format!("{} -> {}", e.file_name().to_string_lossy(), target.display()))
+                Some(format!(
+                    "{} -> {}",
+                    e.file_name().to_string_lossy(),
+                    target.display()
+                ))
             })
             .collect()
         })
@@ -270,7 +285,10 @@ pub fn state(pid: i32) -> Option<char> {
 
 /// Descendants of `pid` that are zombies.
 pub fn zombies(pid: i32) -> Vec<i32> {
-    descendants(pid).into_iter().filter(|p| state(*p) == Some('Z')).collect()
+    descendants(pid)
+        .into_iter()
+        .filter(|p| state(*p) == Some('Z'))
+        .collect()
 }
 
 /// A `kB` field of `/proc/PID/status`, such as `VmRSS`.
@@ -287,5 +305,10 @@ pub fn status_kb(pid: i32, field: &str) -> Option<u64> {
 /// The parent pid of `pid`.
 pub fn ppid(pid: i32) -> Option<i32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -356,7 +356,12 @@ impl<D: Daemon> Master<'_, D> {
                 }
             }
         }
-        let events = self.signals.drain();
+        let mut events = self.signals.drain();
+        // Reap before accepting, so that ended children free their slots first.
+        if let Some(i) = events.iter().position(|e| *e == Event::Child) {
+            events.remove(i);
+            self.reap_children();
+        }
         // Signals before connections: a stop must not wait behind a burst of accepts.
         if !events.contains(&Event::Terminate) && !events.contains(&Event::Interrupt) {
             for i in ready_listeners {
@@ -375,6 +380,10 @@ impl<D: Daemon> Master<'_, D> {
             match accepted {
                 Ok((stream, peer)) => {
                     self.accept_pause = None;
+                    if self.children.len() >= self.settings.mode.bound() {
+                        // Exits whose SIGCHLD is still on its way free slots too.
+                        self.reap_children();
+                    }
                     if self.children.len() >= self.settings.mode.bound() {
                         self.hits.children_bound += 1;
                         self.refuse(stream);
@@ -570,9 +579,7 @@ impl<D: Daemon> Master<'_, D> {
             return;
         }
         let _ = self.notifier.send("STOPPING=1");
-        // Stop accepting first: in fork mode this closes the only copy of each listener; in
-        // prefork mode the workers' copies close as they leave `accept`.
-        self.listeners.clear();
+        self.stop_listening();
         tracing::info!(
             "stopping: draining {} children for up to {:?}",
             self.children.len(),
@@ -586,7 +593,7 @@ impl<D: Daemon> Master<'_, D> {
 
     fn fast_stop(&mut self) -> i32 {
         let _ = self.notifier.send("STOPPING=1");
-        self.listeners.clear();
+        self.stop_listening();
         self.kill_all(Signal::SIGINT);
         let end = Instant::now() + FAST_STOP_GRACE;
         while !self.children.is_empty() && Instant::now() < end {
@@ -596,6 +603,16 @@ impl<D: Daemon> Master<'_, D> {
         self.kill_all(Signal::SIGKILL);
         self.wait_all_children();
         0
+    }
+
+    /// Stops accepting at once. Prefork workers share each listener and a busy one keeps its
+    /// copy open until it exits, so closing ours is not enough: `shutdown` acts on the shared
+    /// socket itself, which leaves the LISTEN state for every holder (Linux), and workers
+    /// blocked in `accept` return.
+    fn stop_listening(&mut self) {
+        for l in self.listeners.drain(..) {
+            let _ = socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Signals every child; those asked to stop are marked so their end is not an error.

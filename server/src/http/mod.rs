@@ -1,1 +1,119 @@
+//! The HTTP application: a strict HTTP/1.1 static-file origin server for one accepted
+//! connection at a time.
+//!
+//! It knows nothing of processes: the template in `daemon` hands [`Site::serve`] a connected
+//! socket inside a child process, and this module answers requests on it until the connection
+//! ends. One file per concern, as in hyper's `proto/h1`: `parse` reads a request head and its
+//! framing, `path` turns a request target into a safe relative path (the one security-critical
+//! pure function), `open` opens that path beneath the docroot race-free, `site` holds the
+//! embedded demo blog, `respond` builds and sends responses, `conn` is one connection's life,
+//! `log` the access log and `clock` the per-second date cache.
 
+mod clock;
+mod conn;
+mod log;
+mod open;
+pub mod parse;
+pub mod path;
+mod respond;
+mod site;
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::Duration;
+
+pub use log::AccessLog;
+pub use respond::busy_response;
+
+/// Everything that shapes how requests are answered. Every limit has a sane default; the
+/// daemon's configuration maps its flags onto these fields.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file served for a directory request (a single file name, not a path).
+    pub index: String,
+    /// The whole request head must arrive within this time, counted from the connection's
+    /// accept for the first request and from its first byte for later ones. A client that
+    /// trickles bytes (slowloris) is cut when it runs out.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection may wait for the next request.
+    pub keepalive_timeout: Duration,
+    /// How long one write may make no progress before the connection is dropped.
+    pub send_timeout: Duration,
+    /// The slowest average rate (bytes/s) a response or request body may move at; below it
+    /// the connection is dropped, so a slow reader cannot pin a worker with a large file.
+    pub min_send_rate: u64,
+    /// The largest request head (request line plus fields) accepted; beyond it, 431 (or 414
+    /// while the request line itself is still incomplete).
+    pub max_header_bytes: usize,
+    /// The longest request target accepted; beyond it, 414.
+    pub max_uri_bytes: usize,
+    /// The largest request body read and discarded; beyond it, 413 and close.
+    pub max_body_bytes: u64,
+    /// After this many requests a connection is closed (`Connection: close` on the last one).
+    pub max_requests_per_connection: u64,
+    /// The `Server` header value; empty to send none.
+    pub server: String,
+    /// Serve files and directories whose names start with a dot. Off by default: they are
+    /// answered 404, as if absent, so `.git` or `.env` never leak.
+    pub serve_dotfiles: bool,
+    /// After a response the server chose to end the connection with (an error, the request
+    /// limit), it keeps reading and discarding what the client still sends for at most this
+    /// long, so the client's unread data does not turn our close into a reset that destroys
+    /// the response before it is read (nginx's lingering close).
+    pub linger_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            index: "index.html".to_string(),
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(10),
+            min_send_rate: 16 * 1024,
+            max_header_bytes: 8 * 1024,
+            max_uri_bytes: 4 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_requests_per_connection: 1000,
+            server: "forkd".to_string(),
+            serve_dotfiles: false,
+            linger_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where files come from.
+#[derive(Debug)]
+pub enum Docroot {
+    /// An `O_PATH | O_DIRECTORY | O_CLOEXEC` descriptor of the document root, opened in the
+    /// master before any chroot or privilege drop. Every file is opened relative to it with
+    /// `RESOLVE_BENEATH`, so nothing outside it is ever reachable.
+    Dir(OwnedFd),
+    /// The demo blog compiled into the binary.
+    Embedded,
+}
+
+impl Docroot {
+    /// Opens `path` as the document root.
+    pub fn open(path: &Path) -> io::Result<Docroot> {
+        open::root(path).map(Docroot::Dir)
+    }
+}
+
+/// The application a child process runs on each connection it is given.
+#[derive(Debug)]
+pub struct Site {
+    pub config: Config,
+    pub docroot: Docroot,
+    pub log: AccessLog,
+}
+
+impl Site {
+    /// Serves one accepted connection until it ends; returns the number of requests answered.
+    /// Runs in a child process (prefork worker or per-connection child), never in the master.
+    pub fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> u64 {
+        conn::serve(self, stream, peer)
+    }
+}

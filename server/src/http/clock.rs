@@ -1,0 +1,86 @@
+//! The current date, formatted once per second rather than once per request: the `Date`
+//! header (IMF-fixdate, by httpdate) and the access log's `[day/Mon/year:H:M:S +0000]`, which
+//! is cut from the same string so no calendar arithmetic is hand-rolled here.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`: always 29 bytes.
+const HTTP_LEN: usize = 29;
+/// `06/Nov/1994:08:49:37 +0000`: always 26 bytes.
+const CLF_LEN: usize = 26;
+
+pub(super) struct Clock {
+    secs: u64,
+    http: [u8; HTTP_LEN],
+    clf: [u8; CLF_LEN],
+}
+
+impl Clock {
+    pub(super) fn new() -> Clock {
+        let mut c = Clock {
+            secs: u64::MAX,
+            http: [b' '; HTTP_LEN],
+            clf: [b' '; CLF_LEN],
+        };
+        c.tick();
+        c
+    }
+
+    /// Brings the cached strings up to the current second (a vDSO clock read, no syscall).
+    pub(super) fn tick(&mut self) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if secs != self.secs {
+            self.secs = secs;
+            self.set(now);
+        }
+    }
+
+    fn set(&mut self, now: SystemTime) {
+        let mut cur = &mut self.http[..];
+        // A fixed-width format into a buffer of exactly that width cannot fail.
+        let _ = write!(cur, "{}", httpdate::HttpDate::from(now));
+        let h = &self.http;
+        let mut cur = &mut self.clf[..];
+        let _ = cur.write_all(&h[5..7]);
+        let _ = cur.write_all(b"/");
+        let _ = cur.write_all(&h[8..11]);
+        let _ = cur.write_all(b"/");
+        let _ = cur.write_all(&h[12..16]);
+        let _ = cur.write_all(b":");
+        let _ = cur.write_all(&h[17..25]);
+        let _ = cur.write_all(b" +0000");
+    }
+
+    /// The `Date` header value of the current second.
+    pub(super) fn http(&self) -> &[u8] {
+        &self.http
+    }
+
+    /// The access-log timestamp of the current second.
+    pub(super) fn clf(&self) -> &[u8] {
+        &self.clf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_both_from_one_instant() {
+        let mut c = Clock::new();
+        c.set(UNIX_EPOCH + Duration::from_secs(784111777));
+        assert_eq!(c.http(), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(c.clf(), b"06/Nov/1994:08:49:37 +0000");
+    }
+
+    #[test]
+    fn now_is_parseable() {
+        let c = Clock::new();
+        let s = std::str::from_utf8(c.http()).unwrap();
+        httpdate::parse_http_date(s).unwrap();
+    }
+}

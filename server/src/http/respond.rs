@@ -1,0 +1,357 @@
+//! Building response heads and putting bytes on the wire.
+//!
+//! A head and a small body leave in ONE `sendmsg` (gathered, like `writev`), so Nagle and
+//! delayed ACKs never see a lone second segment (incident 004). Large files follow their head
+//! with `sendfile` straight from the page cache. Every send is `MSG_NOSIGNAL` (a vanished
+//! peer is an error, not a SIGPIPE), tried first without blocking, and bounded by
+//! `SO_SNDTIMEO` (no progress) and a minimum average rate (slow progress) once it must wait,
+//! so a slow reader cannot pin a worker (incident 003).
+
+use std::fs::File;
+use std::io::{self, IoSlice, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+
+/// The reason phrase of every status this server sends.
+pub(super) fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Whether the connection stays open after this response, and how that is said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Persist {
+    /// HTTP/1.1 default: nothing to say.
+    KeepAlive,
+    /// HTTP/1.0 keeps the connection only when the response says so.
+    KeepAlive10,
+    Close,
+}
+
+/// Starts a head in `out` (cleared): status line, `Server`, `Date`, `Connection`.
+pub(super) fn start(out: &mut Vec<u8>, status: u16, server: &str, date: &[u8], persist: Persist) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !server.is_empty() {
+        field(out, b"Server", server.as_bytes());
+    }
+    field(out, b"Date", date);
+    match persist {
+        Persist::KeepAlive => {}
+        Persist::KeepAlive10 => field(out, b"Connection", b"keep-alive"),
+        Persist::Close => field(out, b"Connection", b"close"),
+    }
+}
+
+pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(super) fn content_length(out: &mut Vec<u8>, n: u64) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "Content-Length: {n}\r\n");
+}
+
+/// Ends the head.
+pub(super) fn end(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A complete small error response in `out`: a head plus `"404 Not Found\n"` (the body is
+/// left out for HEAD, its length kept). `allow` adds the `Allow` field a 405 must carry.
+/// Returns the body length.
+pub(super) fn error(
+    out: &mut Vec<u8>,
+    status: u16,
+    server: &str,
+    date: &[u8],
+    persist: Persist,
+    head_only: bool,
+) -> u64 {
+    start(out, status, server, date, persist);
+    if status == 405 {
+        field(out, b"Allow", b"GET, HEAD");
+    }
+    field(out, b"Content-Type", b"text/plain; charset=utf-8");
+    let len = 3 + 1 + reason(status).len() + 1;
+    content_length(out, len as u64);
+    end(out);
+    if head_only {
+        return 0;
+    }
+    let _ = writeln!(out, "{status} {}", reason(status));
+    len as u64
+}
+
+/// The whole response the master sends without forking when every child is busy: 503 with
+/// `Retry-After: 1` and `Connection: close`, no `Date` (the master keeps no clock cache).
+pub fn busy_response() -> Vec<u8> {
+    let body = "503 Service Unavailable: all workers are busy, retry in a second\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nServer: forkd\r\nRetry-After: 1\r\n\
+         Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends on one connection, remembering whether `SO_SNDTIMEO` is armed so it costs at most one
+/// `setsockopt` per connection, and none when every send completes at once.
+pub(super) struct Sender {
+    timeout: Duration,
+    min_rate: u64,
+    armed: bool,
+}
+
+/// The largest `sendfile` per call, so the rate check runs every so often.
+const SENDFILE_CHUNK: usize = 256 * 1024;
+
+impl Sender {
+    pub(super) fn new(timeout: Duration, min_rate: u64) -> Sender {
+        Sender {
+            timeout: timeout.max(Duration::from_millis(1)),
+            min_rate: min_rate.max(1),
+            armed: false,
+        }
+    }
+
+    fn arm(&mut self, sock: &TcpStream) -> io::Result<()> {
+        if !self.armed {
+            SockRef::from(sock).set_write_timeout(Some(self.timeout))?;
+            self.armed = true;
+        }
+        Ok(())
+    }
+
+    /// The latest moment `len` bytes may finish going out.
+    fn deadline(&self, len: u64) -> Instant {
+        Instant::now() + self.timeout + Duration::from_secs(len / self.min_rate)
+    }
+
+    /// Sends every byte of `bufs` (gathered, one syscall when the socket has room).
+    pub(super) fn send(&mut self, sock: &TcpStream, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        self.send_flags(sock, bufs, 0)
+    }
+
+    fn send_flags(
+        &mut self,
+        sock: &TcpStream,
+        mut bufs: &mut [IoSlice<'_>],
+        extra: libc::c_int,
+    ) -> io::Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let sock_ref = SockRef::from(sock);
+        let mut deadline = None;
+        IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            let wait = if self.armed { 0 } else { libc::MSG_DONTWAIT };
+            match sock_ref.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL | wait | extra) {
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !self.armed => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                Err(e) => return Err(e),
+            }
+            if !bufs.is_empty() {
+                self.arm(sock)?;
+                let d = *deadline.get_or_insert_with(|| self.deadline(total));
+                if Instant::now() > d {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `head`, then `len` bytes of `file` from its start with `sendfile`. The head is
+    /// sent with `MSG_MORE` so it shares a segment with the first bytes of the file.
+    pub(super) fn send_file(
+        &mut self,
+        sock: &TcpStream,
+        head: &[u8],
+        file: &File,
+        len: u64,
+    ) -> io::Result<()> {
+        self.send_flags(sock, &mut [IoSlice::new(head)], libc::MSG_MORE)?;
+        self.arm(sock)?;
+        let deadline = self.deadline(len);
+        let mut offset: libc::off_t = 0;
+        while (offset as u64) < len {
+            let count = (len - offset as u64).min(SENDFILE_CHUNK as u64) as usize;
+            match nix::sys::sendfile::sendfile(sock, file, Some(&mut offset), count) {
+                // The file shrank under us: the promised length cannot be kept.
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => return Err(io::ErrorKind::TimedOut.into()),
+                Err(e) => return Err(e.into()),
+            }
+            if (offset as u64) < len && Instant::now() > deadline {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_response(bytes: &[u8]) -> (u16, Vec<(String, String)>, usize) {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut fields);
+        let n = match r.parse(bytes).unwrap() {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => panic!("partial response"),
+        };
+        let h = r
+            .headers
+            .iter()
+            .map(|f| {
+                (
+                    f.name.to_string(),
+                    String::from_utf8(f.value.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        (r.code.unwrap(), h, n)
+    }
+
+    fn get<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        h.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    #[test]
+    fn error_responses_table() {
+        let mut out = Vec::new();
+        for (status, persist, head_only) in [
+            (400, Persist::Close, false),
+            (404, Persist::KeepAlive, false),
+            (404, Persist::KeepAlive10, true),
+            (405, Persist::KeepAlive, false),
+            (408, Persist::Close, false),
+            (413, Persist::Close, false),
+            (414, Persist::Close, false),
+            (431, Persist::Close, false),
+            (501, Persist::Close, false),
+            (505, Persist::Close, false),
+        ] {
+            let body_len = error(&mut out, status, "forkd", DATE, persist, head_only);
+            let (code, h, n) = parse_response(&out);
+            assert_eq!(code, status);
+            assert_eq!(get(&h, "server"), Some("forkd"));
+            assert_eq!(get(&h, "date"), Some(std::str::from_utf8(DATE).unwrap()));
+            let len: usize = get(&h, "content-length").unwrap().parse().unwrap();
+            assert_eq!(out.len() - n, if head_only { 0 } else { len });
+            assert_eq!(body_len as usize, out.len() - n);
+            assert_eq!(get(&h, "allow"), (status == 405).then_some("GET, HEAD"));
+            let conn = get(&h, "connection");
+            match persist {
+                Persist::KeepAlive => assert_eq!(conn, None),
+                Persist::KeepAlive10 => assert_eq!(conn, Some("keep-alive")),
+                Persist::Close => assert_eq!(conn, Some("close")),
+            }
+            assert_ne!(reason(status), "Unknown");
+        }
+    }
+
+    #[test]
+    fn no_server_header_when_empty() {
+        let mut out = Vec::new();
+        error(&mut out, 404, "", DATE, Persist::KeepAlive, false);
+        let (_, h, _) = parse_response(&out);
+        assert_eq!(get(&h, "server"), None);
+    }
+
+    #[test]
+    fn busy_is_a_complete_503() {
+        let r = busy_response();
+        let (code, h, n) = parse_response(&r);
+        assert_eq!(code, 503);
+        assert_eq!(get(&h, "retry-after"), Some("1"));
+        assert_eq!(get(&h, "connection"), Some("close"));
+        let len: usize = get(&h, "content-length").unwrap().parse().unwrap();
+        assert_eq!(r.len() - n, len);
+    }
+
+    #[test]
+    fn send_and_sendfile_over_loopback() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut tmp = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        tmp.write_all(&content).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut c = client;
+            c.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut tx = Sender::new(Duration::from_secs(5), 1024);
+        tx.send(
+            &server,
+            &mut [IoSlice::new(b"ab"), IoSlice::new(b""), IoSlice::new(b"cd")],
+        )
+        .unwrap();
+        tx.send_file(&server, b"HEAD", &tmp, content.len() as u64)
+            .unwrap();
+        drop(server);
+        let all = reader.join().unwrap();
+        assert_eq!(&all[..8], b"abcdHEAD");
+        assert_eq!(&all[8..], &content[..]);
+    }
+
+    #[test]
+    fn slow_reader_is_cut() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let big = vec![7u8; 64 << 20];
+        let mut tx = Sender::new(Duration::from_millis(200), 1 << 30);
+        let t = Instant::now();
+        let err = tx.send(&server, &mut [IoSlice::new(&big)]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        drop(client);
+    }
+}
