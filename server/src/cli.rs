@@ -27,6 +27,10 @@ impl Service for StaticSite {
         self.site.serve(stream, peer)
     }
 
+    fn prepare(&mut self) {
+        self.site.prepare();
+    }
+
     fn busy_response(&self) -> &[u8] {
         &self.busy
     }

@@ -48,7 +48,7 @@ pub enum Sub {
         /// of --config).
         #[arg(long, value_name = "PATH")]
         status_file: Option<PathBuf>,
-        /// The TOML file whose [supervisor] section names the status file.
+        /// The TOML file whose `[supervisor]` section names the status file.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Print the raw JSON instead of a summary.
@@ -61,7 +61,7 @@ pub enum Sub {
 /// and file keys are refused with the same message.
 #[derive(Args, Debug, Default)]
 pub struct RunArgs {
-    /// TOML file shared with forkd; this program reads its [supervisor] section. Without a
+    /// TOML file shared with forkd; this program reads its `[supervisor]` section. Without a
     /// COMMAND, forkd is started with `--config FILE` too.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,

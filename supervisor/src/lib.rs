@@ -48,7 +48,8 @@
 //!   zombies, and TCP sockets of its port by state) above a level limit, or growing faster
 //!   than a slope limit (least squares over `--slope-window`). Every sample over a limit is
 //!   counted (`failcnt`, as in `/proc/user_beancounters`) and the highest value kept
-//!   (`maxheld`).
+//!   (`maxheld`). A level at 80 % of its limit is logged once as a warning before any action
+//!   (re-armed below 70 %), so the operator hears of trouble before the recycle.
 //!
 //! ## Signals
 //!

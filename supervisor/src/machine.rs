@@ -172,6 +172,7 @@ pub fn setup(cfg: Config) -> Result<Supervisor, String> {
         "recycles",
         "recycles_hup",
         "watchdog_misses",
+        "limit_warnings",
         "orphans_reaped",
         "notify_rejected",
         "spawn_failures",
@@ -624,7 +625,12 @@ impl Supervisor {
                     tracing::info!("resources of the child readable again");
                     self.resources_observable = true;
                 }
-                if let Some(why) = self.watch.judge(now, reading) {
+                let verdict = self.watch.judge(now, reading);
+                for warning in self.watch.take_warnings() {
+                    *self.counters.entry("limit_warnings").or_default() += 1;
+                    tracing::warn!("child {} nears a limit: {warning}", c.pid);
+                }
+                if let Some(why) = verdict {
                     self.step(Input::OverLimit(why));
                 }
             }

@@ -151,7 +151,15 @@ pub struct Watch {
     pub failcnt: BTreeMap<String, u64>,
     /// The highest value ever seen per resource, across children (the `maxheld`).
     pub maxheld: BTreeMap<Resource, u64>,
+    /// Level limits whose early warning has been given and not yet re-armed.
+    warned: Vec<Resource>,
+    warnings: Vec<String>,
 }
+
+/// A level at this share of its limit is announced once (incident 001: a count that warns
+/// before doom); it is announced again only after falling below the re-arm share.
+const WARN_PERCENT: u64 = 80;
+const REARM_PERCENT: u64 = 70;
 
 impl Watch {
     pub fn new(limits: Vec<Limit>, window: Duration) -> Watch {
@@ -164,6 +172,8 @@ impl Watch {
             last: None,
             failcnt,
             maxheld: BTreeMap::new(),
+            warned: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -189,6 +199,7 @@ impl Watch {
             }
         }
         self.last = Some(reading.clone());
+        self.early_warnings(&reading);
         let mut reasons = Vec::new();
         for limit in &self.limits {
             let Some(v) = reading.get(limit.resource) else {
@@ -225,6 +236,34 @@ impl Watch {
             return None;
         }
         Some(reasons.join("; "))
+    }
+}
+
+impl Watch {
+    fn early_warnings(&mut self, reading: &Reading) {
+        for limit in self.limits.iter().filter(|l| !l.slope) {
+            let Some(v) = reading.get(limit.resource) else {
+                continue;
+            };
+            let r = limit.resource;
+            let share = v.saturating_mul(100) / limit.value.max(1);
+            if (WARN_PERCENT..=100).contains(&share) && !self.warned.contains(&r) {
+                self.warned.push(r);
+                self.warnings.push(format!(
+                    "{} is {} ({share}% of its limit {})",
+                    r.key(),
+                    show(r, v),
+                    show(r, limit.value)
+                ));
+            } else if share < REARM_PERCENT {
+                self.warned.retain(|w| *w != r);
+            }
+        }
+    }
+
+    /// Early warnings produced by the readings since the last call.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 }
 
@@ -326,6 +365,32 @@ mod tests {
             let noisy = 50 + (s % 3) * 5;
             assert_eq!(w.judge(t0 + Duration::from_secs(s), reading(noisy)), None);
         }
+    }
+
+    #[test]
+    fn warns_once_before_the_limit_and_rearms() {
+        let limit = Limit {
+            resource: Resource::Fds,
+            value: 100,
+            slope: false,
+        };
+        let mut w = Watch::new(vec![limit], Duration::from_secs(10));
+        let t0 = Instant::now();
+        let mut warnings = Vec::new();
+        for (s, fds) in [50, 79, 80, 90, 75, 60, 85].into_iter().enumerate() {
+            assert_eq!(
+                w.judge(t0 + Duration::from_secs(s as u64), reading(fds)),
+                None
+            );
+            warnings.extend(w.take_warnings());
+        }
+        assert_eq!(
+            warnings,
+            [
+                "fds is 80 (80% of its limit 100)",
+                "fds is 85 (85% of its limit 100)"
+            ]
+        );
     }
 
     #[test]

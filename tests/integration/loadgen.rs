@@ -176,7 +176,7 @@ fn assert_flat_fails_on_a_growing_tree() {
         .unwrap()
         .iter()
         .find(|t| t["metric"] == "fds")
-        .expect("an fds trend");
+        .unwrap_or_else(|| panic!("no fds trend: {r}"));
     assert_eq!(fds["flat"], false, "{fds:#}");
     assert!(fds["growth"].as_f64().unwrap() > 10.0, "{fds:#}");
 }

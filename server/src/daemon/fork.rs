@@ -45,3 +45,14 @@ pub fn single_threaded() -> bool {
         .map(|d| d.count() == 1)
         .unwrap_or(true)
 }
+
+/// Does in the parent the lazy per-process work of the runtime that every child would
+/// otherwise redo: the CPU feature cache behind `is_x86_feature_detected!` (used by SIMD code
+/// such as httparse's) costs a series of `cpuid` instructions, each a trap under a hypervisor;
+/// done once here, it was a tenth of the CPU time of a fork-per-connection server.
+pub fn warm_up() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let _ = std::arch::is_x86_feature_detected!("sse4.2");
+    }
+}

@@ -31,6 +31,11 @@ pub trait Service {
     /// worker is recycled after `max_requests_per_worker` of them).
     fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> u64;
 
+    /// Called in the master before any child is forked and after every reload: do here the
+    /// lazy, once-per-process work each child would otherwise repeat (building tables, CPU
+    /// feature detection behind SIMD parsers), so children inherit it done.
+    fn prepare(&mut self) {}
+
     /// Bytes the master writes, without forking, to a connection it refuses because every
     /// child is busy (fork mode). Empty means close without a word.
     fn busy_response(&self) -> &[u8] {
@@ -187,6 +192,8 @@ pub fn run<D: Daemon>(
         spawned: 0,
     };
     m.prepare_listeners().map_err(StartError::ListenerSetup)?;
+    fork::warm_up();
+    m.service.prepare();
     if let Some(path) = m.settings.pid_file.clone() {
         let text = format!("{}\n", std::process::id());
         atomic::write_atomic(&path, text.as_bytes(), 0o644)
@@ -660,6 +667,7 @@ impl<D: Daemon> Master<'_, D> {
                 self.keep_what_cannot_change(&mut new);
                 self.settings = new;
                 self.service = service;
+                self.service.prepare();
                 self.generation += 1;
                 self.fast_deaths = 0;
                 self.respawn_at = None;
