@@ -59,6 +59,7 @@ fn main() {
         shutdown_timeout: Duration::from_secs(5),
         credentials: None,
         pid_file: None,
+        metrics_file: None,
     };
     let mut d = EchoDaemon(settings.clone());
     match daemon::run(settings, Echo, &mut d, &Notifier::none()) {

@@ -31,6 +31,10 @@ impl Service for StaticSite {
         self.site.prepare();
     }
 
+    fn counters(&self) -> &'static [crate::daemon::scoreboard::Counter] {
+        &http::COUNTERS
+    }
+
     fn busy_response(&self) -> &[u8] {
         &self.busy
     }

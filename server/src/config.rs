@@ -106,6 +106,11 @@ pub struct Options {
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
 
+    /// Publish the scoreboard (limit hits, requests, children) here in the Prometheus text
+    /// format, rewritten atomically every second.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+
     /// Started as root, children run as this user. [default: nobody]
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
@@ -315,6 +320,7 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
         credentials,
         pid_file: o.pid_file.clone(),
+        metrics_file: o.metrics_file.clone(),
     };
     let mut h = http::Config::default();
     macro_rules! set {

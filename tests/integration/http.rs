@@ -1,3 +1,719 @@
-//! Tests of http, run against the real binaries.
-#[allow(unused_imports)]
-use crate::util;
+//! The HTTP application against the real `forkd` binary over loopback: files and validators,
+//! every refusal status, traversal and symlink escapes, request smuggling, keep-alive framing
+//! (pipelining, bodies discarded exactly, HTTP/1.0 rules), the timeouts that cut slow clients,
+//! and the Nagle/delayed-ACK stall a split request must never show.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::util::{body_of, header, status_of, Server};
+
+const INDEX: &str = "<!doctype html><title>home</title><p>hello</p>\n";
+
+/// A small site: an index, a nested directory with and without index, a dot-file and a
+/// dot-directory, a 2 KiB page, and a file larger than the in-memory threshold.
+fn fill(root: &Path) {
+    std::fs::write(root.join("index.html"), INDEX).unwrap();
+    std::fs::create_dir_all(root.join("sub/.git")).unwrap();
+    std::fs::write(root.join("sub/index.html"), "sub index\n").unwrap();
+    std::fs::write(root.join("sub/.git/config"), "[core] secret\n").unwrap();
+    std::fs::write(root.join(".env"), "SECRET=1\n").unwrap();
+    std::fs::create_dir_all(root.join("noindex")).unwrap();
+    std::fs::write(root.join("noindex/a.txt"), "a\n").unwrap();
+    std::fs::write(root.join("2k.html"), vec![b'x'; 2048]).unwrap();
+    std::fs::write(root.join("style.css"), "body{}\n").unwrap();
+    std::fs::write(root.join("big.bin"), big_content()).unwrap();
+}
+
+fn big_content() -> Vec<u8> {
+    (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn site(args: &[&str]) -> Server {
+    Server::with_site(args, fill)
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+/// A keep-alive client that reads exactly one response at a time.
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One response: status, head text, body.
+struct Resp {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<String> {
+        header(self.head.as_bytes(), name)
+    }
+}
+
+impl Client {
+    fn new(server: &Server) -> Client {
+        Client {
+            s: server.connect(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        let n = self.s.read(&mut chunk).expect("read from server");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Reads one response (no body for a HEAD request or a 304).
+    fn response(&mut self, head_only: bool) -> Resp {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(
+                self.fill() > 0,
+                "connection closed before a full head: {:?}",
+                self.text()
+            );
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        let status = status_of(head.as_bytes());
+        let len: usize = if head_only || status == 304 {
+            0
+        } else {
+            header(head.as_bytes(), "content-length")
+                .expect("content-length")
+                .parse()
+                .unwrap()
+        };
+        while self.buf.len() < end + len {
+            assert!(self.fill() > 0, "connection closed inside a body");
+        }
+        let body = self.buf[end..end + len].to_vec();
+        self.buf.drain(..end + len);
+        Resp { status, head, body }
+    }
+
+    fn get(&mut self, path: &str) -> Resp {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.response(false)
+    }
+
+    /// True when the server has closed the connection and sent nothing more.
+    fn closed(&mut self) -> bool {
+        self.buf.is_empty() && self.fill() == 0
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+}
+
+#[test]
+fn serves_files_with_validators() {
+    let s = site(&[]);
+    let (status, resp) = s.get("/index.html");
+    assert_eq!(status, 200);
+    assert_eq!(body_of(&resp), INDEX.as_bytes());
+    assert_eq!(
+        header(&resp, "content-length").unwrap(),
+        INDEX.len().to_string()
+    );
+    assert!(header(&resp, "content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert_eq!(header(&resp, "server").as_deref(), Some("forkd"));
+    assert!(header(&resp, "date").unwrap().ends_with(" GMT"));
+    assert!(header(&resp, "last-modified").unwrap().ends_with(" GMT"));
+    let etag = header(&resp, "etag").unwrap();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    assert_eq!(header(&resp, "connection").as_deref(), Some("close"));
+    let (_, css) = s.get("/style.css");
+    assert!(header(&css, "content-type")
+        .unwrap()
+        .starts_with("text/css"));
+}
+
+#[test]
+fn directories_use_index_and_redirect_to_slash() {
+    let s = site(&[]);
+    let (status, resp) = s.get("/");
+    assert_eq!((status, body_of(&resp)), (200, INDEX.as_bytes()));
+    let (status, resp) = s.get("/sub/");
+    assert_eq!((status, body_of(&resp)), (200, &b"sub index\n"[..]));
+    let (status, resp) = s.get("/sub");
+    assert_eq!(status, 301);
+    assert_eq!(header(&resp, "location").as_deref(), Some("/sub/"));
+    let (_, resp) = s.get("/sub?a=1");
+    assert_eq!(header(&resp, "location").as_deref(), Some("/sub/?a=1"));
+    assert_eq!(s.get("/noindex/").0, 404, "no directory listings");
+    assert_eq!(s.get("/noindex/a.txt").0, 200);
+    assert_eq!(s.get("/index.html/").0, 404);
+    assert_eq!(s.get("/missing.html").0, 404);
+}
+
+#[test]
+fn conditional_get() {
+    let s = site(&[]);
+    let (_, resp) = s.get("/index.html");
+    let etag = header(&resp, "etag").unwrap();
+    let modified = header(&resp, "last-modified").unwrap();
+    let mut c = Client::new(&s);
+    for (field, value, want) in [
+        ("If-None-Match", etag.clone(), 304),
+        ("If-None-Match", format!("W/{etag}"), 304),
+        ("If-None-Match", "\"other\"".to_string(), 200),
+        ("If-None-Match", "*".to_string(), 304),
+        ("If-Modified-Since", modified.clone(), 304),
+        (
+            "If-Modified-Since",
+            "Thu, 01 Jan 1970 00:00:00 GMT".to_string(),
+            200,
+        ),
+        ("If-Modified-Since", "not a date".to_string(), 200),
+    ] {
+        c.send(
+            format!("GET /index.html HTTP/1.1\r\nHost: t\r\n{field}: {value}\r\n\r\n").as_bytes(),
+        );
+        let r = c.response(false);
+        assert_eq!(r.status, want, "{field}: {value}");
+        if want == 304 {
+            assert_eq!(r.header("etag").as_deref(), Some(etag.as_str()));
+        }
+    }
+}
+
+#[test]
+fn head_has_no_body_but_the_same_length() {
+    let s = site(&[]);
+    let mut c = Client::new(&s);
+    // HEAD then GET pipelined: if HEAD leaked a body, the GET's response would not parse.
+    c.send(b"HEAD /2k.html HTTP/1.1\r\nHost: t\r\n\r\nGET /2k.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = c.response(true);
+    let get = c.response(false);
+    assert_eq!((head.status, get.status), (200, 200));
+    assert_eq!(head.header("content-length").as_deref(), Some("2048"));
+    assert_eq!(get.body.len(), 2048);
+    assert_eq!(head.header("etag"), get.header("etag"));
+    c.send(b"HEAD /big.bin HTTP/1.1\r\nHost: t\r\n\r\nHEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    let big = c.response(true);
+    assert_eq!(
+        big.header("content-length"),
+        Some(big_content().len().to_string())
+    );
+    assert_eq!(c.response(true).status, 404);
+    c.send(b"GET /2k.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(c.response(false).body.len(), 2048);
+    assert!(c.closed());
+}
+
+#[test]
+fn large_file_goes_out_whole() {
+    let s = site(&[]);
+    let mut c = Client::new(&s);
+    let r = c.get("/big.bin");
+    assert_eq!(r.status, 200);
+    assert!(r.body == big_content(), "large body differs");
+    assert_eq!(
+        c.get("/2k.html").body.len(),
+        2048,
+        "keep-alive after sendfile"
+    );
+}
+
+#[test]
+fn traversal_never_escapes() {
+    let s = site(&[]);
+    // (raw target, expected status)
+    let cases: &[(&str, u16)] = &[
+        ("/../../../../etc/passwd", 404),
+        ("/..", 404),
+        ("/sub/../../etc/passwd", 404),
+        ("/sub/../index.html", 404),
+        ("/./index.html", 404),
+        ("/%2e%2e/%2e%2e/etc/passwd", 404),
+        ("/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", 404),
+        ("/..%2f..%2f..%2fetc%2fpasswd", 404),
+        ("/.%2e/etc/passwd", 404),
+        ("/sub%2findex.html", 404),
+        ("/..%5c..%5cetc%5cpasswd", 404),
+        ("/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd", 400),
+        ("/%c0%af/etc/passwd", 400),
+        ("/..\\..\\etc\\passwd", 400),
+        ("/index.html%00.txt", 400),
+        ("/index.html%00", 400),
+        ("/%zz", 400),
+        ("/index.html%", 400),
+        ("//etc/passwd", 404),
+        ("/.env", 404),
+        ("/%2eenv", 404),
+        ("/sub/.git/config", 404),
+        ("/sub/.git/", 404),
+        ("http://t/../../etc/passwd", 404),
+        ("etc/passwd", 400),
+        ("*", 400),
+    ];
+    for (target, want) in cases {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let resp = s.raw(req.as_bytes());
+        assert_eq!(
+            status_of(&resp),
+            *want,
+            "{target}: {}",
+            String::from_utf8_lossy(&resp)
+        );
+        for secret in [&b"root:"[..], b"SECRET", b"secret"] {
+            assert_eq!(count(&resp, secret), 0, "{target} leaked");
+        }
+    }
+    // A raw NUL in the request line is malformed before any path is looked at.
+    let resp = s.raw(b"GET /index.html\0 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status_of(&resp), 400);
+}
+
+#[test]
+fn symlinks_out_of_the_root_are_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "outside secret\n").unwrap();
+    let out_dir = outside.path().to_path_buf();
+    let s = Server::with_site(&[], |root| {
+        fill(root);
+        symlink("/etc/passwd", root.join("passwd")).unwrap();
+        symlink(out_dir.join("secret.txt"), root.join("abs-out")).unwrap();
+        symlink(&out_dir, root.join("dir-out")).unwrap();
+        symlink("/", root.join("slash")).unwrap();
+        symlink("..", root.join("up")).unwrap();
+        symlink("index.html", root.join("in-link.html")).unwrap();
+        symlink("sub", root.join("sub-link")).unwrap();
+    });
+    for target in [
+        "/passwd",
+        "/abs-out",
+        "/dir-out/secret.txt",
+        "/slash/etc/passwd",
+        "/up/",
+        "/up/etc/passwd",
+    ] {
+        let (status, resp) = s.get(target);
+        assert_eq!(status, 404, "{target}");
+        assert_eq!(count(&resp, b"root:"), 0, "{target}");
+        assert_eq!(count(&resp, b"outside secret"), 0, "{target}");
+    }
+    let (status, resp) = s.get("/in-link.html");
+    assert_eq!((status, body_of(&resp)), (200, INDEX.as_bytes()));
+    assert_eq!(s.get("/sub-link/").0, 200);
+}
+
+#[test]
+fn smuggling_is_refused_and_the_connection_closed() {
+    let s = site(&[]);
+    // Each request carries a second one where a lenient parser would find it: the server
+    // must answer 400 (or 501) exactly once and close, never answer the smuggled request.
+    let smuggled = "GET /2k.html HTTP/1.1\r\nHost: t\r\n\r\n";
+    let cases: &[(&str, u16)] = &[
+        ("Content-Length: 5\r\nTransfer-Encoding: chunked", 400),
+        ("Transfer-Encoding: chunked\r\nContent-Length: 5", 400),
+        ("Content-Length: 5\r\nContent-Length: 5", 400),
+        ("Content-Length: 5\r\nContent-Length: 6", 400),
+        ("Content-Length: 5, 5", 400),
+        ("Content-Length: +5", 400),
+        ("Content-Length: -5", 400),
+        ("Content-Length: 0x5", 400),
+        ("Content-Length: 5 5", 400),
+        ("Content-Length:", 400),
+        ("Transfer-Encoding: gzip", 400),
+        ("Transfer-Encoding: chunked, gzip", 400),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+            400,
+        ),
+        ("Transfer-Encoding: chunked, chunked", 400),
+        ("Transfer-Encoding: xchunked", 400),
+        ("Transfer-Encoding: gzip, chunked", 501),
+        ("Transfer-Encoding : chunked", 400),
+        ("Transfer-Encoding:\tchunked\r\n folded", 400),
+    ];
+    for (fields, want) in cases {
+        let req = format!("POST / HTTP/1.1\r\nHost: t\r\n{fields}\r\n\r\n0\r\n\r\n{smuggled}");
+        let resp = s.raw(req.as_bytes());
+        assert_eq!(
+            status_of(&resp),
+            *want,
+            "{fields:?}: {}",
+            String::from_utf8_lossy(&resp)
+        );
+        assert_eq!(count(&resp, b"HTTP/1.1 "), 1, "{fields:?}: answered twice");
+        assert_eq!(
+            header(&resp, "connection").as_deref(),
+            Some("close"),
+            "{fields:?}"
+        );
+    }
+    // HTTP/1.0 has no chunked framing: Transfer-Encoding there means faulty framing.
+    let req = format!("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}");
+    let resp = s.raw(req.as_bytes());
+    assert_eq!((status_of(&resp), count(&resp, b"HTTP/1.1 ")), (400, 1));
+    // A malformed chunked body is refused too, and nothing after it is answered.
+    let req = format!("GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n{smuggled}");
+    let resp = s.raw(req.as_bytes());
+    assert_eq!((status_of(&resp), count(&resp, b"HTTP/1.1 ")), (400, 1));
+}
+
+#[test]
+fn every_refusal_status() {
+    let s = site(&["--max-body-bytes", "1000"]);
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(5000));
+    let long_line = format!("GET /{}", "a".repeat(20_000));
+    let big_field = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n");
+    let cases: Vec<(&str, &str, u16)> = vec![
+        ("missing Host", "GET / HTTP/1.1\r\n\r\n", 400),
+        (
+            "two Hosts",
+            "GET / HTTP/1.1\r\nHost: t\r\nHost: t\r\n\r\n",
+            400,
+        ),
+        ("bad Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (
+            "garbage",
+            "\x16\x03\x01\x02\x00\x01\x00\x01\x03\x03\r\n\r\n",
+            400,
+        ),
+        (
+            "space before colon",
+            "GET / HTTP/1.1\r\nHost : t\r\n\r\n",
+            400,
+        ),
+        (
+            "lowercase version",
+            "GET / http/1.1\r\nHost: t\r\n\r\n",
+            400,
+        ),
+        ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        ("HTTP/3.0", "GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
+        ("long URI", &long_uri, 414),
+        ("endless request line", &long_line, 414),
+        ("big field", &big_field, 431),
+        ("many fields", &many, 431),
+        (
+            "body too big",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n",
+            413,
+        ),
+        (
+            "chunked too big",
+            "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n",
+            413,
+        ),
+        (
+            "unknown method",
+            "BREW / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            501,
+        ),
+        (
+            "unknown expectation",
+            "GET / HTTP/1.1\r\nHost: t\r\nExpect: tea\r\n\r\n",
+            417,
+        ),
+    ];
+    for (what, req, want) in cases {
+        let resp = s.raw(req.as_bytes());
+        assert_eq!(
+            status_of(&resp),
+            want,
+            "{what}: {}",
+            String::from_utf8_lossy(&resp)
+        );
+        assert!(header(&resp, "date").is_some(), "{what}");
+    }
+    for method in [
+        "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ] {
+        let target = if method == "CONNECT" { "t:443" } else { "/" };
+        let req = format!("{method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let resp = s.raw(req.as_bytes());
+        assert_eq!(status_of(&resp), 405, "{method}");
+        assert_eq!(
+            header(&resp, "allow").as_deref(),
+            Some("GET, HEAD"),
+            "{method}"
+        );
+    }
+    // A later HTTP/1.x minor version is answered as HTTP/1.1.
+    let resp = s.raw(b"GET /2k.html HTTP/1.4\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(status_of(&resp), 200);
+    // The absolute form is accepted and its host wins over Host.
+    let resp =
+        s.raw(b"GET http://example.com/2k.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!((status_of(&resp), body_of(&resp).len()), (200, 2048));
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let s = site(&[]);
+    let mut c = Client::new(&s);
+    let mut batch = Vec::new();
+    for path in ["/index.html", "/missing", "/2k.html", "/sub/", "/style.css"] {
+        batch.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    batch.extend_from_slice(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    c.send(&batch);
+    let got: Vec<(u16, usize)> = (0..6)
+        .map(|_| {
+            let r = c.response(false);
+            (r.status, r.body.len())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (200, INDEX.len()),
+            (404, 14),
+            (200, 2048),
+            (200, 10),
+            (200, 7),
+            (200, INDEX.len())
+        ]
+    );
+    assert!(c.closed());
+}
+
+#[test]
+fn bodies_are_discarded_exactly_on_keep_alive() {
+    let s = site(&[]);
+    let mut c = Client::new(&s);
+    // The bodies look like requests: if framing slipped, they would be answered.
+    let fake = "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n";
+    let req = format!(
+        "GET /2k.html HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{fake}",
+        fake.len()
+    );
+    c.send(req.as_bytes());
+    assert_eq!(c.response(false).body.len(), 2048);
+    let r = c.get("/style.css");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"body{}\n"[..]));
+
+    // Chunked with extensions and trailers, sent in pieces across several writes.
+    let chunked = format!(
+        "{:x};name=value\r\n{fake}\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        fake.len()
+    );
+    c.send(b"GET /2k.html HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for piece in chunked.as_bytes().chunks(7) {
+        c.send(piece);
+    }
+    assert_eq!(c.response(false).body.len(), 2048);
+    assert_eq!(c.get("/style.css").status, 200);
+
+    // A body on a refused method is discarded too, and the connection goes on.
+    c.send(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nGET ");
+    assert_eq!(c.response(false).status, 405);
+    assert_eq!(c.get("/style.css").status, 200);
+
+    // A body larger than the read buffer, arriving in parts.
+    let big = "z".repeat(200_000);
+    c.send(
+        format!(
+            "GET /2k.html HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    );
+    c.send(big.as_bytes());
+    assert_eq!(c.response(false).body.len(), 2048);
+    assert_eq!(c.get("/style.css").status, 200);
+}
+
+#[test]
+fn http10_and_connection_rules() {
+    let s = site(&[]);
+    // HTTP/1.0 closes by default.
+    let mut c = Client::new(&s);
+    c.send(b"GET /style.css HTTP/1.0\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 200);
+    assert!(c.closed());
+    // HTTP/1.0 with keep-alive stays open and says so.
+    let mut c = Client::new(&s);
+    c.send(b"GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.header("connection").as_deref(), Some("keep-alive"));
+    c.send(b"GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(c.response(false).status, 200);
+    // HTTP/1.1 stays open until Connection: close.
+    let mut c = Client::new(&s);
+    for _ in 0..3 {
+        let r = c.get("/style.css");
+        assert_eq!((r.status, r.header("connection")), (200, None));
+    }
+    c.send(b"GET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        c.response(false).header("connection").as_deref(),
+        Some("close")
+    );
+    assert!(c.closed());
+}
+
+#[test]
+fn requests_per_connection_are_bounded() {
+    let s = site(&["--max-requests-per-connection", "3"]);
+    let mut c = Client::new(&s);
+    assert_eq!(c.get("/style.css").header("connection"), None);
+    assert_eq!(c.get("/style.css").header("connection"), None);
+    assert_eq!(
+        c.get("/style.css").header("connection").as_deref(),
+        Some("close")
+    );
+    assert!(c.closed());
+}
+
+#[test]
+fn slowloris_is_cut_by_the_header_timeout() {
+    let s = site(&["--header-timeout", "0.5"]);
+    let mut c = Client::new(&s);
+    c.s.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    let req = b"GET /index.html HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    // Trickle one byte every 50 ms (about 4 s in all, far beyond the 0.5 s deadline) and
+    // watch for the server's answer after each one.
+    let mut answer = Vec::new();
+    let mut cut_at = None;
+    for b in req.iter() {
+        let _ = c.s.write(std::slice::from_ref(b));
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = [0u8; 1024];
+        match c.s.read(&mut buf) {
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                cut_at = Some(start.elapsed());
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                cut_at = Some(start.elapsed());
+                break;
+            }
+        }
+    }
+    let cut_at = cut_at.expect("the server waited for the whole trickled head");
+    assert!(cut_at < Duration::from_secs(2), "cut only after {cut_at:?}");
+    if !answer.is_empty() {
+        assert_eq!(
+            status_of(&answer),
+            408,
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}
+
+#[test]
+fn idle_keep_alive_is_closed() {
+    let s = site(&["--keepalive-timeout", "0.3"]);
+    let mut c = Client::new(&s);
+    assert_eq!(c.get("/style.css").status, 200);
+    let start = Instant::now();
+    assert!(c.closed(), "idle connection got data");
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "idle close took {waited:?}"
+    );
+    // A connection that never sends anything is closed too (quietly: nothing was asked).
+    let s = site(&["--header-timeout", "0.3"]);
+    let mut c = Client::new(&s);
+    let start = Instant::now();
+    assert!(c.closed());
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn split_requests_never_stall() {
+    // The Nagle/delayed-ACK signature is a ~40 ms stall; every exchange must stay below 20 ms.
+    let s = site(&[]);
+    let mut c = Client::new(&s);
+    let req = b"GET /2k.html HTTP/1.1\r\nHost: t\r\nUser-Agent: nagle-test\r\n\r\n";
+    let (a, b) = req.split_at(req.len() / 2);
+    let mut worst = Duration::ZERO;
+    for _ in 0..200 {
+        let t = Instant::now();
+        c.send(a);
+        c.send(b);
+        let r = c.response(false);
+        assert_eq!((r.status, r.body.len()), (200, 2048));
+        worst = worst.max(t.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(20),
+        "worst exchange took {worst:?}"
+    );
+}
+
+#[test]
+fn embedded_demo_site() {
+    let s = Server::start(&[]);
+    let (status, resp) = s.get("/");
+    assert_eq!(status, 200);
+    assert!(count(&resp, b"forkd") > 0);
+    let (status, resp) = s.get("/bench/2k.html");
+    assert_eq!((status, body_of(&resp).len()), (200, 2048));
+    assert!(header(&resp, "etag").is_some());
+    assert_eq!(s.get("/style.css").0, 200);
+    let (status, resp) = s.get("/posts");
+    assert_eq!(
+        (status, header(&resp, "location").as_deref()),
+        (301, Some("/posts/"))
+    );
+    assert_eq!(s.get("/posts/").0, 200);
+    assert_eq!(s.get("/nope").0, 404);
+    assert_eq!(s.get("/../etc/passwd").0, 404);
+}
+
+#[test]
+fn access_log_lines_are_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let s = site(&["--access-log", log.to_str().unwrap()]);
+    // Four clients at once: lines from concurrent children must never interleave.
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let mut c = Client::new(&s);
+                for _ in 0..50 {
+                    c.send(b"GET /2k.html HTTP/1.1\r\nHost: t\r\nUser-Agent: a \"quoted\" agent\r\n\r\n");
+                    assert_eq!(c.response(false).body.len(), 2048);
+                }
+            });
+        }
+    });
+    let text = crate::util::eventually(Duration::from_secs(5), "200 log lines", || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        (t.lines().count() >= 200).then_some(t)
+    });
+    assert_eq!(text.lines().count(), 200);
+    for line in text.lines() {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(
+            line.ends_with("\"GET /2k.html HTTP/1.1\" 200 2048 \"-\" \"a \\x22quoted\\x22 agent\""),
+            "{line}"
+        );
+    }
+}

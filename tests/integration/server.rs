@@ -497,3 +497,89 @@ fn example_echo_daemon_reuses_the_template() {
         });
     }
 }
+
+#[test]
+fn sigusr1_reopens_the_access_log_for_logrotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let server = Server::start(&["--workers", "2", "--access-log", log.to_str().unwrap()]);
+    assert_eq!(get_once(server.addr, "/first"), 404);
+    eventually(Duration::from_secs(5), "a line in the log", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|s| s.contains("/first"))
+    });
+    // What logrotate does: move the file away, then ask for a reopen.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.proc.signal(Signal::SIGUSR1);
+    server
+        .proc
+        .wait_line("reopened logs", Duration::from_secs(5));
+    // Old workers may answer until they are replaced; poll until a request lands in the new file.
+    let text = eventually(Duration::from_secs(10), "a line in the new log", || {
+        get_once(server.addr, "/second");
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|s| s.contains("/second"))
+    });
+    for line in text.lines() {
+        // Combined Log Format: host ident user [date] "request" status bytes "referer" "agent"
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(line.contains("\"GET /second HTTP/1.1\" 404 "), "{line}");
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("/first"));
+}
+
+/// The value of one sample line of a Prometheus text file.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn limit_hits_are_counted_on_the_scoreboard_and_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("forkd.prom");
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--header-timeout",
+        "0.3",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ]);
+    for _ in 0..5 {
+        assert_eq!(get_once(server.addr, "/"), 200);
+    }
+    // A malformed request (400) and a client that never sends its head (header timeout).
+    assert_eq!(
+        util::status_of(&server.raw(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")),
+        400
+    );
+    let mut idle = server.connect();
+    let mut sink = Vec::new();
+    let _ = idle.read_to_end(&mut sink);
+    let text = eventually(
+        Duration::from_secs(10),
+        "counters in the metrics file",
+        || {
+            let t = std::fs::read_to_string(&metrics).ok()?;
+            let ok = metric(&t, "forkd_limit_hits_total{limit=\"bad_request\"}")? >= 1
+                && metric(&t, "forkd_limit_hits_total{limit=\"header_timeout\"}")? >= 1
+                && metric(&t, "forkd_requests_total")? >= 5;
+            ok.then_some(t)
+        },
+    );
+    assert_eq!(
+        metric(&text, "forkd_limit_hits_total{limit=\"children_bound\"}"),
+        Some(0)
+    );
+    assert_eq!(
+        metric(&text, "forkd_children{state=\"idle\"}"),
+        Some(2),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE forkd_limit_hits_total counter"));
+}

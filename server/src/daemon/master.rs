@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use super::notify::Notifier;
 use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
+use super::scoreboard::{self, Counter, Limit};
 use super::signals::{Event, SignalPipe};
 use super::{atomic, fork, listener, worker};
 
@@ -35,6 +36,12 @@ pub trait Service {
     /// lazy, once-per-process work each child would otherwise repeat (building tables, CPU
     /// feature detection behind SIMD parsers), so children inherit it done.
     fn prepare(&mut self) {}
+
+    /// The application's own limit counters, published with the template's on the
+    /// scoreboard; a child counts a hit with `scoreboard::app_hit(index)`.
+    fn counters(&self) -> &'static [Counter] {
+        &[]
+    }
 
     /// Bytes the master writes, without forking, to a connection it refuses because every
     /// child is busy (fork mode). Empty means close without a word.
@@ -94,6 +101,9 @@ pub struct Settings {
     /// Who children run as, when the master is root.
     pub credentials: Option<Credentials>,
     pub pid_file: Option<PathBuf>,
+    /// Where the master publishes the scoreboard in the Prometheus text format, rewritten
+    /// atomically every second.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Why the master could not start.
@@ -109,21 +119,10 @@ pub enum StartError {
     ListenerSetup(io::Error),
     #[error("nothing to listen on")]
     NoListener,
+    #[error("unable to map the scoreboard: {0}")]
+    Scoreboard(io::Error),
     #[error("unable to fork: {0}")]
     Fork(nix::Error),
-}
-
-/// Counters of every limit hit, like the failcnt column of user_beancounters (incident 003).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LimitHits {
-    /// Connections refused with the busy response because the child bound was reached.
-    pub children_bound: u64,
-    /// accept() failed for want of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).
-    pub accept_resources: u64,
-    /// fork() failed.
-    pub fork_failed: u64,
-    /// Workers that died soon after start, so respawning was throttled.
-    pub respawn_throttled: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +133,7 @@ enum Phase {
 
 struct ChildInfo {
     generation: u64,
+    slot: usize,
     started: Instant,
     stopping: bool,
 }
@@ -146,6 +146,8 @@ const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(10);
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Fast stop: how long children get to die from SIGINT before SIGKILL.
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
+/// How often the metrics file is rewritten.
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 /// A worker's blocking accept returns this often, to close the race with a stop signal.
 const ACCEPT_TICK: Duration = Duration::from_secs(1);
 
@@ -162,8 +164,9 @@ struct Master<'a, D: Daemon> {
     fast_deaths: u32,
     respawn_at: Option<Instant>,
     accept_pause: Option<(Instant, Duration)>,
-    hits: LimitHits,
     spawned: u64,
+    free_slots: Vec<usize>,
+    next_metrics: Option<Instant>,
 }
 
 /// Runs the master until it is stopped; returns the process exit code.
@@ -188,12 +191,14 @@ pub fn run<D: Daemon>(
         fast_deaths: 0,
         respawn_at: None,
         accept_pause: None,
-        hits: LimitHits::default(),
         spawned: 0,
+        free_slots: (0..scoreboard::SLOTS).rev().collect(),
+        next_metrics: None,
     };
     m.prepare_listeners().map_err(StartError::ListenerSetup)?;
     fork::warm_up();
     m.service.prepare();
+    scoreboard::install(m.service.counters()).map_err(StartError::Scoreboard)?;
     if let Some(path) = m.settings.pid_file.clone() {
         let text = format!("{}\n", std::process::id());
         atomic::write_atomic(&path, text.as_bytes(), 0o644)
@@ -255,6 +260,7 @@ impl<D: Daemon> Master<'_, D> {
             }
         }
         self.announce_ready();
+        self.publish_metrics();
         loop {
             let events = self.wait();
             for event in events {
@@ -266,6 +272,7 @@ impl<D: Daemon> Master<'_, D> {
                     Event::ReopenLogs => self.reopen_logs(),
                 }
             }
+            self.publish_metrics();
             match self.phase {
                 Phase::Running => self.fill_pool(),
                 Phase::Draining { deadline } => {
@@ -284,6 +291,22 @@ impl<D: Daemon> Master<'_, D> {
                     }
                 }
             }
+        }
+    }
+
+    /// Rewrites the metrics file when a second has passed since the last time.
+    fn publish_metrics(&mut self) {
+        let Some(path) = &self.settings.metrics_file else {
+            return;
+        };
+        let now = Instant::now();
+        if self.next_metrics.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_metrics = Some(now + METRICS_INTERVAL);
+        let text = scoreboard::render(self.settings.name, self.generation);
+        if let Err(e) = atomic::write_atomic(path, text.as_bytes(), 0o644) {
+            tracing::warn!("unable to write metrics file {}: {e}", path.display());
         }
     }
 
@@ -331,6 +354,9 @@ impl<D: Daemon> Master<'_, D> {
         }
         if let Phase::Draining { deadline } = self.phase {
             due(deadline);
+        }
+        if let Some(t) = self.next_metrics {
+            due(t);
         }
         let timeout = match deadline {
             None => PollTimeout::NONE,
@@ -392,7 +418,7 @@ impl<D: Daemon> Master<'_, D> {
                         self.reap_children();
                     }
                     if self.children.len() >= self.settings.mode.bound() {
-                        self.hits.children_bound += 1;
+                        scoreboard::hit(Limit::ChildrenBound);
                         self.refuse(stream);
                     } else {
                         self.spawn_conn(stream, peer);
@@ -417,7 +443,7 @@ impl<D: Daemon> Master<'_, D> {
     /// spin. Pause accepting, doubling the pause while it keeps failing (capped at 1 s), and
     /// keep serving signals and children meanwhile: never a busy loop, never a stop for good.
     fn pause_accepting(&mut self, e: &io::Error) {
-        self.hits.accept_resources += 1;
+        scoreboard::hit(Limit::AcceptResources);
         let pause = match self.accept_pause {
             Some((_, p)) => (p * 2).min(Duration::from_secs(1)),
             None => ACCEPT_PAUSE,
@@ -444,53 +470,71 @@ impl<D: Daemon> Master<'_, D> {
 
     fn spawn_conn(&mut self, stream: TcpStream, peer: SocketAddr) {
         let close = self.master_fds(true);
-        let creds = self.settings.credentials.clone();
+        let Some(slot) = self.free_slots.pop() else {
+            scoreboard::hit(Limit::ChildrenBound);
+            return self.refuse(stream);
+        };
+        let creds = self.settings.credentials.as_ref();
         let service = &mut self.service;
         // The connection moves into the child's body; `spawn` drops that body in the master
         // when it returns, so the master's copy of the socket is closed whatever happens.
         let spawned = fork::spawn(move || {
-            if let Err(code) = worker::enter(&close, creds.as_ref()) {
+            if let Err(code) = worker::enter(&close, creds, slot) {
                 return code;
             }
             worker::serve_one(service, stream, peer);
             0
         });
-        let _ = self.record_spawn(spawned);
+        let _ = self.record_spawn(spawned, slot);
     }
 
     fn spawn_worker(&mut self) -> nix::Result<Pid> {
         let close = self.master_fds(false);
-        let creds = self.settings.credentials.clone();
+        let Some(slot) = self.free_slots.pop() else {
+            return Err(nix::errno::Errno::EAGAIN);
+        };
         let budget = jittered(self.settings.max_requests_per_worker, self.spawned);
+        let creds = self.settings.credentials.as_ref();
         let (listeners, service) = (&self.listeners, &mut self.service);
         let spawned = fork::spawn(move || {
-            if let Err(code) = worker::enter(&close, creds.as_ref()) {
+            if let Err(code) = worker::enter(&close, creds, slot) {
                 return code;
             }
             worker::accept_loop(listeners, service, budget)
         });
-        self.record_spawn(spawned)
+        self.record_spawn(spawned, slot)
     }
 
-    fn record_spawn(&mut self, spawned: nix::Result<Pid>) -> nix::Result<Pid> {
+    fn record_spawn(&mut self, spawned: nix::Result<Pid>, slot: usize) -> nix::Result<Pid> {
         match spawned {
             Ok(pid) => {
                 self.spawned += 1;
+                scoreboard::claim(slot, pid.as_raw());
                 self.children.insert(
                     pid,
                     ChildInfo {
                         generation: self.generation,
+                        slot,
                         started: Instant::now(),
                         stopping: false,
                     },
                 );
             }
             Err(e) => {
-                self.hits.fork_failed += 1;
+                self.free_slots.push(slot);
+                scoreboard::hit(Limit::ForkFailed);
                 tracing::error!("fork failed: {e}");
             }
         }
         spawned
+    }
+
+    /// Forgets a child that was reaped and frees its scoreboard slot.
+    fn forget(&mut self, pid: Pid) -> Option<ChildInfo> {
+        let info = self.children.remove(&pid)?;
+        scoreboard::release(info.slot);
+        self.free_slots.push(info.slot);
+        Some(info)
     }
 
     /// Fds of the master that a child must not keep: the self-pipe always, and in fork mode
@@ -508,7 +552,7 @@ impl<D: Daemon> Master<'_, D> {
         let mut ended = Vec::new();
         reap(|pid, end| ended.push((pid, end)));
         for (pid, end) in ended {
-            let Some(info) = self.children.remove(&pid) else {
+            let Some(info) = self.forget(pid) else {
                 continue;
             };
             self.note_end(pid, &info, end);
@@ -542,7 +586,7 @@ impl<D: Daemon> Master<'_, D> {
         };
         if is_worker && lived < FAST_DEATH && self.phase == Phase::Running {
             self.fast_deaths = (self.fast_deaths + 1).min(16);
-            self.hits.respawn_throttled += 1;
+            scoreboard::hit(Limit::RespawnThrottled);
             let delay = (Duration::from_millis(50) * (1 << self.fast_deaths.min(10)))
                 .min(MAX_RESPAWN_DELAY);
             self.respawn_at = Some(Instant::now() + delay);
@@ -635,7 +679,7 @@ impl<D: Daemon> Master<'_, D> {
         let pids: Vec<Pid> = self.children.keys().copied().collect();
         for pid in pids {
             let _ = nix::sys::wait::waitpid(pid, None);
-            self.children.remove(&pid);
+            self.forget(pid);
         }
         reap(|_, _| {});
     }

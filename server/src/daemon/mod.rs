@@ -13,7 +13,8 @@ pub mod notify;
 pub mod privdrop;
 pub mod procfs;
 pub mod reap;
+pub mod scoreboard;
 pub mod signals;
 pub mod worker;
 
-pub use master::{run, Daemon, LimitHits, Mode, Service, Settings, StartError};
+pub use master::{run, Daemon, Mode, Service, Settings, StartError};

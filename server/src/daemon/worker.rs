@@ -18,6 +18,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 
 use super::master::Service;
 use super::privdrop::{self, Credentials};
+use super::scoreboard;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -39,7 +40,8 @@ extern "C" fn on_term(_: libc::c_int) {
 /// Turns a freshly forked copy of the master into a child: closes the master-only fds in
 /// `close`, resets signals, dies with the master, drops privileges. On failure returns the
 /// exit code the child should end with.
-pub(crate) fn enter(close: &[RawFd], creds: Option<&Credentials>) -> Result<(), i32> {
+pub(crate) fn enter(close: &[RawFd], creds: Option<&Credentials>, slot: usize) -> Result<(), i32> {
+    scoreboard::enter_slot(slot);
     for &fd in close {
         // SAFETY: these fds belong to master state that this child never uses nor drops (it
         // ends in `_exit`), so closing the numbers cannot cause a double close.
@@ -99,7 +101,11 @@ pub(crate) fn serve_one<S: Service>(service: &mut S, stream: TcpStream, peer: So
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY on {peer}: {e}");
     }
-    service.serve(stream, peer)
+    scoreboard::set_busy(true);
+    let n = service.serve(stream, peer);
+    scoreboard::served(n);
+    scoreboard::set_busy(false);
+    n
 }
 
 /// A prefork worker's life: accept and serve until asked to stop or until `budget` requests

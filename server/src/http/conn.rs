@@ -25,7 +25,7 @@ use super::log::{self, Entry};
 use super::parse::{self, Body, Chunked, ChunkedError, Form, Head, Method};
 use super::path::{self, Refusal};
 use super::respond::{self, Persist, Sender};
-use super::{open, site, Config, Docroot, Site};
+use super::{open, site, Config, Docroot, Hit, Site};
 use crate::daemon::worker::stop_requested;
 
 /// Files up to this size are read into memory and leave with their head in one send; larger
@@ -55,7 +55,12 @@ pub(super) fn serve(site: &Site, sock: TcpStream, peer: SocketAddr) -> u64 {
             rcvtimeo: None,
             fresh: true,
         },
-        scratch: Scratch::default(),
+        scratch: Scratch {
+            out: Vec::with_capacity(512),
+            file: Vec::new(),
+            path: Vec::with_capacity(256),
+            line: Vec::with_capacity(if site.log.is_on() { 512 } else { 0 }),
+        },
         clock: Clock::new(),
         served: 0,
     };
@@ -91,8 +96,8 @@ struct Input {
     fresh: bool,
 }
 
-/// Buffers reused by every request of the connection.
-#[derive(Default)]
+/// Buffers reused by every request of the connection, sized up front so a typical
+/// request never grows them.
 struct Scratch {
     /// The response head (and small error bodies).
     out: Vec<u8>,
@@ -215,7 +220,7 @@ impl Conn<'_> {
             false,
         );
         if let Err(e) = self.sender.send(&self.sock, &mut [IoSlice::new(&s.out)]) {
-            tracing::debug!(peer = %self.peer, error = %e, "send failed");
+            send_failed(&self.peer, &e);
             return Next::Close;
         }
         let pending = &self.input.buf[self.input.start..self.input.end];
@@ -287,7 +292,7 @@ impl Conn<'_> {
         ) {
             Ok(sent) => sent,
             Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "response failed");
+                send_failed(&self.peer, &e);
                 return Next::Close;
             }
         };
@@ -450,6 +455,13 @@ impl Input {
         self.end += n;
         Ok(n)
     }
+}
+
+fn send_failed(peer: &SocketAddr, e: &io::Error) {
+    if e.kind() == io::ErrorKind::TimedOut {
+        Hit::SendTimeout.count();
+    }
+    tracing::debug!(%peer, error = %e, "response not sent");
 }
 
 fn is_timeout(e: &io::Error) -> bool {

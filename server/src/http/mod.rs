@@ -27,6 +27,85 @@ use std::time::Duration;
 pub use log::AccessLog;
 pub use respond::busy_response;
 
+use crate::daemon::scoreboard::{self, Counter};
+
+/// The limits the HTTP side counts on the daemon's scoreboard (incident 003: every limit hit
+/// visible from outside). The order is that of [`COUNTERS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hit {
+    HeaderTimeout,
+    KeepaliveTimeout,
+    SendTimeout,
+    BadRequest,
+    UriTooLong,
+    HeaderTooLarge,
+    BodyTooLarge,
+    UnsupportedCoding,
+    VersionUnsupported,
+    ExpectationFailed,
+    PathRefused,
+}
+
+/// Names and meanings of the [`Hit`] counters, in order.
+pub static COUNTERS: [Counter; 11] = [
+    Counter {
+        name: "header_timeout",
+        help: "connections cut because a request head did not arrive in time (slowloris)",
+    },
+    Counter {
+        name: "keepalive_timeout",
+        help: "idle keep-alive connections closed",
+    },
+    Counter {
+        name: "send_timeout",
+        help: "responses cut because the client read too slowly",
+    },
+    Counter {
+        name: "bad_request",
+        help: "requests refused as malformed or ambiguous (400)",
+    },
+    Counter {
+        name: "uri_too_long",
+        help: "request targets over --max-uri-bytes (414)",
+    },
+    Counter {
+        name: "header_too_large",
+        help: "request heads over --max-header-bytes (431)",
+    },
+    Counter {
+        name: "body_too_large",
+        help: "request bodies over --max-body-bytes (413)",
+    },
+    Counter {
+        name: "unsupported_coding",
+        help: "transfer codings not supported (501)",
+    },
+    Counter {
+        name: "version_unsupported",
+        help: "HTTP versions other than 1.x (505)",
+    },
+    Counter {
+        name: "expectation_failed",
+        help: "Expect headers other than 100-continue (417)",
+    },
+    Counter {
+        name: "path_refused",
+        help: "paths refused as hidden: dot segments, dot-files, encoded separators",
+    },
+];
+
+/// Counts one hit (a relaxed atomic add in shared memory; nothing when no board is mapped).
+pub(crate) fn hit(h: Hit) {
+    scoreboard::app_hit(h as usize);
+}
+
+impl Hit {
+    /// Same as [`hit`], for call sites that read better with a method.
+    pub(crate) fn count(self) {
+        hit(self)
+    }
+}
+
 /// Everything that shapes how requests are answered. Every limit has a sane default; the
 /// daemon's configuration maps its flags onto these fields.
 #[derive(Debug, Clone)]
@@ -51,7 +130,8 @@ pub struct Config {
     pub max_uri_bytes: usize,
     /// The largest request body read and discarded; beyond it, 413 and close.
     pub max_body_bytes: u64,
-    /// After this many requests a connection is closed (`Connection: close` on the last one).
+    /// After this many requests a connection is closed (`Connection: close` on the last one);
+    /// 0 and 1 both mean one request per connection.
     pub max_requests_per_connection: u64,
     /// The `Server` header value; empty to send none.
     pub server: String,

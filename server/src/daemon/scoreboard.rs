@@ -1,0 +1,259 @@
+//! The scoreboard: counters of every limit hit and one slot per child, in a shared anonymous
+//! mapping made by the master before its first fork, so that every child writes to the same
+//! memory and the master can publish it all (incident 003: only counters seen from outside,
+//! like `failcnt` in `/proc/user_beancounters`, told what was going on).
+//!
+//! Everything in it is an atomic, written with relaxed ordering: counters only need to add up,
+//! and a reader tolerates a slot that is a moment stale. The mapping is never unmapped; it
+//! lives as long as the process, which is what makes handing out `&'static` sound.
+
+use std::fmt::Write as _;
+use std::io;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
+
+use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+
+use super::limits::CHILDREN_CAP;
+
+/// A counter an application declares: its Prometheus label value and help text.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+/// The limits the process template itself can hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A connection was refused with the busy answer: every child slot was taken.
+    ChildrenBound = 0,
+    /// `accept` failed for want of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+    AcceptResources,
+    /// `fork` failed.
+    ForkFailed,
+    /// Workers died soon after start, so respawning was slowed down.
+    RespawnThrottled,
+}
+
+const DAEMON_COUNTERS: [Counter; 4] = [
+    Counter {
+        name: "children_bound",
+        help: "connections refused because every child slot was taken",
+    },
+    Counter {
+        name: "accept_resources",
+        help: "accept failed for want of fds or memory",
+    },
+    Counter {
+        name: "fork_failed",
+        help: "fork failed",
+    },
+    Counter {
+        name: "respawn_throttled",
+        help: "workers that died fast, slowing respawns",
+    },
+];
+
+/// Child slots: one per possible child.
+pub const SLOTS: usize = CHILDREN_CAP;
+
+/// Room for the daemon's counters and the application's.
+const MAX_COUNTERS: usize = 64;
+
+#[repr(C)]
+struct Slot {
+    pid: AtomicI32,
+    busy: AtomicU32,
+    requests: AtomicU64,
+}
+
+#[repr(C)]
+struct Board {
+    requests: AtomicU64,
+    counters: [AtomicU64; MAX_COUNTERS],
+    slots: [Slot; SLOTS],
+}
+
+struct Installed {
+    board: &'static Board,
+    app: &'static [Counter],
+}
+
+static BOARD: OnceLock<Installed> = OnceLock::new();
+/// This child's slot (a child learns it right after fork); `usize::MAX` in the master.
+static MY_SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Maps the shared board, once, in the master before any fork. Later calls do nothing.
+pub fn install(app: &'static [Counter]) -> io::Result<()> {
+    if BOARD.get().is_some() {
+        return Ok(());
+    }
+    if DAEMON_COUNTERS.len() + app.len() > MAX_COUNTERS {
+        return Err(io::Error::other("too many counters for the scoreboard"));
+    }
+    let len = NonZeroUsize::new(std::mem::size_of::<Board>()).expect("board has a size");
+    // SAFETY: a fresh anonymous mapping aliases nothing; zeroed memory is a valid `Board`
+    // (every field is an atomic integer), and it is never unmapped, so `&'static` is sound.
+    let board: &'static Board = unsafe {
+        let ptr = mmap_anonymous(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+        )?;
+        &*ptr.as_ptr().cast::<Board>()
+    };
+    let _ = BOARD.set(Installed { board, app });
+    Ok(())
+}
+
+fn board() -> Option<&'static Installed> {
+    BOARD.get()
+}
+
+/// Counts one hit of a limit of the process template.
+pub fn hit(limit: Limit) {
+    if let Some(b) = board() {
+        b.board.counters[limit as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Counts one hit of the application's counter `i` (its index in the list it installed).
+pub fn app_hit(i: usize) {
+    if let Some(b) = board() {
+        if i < b.app.len() {
+            b.board.counters[DAEMON_COUNTERS.len() + i].fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Current value of a template limit counter.
+pub fn hits(limit: Limit) -> u64 {
+    board().map_or(0, |b| b.board.counters[limit as usize].load(Relaxed))
+}
+
+/// Master: marks `slot` as held by `pid`.
+pub(crate) fn claim(slot: usize, pid: i32) {
+    if let Some(s) = board().and_then(|b| b.board.slots.get(slot)) {
+        s.busy.store(0, Relaxed);
+        s.requests.store(0, Relaxed);
+        s.pid.store(pid, Relaxed);
+    }
+}
+
+/// Master: frees `slot` after its child was reaped.
+pub(crate) fn release(slot: usize) {
+    if let Some(s) = board().and_then(|b| b.board.slots.get(slot)) {
+        s.pid.store(0, Relaxed);
+        s.busy.store(0, Relaxed);
+    }
+}
+
+/// Child: remembers which slot is its own.
+pub(crate) fn enter_slot(slot: usize) {
+    MY_SLOT.store(slot, Relaxed);
+}
+
+fn my_slot() -> Option<&'static Slot> {
+    board().and_then(|b| b.board.slots.get(MY_SLOT.load(Relaxed)))
+}
+
+/// Child: a connection is being served (`true`) or the child waits for one (`false`).
+pub(crate) fn set_busy(busy: bool) {
+    if let Some(s) = my_slot() {
+        s.busy.store(busy as u32, Relaxed);
+    }
+}
+
+/// Child: `n` more requests were answered.
+pub(crate) fn served(n: u64) {
+    if let Some(b) = board() {
+        b.board.requests.fetch_add(n, Relaxed);
+    }
+    if let Some(s) = my_slot() {
+        s.requests.fetch_add(n, Relaxed);
+    }
+}
+
+/// The whole board in the Prometheus text format, every name prefixed with `prefix`.
+pub fn render(prefix: &str, generation: u64) -> String {
+    let mut out = String::new();
+    let Some(b) = board() else { return out };
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}_limit_hits_total Times each limit was hit."
+    );
+    let _ = writeln!(out, "# TYPE {prefix}_limit_hits_total counter");
+    for (i, c) in DAEMON_COUNTERS.iter().chain(b.app.iter()).enumerate() {
+        let v = b.board.counters[i].load(Relaxed);
+        let _ = writeln!(out, "{prefix}_limit_hits_total{{limit=\"{}\"}} {v}", c.name);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}_requests_total Requests answered by all children."
+    );
+    let _ = writeln!(out, "# TYPE {prefix}_requests_total counter");
+    let _ = writeln!(
+        out,
+        "{prefix}_requests_total {}",
+        b.board.requests.load(Relaxed)
+    );
+    let (mut busy, mut idle) = (0, 0);
+    for s in b.board.slots.iter().filter(|s| s.pid.load(Relaxed) != 0) {
+        if s.busy.load(Relaxed) != 0 {
+            busy += 1;
+        } else {
+            idle += 1;
+        }
+    }
+    let _ = writeln!(out, "# HELP {prefix}_children Children by state.");
+    let _ = writeln!(out, "# TYPE {prefix}_children gauge");
+    let _ = writeln!(out, "{prefix}_children{{state=\"busy\"}} {busy}");
+    let _ = writeln!(out, "{prefix}_children{{state=\"idle\"}} {idle}");
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}_generation Configuration generation (reloads so far)."
+    );
+    let _ = writeln!(out, "# TYPE {prefix}_generation gauge");
+    let _ = writeln!(out, "{prefix}_generation {generation}");
+    out
+}
+
+/// The meaning of each counter, for documentation and `--help`-like listings.
+pub fn describe() -> Vec<Counter> {
+    let app = board().map_or(&[][..], |b| b.app);
+    DAEMON_COUNTERS.iter().chain(app.iter()).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        static APP: [Counter; 1] = [Counter {
+            name: "header_timeout",
+            help: "h",
+        }];
+        install(&APP).unwrap();
+        hit(Limit::ForkFailed);
+        app_hit(0);
+        app_hit(7); // out of range: ignored, not a panic
+        claim(3, 42);
+        let text = render("forkd", 2);
+        assert!(
+            text.contains("forkd_limit_hits_total{limit=\"fork_failed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("forkd_limit_hits_total{limit=\"header_timeout\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("forkd_children{state=\"idle\"} 1"), "{text}");
+        assert!(text.contains("forkd_generation 2"), "{text}");
+        release(3);
+        assert!(render("forkd", 2).contains("forkd_children{state=\"idle\"} 0"));
+    }
+}
