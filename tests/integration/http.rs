@@ -185,6 +185,15 @@ fn conditional_get() {
             200,
         ),
         ("If-Modified-Since", "not a date".to_string(), 200),
+        ("If-Match", etag.clone(), 200),
+        ("If-Match", "\"other\"".to_string(), 412),
+        ("If-Match", format!("W/{etag}"), 412),
+        ("If-Unmodified-Since", modified.clone(), 200),
+        (
+            "If-Unmodified-Since",
+            "Thu, 01 Jan 1970 00:00:00 GMT".to_string(),
+            412,
+        ),
     ] {
         c.send(
             format!("GET /index.html HTTP/1.1\r\nHost: t\r\n{field}: {value}\r\n\r\n").as_bytes(),
@@ -716,4 +725,136 @@ fn access_log_lines_are_whole() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn fork_mode_speaks_the_same_http() {
+    let s = site(&["--mode", "fork"]);
+    let mut c = Client::new(&s);
+    c.send(b"GET /2k.html HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nGET GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.response(false).body.len(), 2048);
+    assert_eq!(c.response(false).body, b"body{}\n");
+    let req = b"GET /2k.html HTTP/1.1\r\nHost: t\r\n\r\n";
+    let (a, b) = req.split_at(req.len() / 2);
+    for _ in 0..50 {
+        let t = Instant::now();
+        c.send(a);
+        c.send(b);
+        assert_eq!(c.response(false).body.len(), 2048);
+        assert!(
+            t.elapsed() < Duration::from_millis(20),
+            "stall of {:?}",
+            t.elapsed()
+        );
+    }
+    let resp = s.raw(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!((status_of(&resp), count(&resp, b"HTTP/1.1 ")), (400, 1));
+    assert_eq!(s.get("/%2e%2e/%2e%2e/etc/passwd").0, 404);
+}
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    use nix::sys::signal::Signal;
+    let mut s = site(&["--workers", "2", "--keepalive-timeout", "60"]);
+    let mut idle = Client::new(&s);
+    assert_eq!(idle.get("/style.css").status, 200);
+    // The worker now waits for a next request that will never come; a graceful stop must not
+    // wait out the 60 s keep-alive time.
+    let start = Instant::now();
+    s.proc.signal(Signal::SIGTERM);
+    assert!(idle.closed(), "data on an idle connection");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(s.proc.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn expect_100_continue_gets_the_final_status_at_once() {
+    // The body is never invited, so the answer comes before it and the connection ends.
+    let s = site(&[]);
+    let mut c = Client::new(&s);
+    c.send(b"PUT /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    c.send(b"0123456789");
+    assert!(c.closed());
+}
+
+#[test]
+fn slow_reader_is_cut_by_the_send_timeout() {
+    // One worker, a reader that never reads a 64 MiB response: the worker must give up after
+    // the send timeout and serve the next client, not stay pinned (incident 003).
+    let s = Server::with_site(&["--workers", "1", "--send-timeout", "0.5"], |root| {
+        fill(root);
+        std::fs::write(root.join("huge.bin"), vec![1u8; 64 << 20]).unwrap();
+    });
+    let stuck = s.connect();
+    nix::sys::socket::setsockopt(&stuck, nix::sys::socket::sockopt::RcvBuf, &4096).unwrap();
+    (&stuck)
+        .write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut c = Client::new(&s);
+    let r = c.get("/style.css");
+    assert_eq!(r.status, 200);
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "next client waited {waited:?}"
+    );
+    drop(stuck);
+}
+
+#[test]
+fn single_byte_ranges() {
+    let s = site(&[]);
+    let big = big_content();
+    let mut c = Client::new(&s);
+    let etag = c.get("/big.bin").header("etag").unwrap();
+    let mut ranged = |range: &str, extra: &str| {
+        c.send(
+            format!("GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: {range}\r\n{extra}\r\n").as_bytes(),
+        );
+        c.response(false)
+    };
+    // A small part (read into memory) and a large one (sendfile from an offset).
+    for (range, from, to) in [
+        ("bytes=0-99", 0, 99),
+        ("bytes=1000000-1000099", 1_000_000, 1_000_099),
+        ("bytes=-10", big.len() - 10, big.len() - 1),
+        ("bytes=100-", 100, big.len() - 1),
+    ] {
+        let r = ranged(range, "");
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {from}-{to}/{}", big.len())),
+            "{range}"
+        );
+        assert!(r.body == big[from..=to], "{range}: wrong bytes");
+    }
+    let r = ranged(&format!("bytes={}-", big.len()), "");
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{}", big.len()))
+    );
+    // Several ranges, or an If-Range that no longer matches: the whole file.
+    assert_eq!(ranged("bytes=0-1,5-6", "").body.len(), big.len());
+    let r = ranged("bytes=0-1", "If-Range: \"stale\"\r\n");
+    assert_eq!((r.status, r.body.len()), (200, big.len()));
+    let r = ranged("bytes=0-1", &format!("If-Range: {etag}\r\n"));
+    assert_eq!((r.status, r.body.as_slice()), (206, &big[..2]));
+    // HEAD ignores Range; the connection is still in step afterwards.
+    c.send(b"HEAD /2k.html HTTP/1.1\r\nHost: t\r\nRange: bytes=0-9\r\n\r\n");
+    let r = c.response(true);
+    assert_eq!(
+        (r.status, r.header("accept-ranges").as_deref()),
+        (200, Some("bytes"))
+    );
+    assert_eq!(c.get("/style.css").body, b"body{}\n");
 }

@@ -158,7 +158,7 @@ fn assert_flat_fails_on_a_growing_tree() {
         "-c",
         "1",
         "-d",
-        "1500ms",
+        "2s",
         "--watch-pid",
         &pid,
         "--interval",

@@ -346,10 +346,16 @@ fn takes_a_listener_by_socket_activation() {
             util::FORKD
         ),
     ]);
-    // SAFETY: dup2 is async-signal-safe; fd 3 is where the protocol puts the first socket.
+    // SAFETY: dup2 and fcntl are async-signal-safe; fd 3 is where the protocol puts the first socket.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself would keep CLOEXEC: clear the flag instead.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -364,8 +364,20 @@ fn a_supervisor_out_of_fds_does_not_restart_a_healthy_child() {
         status(&status_file).filter(|s| s["health_last"].as_str() == Some("ok (HTTP 200)"))
     });
 
-    set_nofile(sup.pid(), lowest_free_fd(sup.pid()));
-    let line = sup.wait_line("cannot observe the child:", Duration::from_secs(5));
+    // A probe that is slow under load holds its socket through every look, and the limit then
+    // leaves that slot free: try again until the supervisor reports it cannot observe.
+    let line = eventually(Duration::from_secs(20), "cannot observe", || {
+        set_nofile(sup.pid(), lowest_free_fd(sup.pid()));
+        let end = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < end {
+            let out = sup.output();
+            if let Some(l) = out.iter().find(|l| l.contains("cannot observe the child:")) {
+                return Some(l.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    });
     assert!(line.contains("not counted against it"), "{line}");
     // Twenty probe intervals with the fd table full: the healthy child stays.
     std::thread::sleep(Duration::from_secs(4));
@@ -414,7 +426,12 @@ fn term_stops_forkd_gracefully_and_leaves_nothing() {
     sup.signal(Signal::SIGTERM);
     let st = sup.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0), "{}", sup.output().join("\n"));
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "{took:?}\n{}",
+        sup.output().join("\n")
+    );
     let out = sup.output();
     assert!(
         !out.iter().any(|l| l.contains("killing process group")),
@@ -509,7 +526,15 @@ fn a_thousand_restarts_leave_the_supervisor_flat() {
         rss_after <= rss_before + 256,
         "RSS grew from {rss_before} kB to {rss_after} kB"
     );
-    assert!(util::zombies(pid).is_empty());
+    // A child that just ended is a zombie until the next SIGCHLD is handled; a zombie seen
+    // twice, 200 ms apart, while children end every few milliseconds, is one that was missed.
+    let first = util::zombies(pid);
+    std::thread::sleep(Duration::from_millis(200));
+    let stuck: Vec<i32> = util::zombies(pid)
+        .into_iter()
+        .filter(|z| first.contains(z))
+        .collect();
+    assert!(stuck.is_empty(), "zombies not reaped: {stuck:?}");
     sup.signal(Signal::SIGTERM);
     assert_eq!(sup.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }

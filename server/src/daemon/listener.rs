@@ -86,15 +86,17 @@ fn take_inherited(fd: RawFd) -> Result<TcpListener, ListenError> {
         sock.set_cloexec(true)?;
         Ok(Ok(()))
     };
-    match check() {
-        Ok(Ok(())) => Ok(sock.into()),
-        Ok(Err(reason)) => {
-            // Not ours to use, not ours to close either: give the fd back untouched.
-            let _ = std::os::fd::IntoRawFd::into_raw_fd(sock);
-            Err(bad(reason))
-        }
-        Err(e) => Err(bad(e.to_string())),
+    let verdict = check();
+    if let Ok(Ok(())) = verdict {
+        return Ok(sock.into());
     }
+    // Not ours to use, and not ours to close either: something else may own that number.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(sock);
+    Err(bad(match verdict {
+        Ok(Err(reason)) => reason,
+        Err(e) => e.to_string(),
+        Ok(Ok(())) => unreachable!(),
+    }))
 }
 
 /// The address a listener is bound to, as the kernel sees it (the real port after `:0`).

@@ -176,8 +176,10 @@ pub fn run<D: Daemon>(
     daemon: &mut D,
     notifier: &Notifier,
 ) -> Result<i32, StartError> {
-    let signals = SignalPipe::install().map_err(StartError::Signals)?;
+    // Inherited sockets first, before this process opens any fd of its own that could be
+    // mistaken for one of them.
     let listeners = open_listeners(&settings.listen)?;
+    let signals = SignalPipe::install().map_err(StartError::Signals)?;
     let mut m = Master {
         daemon,
         settings,

@@ -9,28 +9,23 @@
 //!
 //! The child's signal handlers have no `SA_RESTART`, so a blocking call returns `EINTR` when
 //! the master asks for a graceful stop: with no byte of a next request in, the connection
-//! ends; a request in flight is finished and answered with `Connection: close`.
+//! ends; a request in flight (or the first of a connection just accepted) is finished and
+//! answered with `Connection: close`.
 
-use std::ffi::CStr;
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::MetadataExt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::MsgFlags;
 
+use super::answer;
 use super::clock::Clock;
 use super::log::{self, Entry};
-use super::parse::{self, Body, Chunked, ChunkedError, Form, Head, Method};
-use super::path::{self, Refusal};
+use super::parse::{self, Body, Chunked, ChunkedError, Head};
 use super::respond::{self, Persist, Sender};
-use super::{open, site, Config, Docroot, Hit, Site};
+use super::{Config, Docroot, Hit, Site};
 use crate::daemon::worker::stop_requested;
-
-/// Files up to this size are read into memory and leave with their head in one send; larger
-/// ones go out with `sendfile`.
-const SMALL_FILE: u64 = 64 * 1024;
 
 /// Room after a maximal head for reading (and discarding) body bytes and pipelined requests.
 const BODY_ROOM: usize = 16 * 1024;
@@ -98,29 +93,29 @@ struct Input {
 
 /// Buffers reused by every request of the connection, sized up front so a typical
 /// request never grows them.
-struct Scratch {
+pub(super) struct Scratch {
     /// The response head (and small error bodies).
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     /// Small file bodies.
-    file: Vec<u8>,
+    pub(super) file: Vec<u8>,
     /// The resolved path, NUL-terminated.
-    path: Vec<u8>,
+    pub(super) path: Vec<u8>,
     /// The access-log line.
-    line: Vec<u8>,
+    pub(super) line: Vec<u8>,
 }
 
 /// What a response was, for the access log.
-struct Sent {
-    status: u16,
-    body: u64,
+pub(super) struct Sent {
+    pub(super) status: u16,
+    pub(super) body: u64,
 }
 
 /// The read-only parts of a connection that answering a request needs.
-struct Env<'a> {
-    cfg: &'a Config,
-    root: &'a Docroot,
-    sock: &'a TcpStream,
-    date: &'a [u8],
+pub(super) struct Env<'a> {
+    pub(super) cfg: &'a Config,
+    pub(super) root: &'a Docroot,
+    pub(super) sock: &'a TcpStream,
+    pub(super) date: &'a [u8],
 }
 
 struct Conn<'a> {
@@ -187,6 +182,7 @@ impl Conn<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
                     if deadline.is_none() {
+                        Hit::KeepaliveTimeout.count();
                         return Ok(None);
                     }
                 }
@@ -203,12 +199,23 @@ impl Conn<'_> {
         if self.input.start < self.input.end {
             Err(408)
         } else {
+            Hit::HeaderTimeout.count();
             Ok(None)
         }
     }
 
     /// Answers a head that was refused (or never completed) and ends the connection.
     fn refuse(&mut self, status: u16) -> Next {
+        Hit::count(match status {
+            408 => Hit::HeaderTimeout,
+            413 => Hit::BodyTooLarge,
+            414 => Hit::UriTooLong,
+            417 => Hit::ExpectationFailed,
+            431 => Hit::HeaderTooLarge,
+            501 => Hit::UnsupportedCoding,
+            505 => Hit::VersionUnsupported,
+            _ => Hit::BadRequest,
+        });
         self.clock.tick();
         let s = &mut self.scratch;
         let body = respond::error(
@@ -282,7 +289,7 @@ impl Conn<'_> {
             sock: &self.sock,
             date: self.clock.http(),
         };
-        let sent = match answer(
+        let sent = match answer::answer(
             &env,
             req,
             head,
@@ -469,416 +476,4 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
-}
-
-/// Answers one valid request; `req` starts with its head.
-fn answer(
-    env: &Env<'_>,
-    req: &[u8],
-    head: &Head,
-    persist: Persist,
-    s: &mut Scratch,
-    tx: &mut Sender,
-) -> io::Result<Sent> {
-    let head_only = head.method == Method::Head;
-    let fail = |s: &mut Scratch, tx: &mut Sender, status: u16| -> io::Result<Sent> {
-        let body = respond::error(
-            &mut s.out,
-            status,
-            &env.cfg.server,
-            env.date,
-            persist,
-            head_only,
-        );
-        tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
-        Ok(Sent { status, body })
-    };
-    match head.method {
-        Method::Get | Method::Head => {}
-        Method::Other => return fail(s, tx, 405),
-        Method::Unknown => return fail(s, tx, 501),
-    }
-    let target = match head.form {
-        Form::Origin | Form::Absolute if head.path.is_empty() => &b"/"[..],
-        Form::Origin | Form::Absolute => &req[head.path.clone()],
-        Form::Asterisk | Form::Authority => return fail(s, tx, 400),
-    };
-    let dir = match path::resolve(target, env.cfg.serve_dotfiles, &mut s.path) {
-        Ok(dir) => dir,
-        Err(Refusal::Malformed) => return fail(s, tx, 400),
-        Err(Refusal::Hidden) => return fail(s, tx, 404),
-    };
-    if dir {
-        if !s.path.is_empty() {
-            s.path.push(b'/');
-        }
-        s.path.extend_from_slice(env.cfg.index.as_bytes());
-    }
-    let rep = match env.root {
-        Docroot::Embedded => embedded(env, s, dir),
-        Docroot::Dir(root) => from_dir(root, s, dir),
-    };
-    let rep = match rep {
-        Ok(rep) => rep,
-        Err(status) => return fail(s, tx, status),
-    };
-    let Rep::Found(found) = rep else {
-        // A directory named without its trailing slash: send the client to the slash form,
-        // keeping the query (RFC 9110 allows a relative reference here).
-        respond::start(&mut s.out, 301, &env.cfg.server, env.date, persist);
-        let raw = target;
-        let (p, q) = match raw.iter().position(|&b| b == b'?') {
-            Some(i) => (&raw[..i], &raw[i..]),
-            None => (raw, &raw[..0]),
-        };
-        s.out.extend_from_slice(b"Location: ");
-        s.out.extend_from_slice(p);
-        s.out.push(b'/');
-        s.out.extend_from_slice(q);
-        s.out.extend_from_slice(b"\r\n");
-        let body: &[u8] = b"301 Moved Permanently\n";
-        respond::field(&mut s.out, b"Content-Type", b"text/plain; charset=utf-8");
-        respond::content_length(&mut s.out, body.len() as u64);
-        respond::end(&mut s.out);
-        let body = if head_only { &body[..0] } else { body };
-        tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(body)])?;
-        return Ok(Sent {
-            status: 301,
-            body: body.len() as u64,
-        });
-    };
-
-    let mut etag = StackBuf::new();
-    match &found.body {
-        Content::Static(_) => {
-            let _ = std::fmt::Write::write_fmt(&mut etag, format_args!("\"e{:x}\"", found.id.0));
-        }
-        Content::File { .. } => {
-            let (ino, len, nanos) = found.id;
-            let _ = std::fmt::Write::write_fmt(
-                &mut etag,
-                format_args!("\"{ino:x}-{len:x}-{nanos:x}\""),
-            );
-        }
-    }
-    let field = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &req[r]);
-    if not_modified(
-        field(&head.if_none_match),
-        field(&head.if_modified_since),
-        etag.as_bytes(),
-        found.modified,
-    ) {
-        respond::start(&mut s.out, 304, &env.cfg.server, env.date, persist);
-        respond::field(&mut s.out, b"ETag", etag.as_bytes());
-        respond::end(&mut s.out);
-        tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
-        return Ok(Sent {
-            status: 304,
-            body: 0,
-        });
-    }
-
-    respond::start(&mut s.out, 200, &env.cfg.server, env.date, persist);
-    let name = &s.path[..s.path.len() - usize::from(s.path.last() == Some(&0))];
-    content_type(&mut s.out, name);
-    let len = match &found.body {
-        Content::Static(b) => b.len() as u64,
-        Content::File { len, .. } => *len,
-    };
-    if let Some(m) = found.modified {
-        use std::io::Write;
-        let _ = write!(s.out, "Last-Modified: {}\r\n", httpdate::HttpDate::from(m));
-    }
-    respond::field(&mut s.out, b"ETag", etag.as_bytes());
-    match found.body {
-        Content::Static(body) => {
-            respond::content_length(&mut s.out, len);
-            respond::end(&mut s.out);
-            let body = if head_only { &body[..0] } else { body };
-            tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(body)])?;
-            Ok(Sent {
-                status: 200,
-                body: body.len() as u64,
-            })
-        }
-        Content::File { file, len } if head_only => {
-            drop(file);
-            respond::content_length(&mut s.out, len);
-            respond::end(&mut s.out);
-            tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
-            Ok(Sent {
-                status: 200,
-                body: 0,
-            })
-        }
-        Content::File { mut file, len } if len <= SMALL_FILE => {
-            let want = len as usize;
-            if s.file.len() < want {
-                s.file.resize(want, 0);
-            }
-            let mut got = 0;
-            while got < want {
-                match file.read(&mut s.file[got..want]) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            drop(file);
-            // If the file shrank since fstat, the length sent is what was read.
-            respond::content_length(&mut s.out, got as u64);
-            respond::end(&mut s.out);
-            tx.send(
-                env.sock,
-                &mut [IoSlice::new(&s.out), IoSlice::new(&s.file[..got])],
-            )?;
-            Ok(Sent {
-                status: 200,
-                body: got as u64,
-            })
-        }
-        Content::File { file, len } => {
-            respond::content_length(&mut s.out, len);
-            respond::end(&mut s.out);
-            tx.send_file(env.sock, &s.out, &file, len)?;
-            Ok(Sent {
-                status: 200,
-                body: len,
-            })
-        }
-    }
-}
-
-/// What a request found.
-enum Rep {
-    Found(Found),
-    /// A directory named without its trailing slash.
-    Redirect,
-}
-
-struct Found {
-    body: Content,
-    /// (inode, size, mtime in ns) of a file; (hash, 0, 0) of an embedded asset.
-    id: (u64, u64, u64),
-    modified: Option<SystemTime>,
-}
-
-enum Content {
-    Static(&'static [u8]),
-    File { file: std::fs::File, len: u64 },
-}
-
-/// Looks the resolved path (`s.path`, not yet terminated) up in the embedded site.
-fn embedded(env: &Env<'_>, s: &Scratch, dir: bool) -> Result<Rep, u16> {
-    // `path::resolve` guarantees UTF-8; the index name is a String.
-    let rel = std::str::from_utf8(&s.path).map_err(|_| 400u16)?;
-    let (base, idx) = if dir {
-        let base = rel.strip_suffix(env.cfg.index.as_str()).unwrap_or(rel);
-        (base.strip_suffix('/').unwrap_or(base), true)
-    } else {
-        (rel, false)
-    };
-    match site::lookup(base, &env.cfg.index) {
-        site::Lookup::File(a) if !idx => Ok(Rep::Found(Found {
-            body: Content::Static(a.body),
-            id: (a.hash, 0, 0),
-            modified: None,
-        })),
-        site::Lookup::Dir(Some(a)) if idx => Ok(Rep::Found(Found {
-            body: Content::Static(a.body),
-            id: (a.hash, 0, 0),
-            modified: None,
-        })),
-        site::Lookup::Dir(_) if !idx => Ok(Rep::Redirect),
-        _ => Err(404),
-    }
-}
-
-/// Opens the resolved path (`s.path`) beneath the root; terminates `s.path` with a NUL.
-fn from_dir(root: &std::os::fd::OwnedFd, s: &mut Scratch, dir: bool) -> Result<Rep, u16> {
-    s.path.push(0);
-    let rel = CStr::from_bytes_with_nul(&s.path).map_err(|_| 400u16)?;
-    let file = open::beneath(root.as_fd(), rel).map_err(|e| open_status(&e))?;
-    let meta = file.metadata().map_err(|e| open_status(&e))?;
-    if meta.is_dir() {
-        // With a trailing slash the index file itself turned out to be a directory.
-        return if dir { Err(404) } else { Ok(Rep::Redirect) };
-    }
-    if !meta.is_file() {
-        return Err(404);
-    }
-    let nanos = (meta.mtime() as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(meta.mtime_nsec() as u64);
-    Ok(Rep::Found(Found {
-        id: (meta.ino(), meta.len(), nanos),
-        modified: meta.modified().ok(),
-        body: Content::File {
-            file,
-            len: meta.len(),
-        },
-    }))
-}
-
-/// The status for a failed open: absent, refused by `RESOLVE_BENEATH` or not a directory
-/// along the way all read as 404, so what lies outside the root is never revealed.
-fn open_status(e: &io::Error) -> u16 {
-    match e.raw_os_error() {
-        Some(libc::EACCES | libc::EPERM) => 403,
-        Some(
-            libc::ENOENT
-            | libc::ENOTDIR
-            | libc::ELOOP
-            | libc::EXDEV
-            | libc::ENAMETOOLONG
-            | libc::ENXIO
-            | libc::ENODEV,
-        ) => 404,
-        _ => {
-            tracing::warn!(error = %e, "unable to open a file beneath the root");
-            500
-        }
-    }
-}
-
-/// RFC 9110 section 13.2.2 for GET and HEAD: `If-None-Match` decides when present (weak
-/// comparison); otherwise `If-Modified-Since` against the modification second.
-fn not_modified(
-    inm: Option<&[u8]>,
-    ims: Option<&[u8]>,
-    etag: &[u8],
-    modified: Option<SystemTime>,
-) -> bool {
-    if let Some(inm) = inm {
-        return inm.split(|&b| b == b',').any(|tag| {
-            let tag = tag.trim_ascii();
-            tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag
-        });
-    }
-    let (Some(ims), Some(modified)) = (ims, modified) else {
-        return false;
-    };
-    let Some(since) = std::str::from_utf8(ims)
-        .ok()
-        .and_then(|s| httpdate::parse_http_date(s).ok())
-    else {
-        return false;
-    };
-    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    secs(modified) <= secs(since)
-}
-
-/// `Content-Type` from the file name's extension; text is declared UTF-8.
-fn content_type(out: &mut Vec<u8>, name: &[u8]) {
-    let file = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
-    let ext = match file.iter().rposition(|&b| b == b'.') {
-        Some(i) => &file[i + 1..],
-        None => &file[..0],
-    };
-    let mime = std::str::from_utf8(ext)
-        .ok()
-        .and_then(|e| mime_guess::from_ext(e).first_raw())
-        .unwrap_or("application/octet-stream");
-    out.extend_from_slice(b"Content-Type: ");
-    out.extend_from_slice(mime.as_bytes());
-    if mime.starts_with("text/") {
-        out.extend_from_slice(b"; charset=utf-8");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A short string formatted on the stack (entity tags), to keep the hot path allocation-free.
-struct StackBuf {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl StackBuf {
-    fn new() -> StackBuf {
-        StackBuf {
-            buf: [0; 64],
-            len: 0,
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl std::fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let b = s.as_bytes();
-        let end = self.len.checked_add(b.len()).ok_or(std::fmt::Error)?;
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(std::fmt::Error)?
-            .copy_from_slice(b);
-        self.len = end;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conditional_table() {
-        let t = UNIX_EPOCH + Duration::from_secs(784111777);
-        let date = b"Sun, 06 Nov 1994 08:49:37 GMT";
-        let later = b"Sun, 06 Nov 1994 08:49:38 GMT";
-        let earlier = b"Sun, 06 Nov 1994 08:49:36 GMT";
-        let tag = b"\"abc\"";
-        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, bool);
-        let cases: &[Case] = &[
-            (None, None, false),
-            (Some(b"\"abc\""), None, true),
-            (Some(b"W/\"abc\""), None, true),
-            (Some(b"\"x\", \"abc\""), None, true),
-            (Some(b"*"), None, true),
-            (Some(b"\"x\""), None, false),
-            (Some(b"abc"), None, false),
-            // If-None-Match decides when present, whatever If-Modified-Since says.
-            (Some(b"\"x\""), Some(date), false),
-            (None, Some(date), true),
-            (None, Some(later), true),
-            (None, Some(earlier), false),
-            (None, Some(b"yesterday"), false),
-        ];
-        for (inm, ims, want) in cases {
-            assert_eq!(
-                not_modified(*inm, *ims, tag, Some(t)),
-                *want,
-                "{inm:?} {ims:?}"
-            );
-        }
-        assert!(!not_modified(None, Some(date), tag, None));
-    }
-
-    #[test]
-    fn content_types() {
-        for (name, want) in [
-            (&b"index.html"[..], "text/html; charset=utf-8"),
-            (b"a/style.css", "text/css; charset=utf-8"),
-            (b"x.png", "image/png"),
-            (b"README", "application/octet-stream"),
-            (b"a.b/c", "application/octet-stream"),
-            (b"x.weird-ext", "application/octet-stream"),
-        ] {
-            let mut out = Vec::new();
-            content_type(&mut out, name);
-            assert_eq!(out, format!("Content-Type: {want}\r\n").as_bytes());
-        }
-    }
-
-    #[test]
-    fn stack_buf_refuses_overflow() {
-        use std::fmt::Write;
-        let mut b = StackBuf::new();
-        assert!(write!(b, "{}", "x".repeat(64)).is_ok());
-        assert!(write!(b, "y").is_err());
-        assert_eq!(b.as_bytes().len(), 64);
-    }
 }

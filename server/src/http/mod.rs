@@ -6,9 +6,11 @@
 //! ends. One file per concern, as in hyper's `proto/h1`: `parse` reads a request head and its
 //! framing, `path` turns a request target into a safe relative path (the one security-critical
 //! pure function), `open` opens that path beneath the docroot race-free, `site` holds the
-//! embedded demo blog, `respond` builds and sends responses, `conn` is one connection's life,
-//! `log` the access log and `clock` the per-second date cache.
+//! embedded demo blog, `answer` answers one request (file, preconditions, range), `respond`
+//! builds heads and puts bytes on the wire, `conn` is one connection's life, `log` the
+//! access log and `clock` the per-second date cache.
 
+mod answer;
 mod clock;
 mod conn;
 mod log;
@@ -46,7 +48,8 @@ pub(crate) enum Hit {
     PathRefused,
 }
 
-/// Names and meanings of the [`Hit`] counters, in order.
+/// Names and meanings of the counters the HTTP side keeps on the scoreboard, in the order of
+/// its internal `Hit` enum.
 pub static COUNTERS: [Counter; 11] = [
     Counter {
         name: "header_timeout",

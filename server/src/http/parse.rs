@@ -71,6 +71,10 @@ pub struct Head {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
     pub expect_continue: bool,
+    pub range: Option<Range<usize>>,
+    pub if_range: Option<Range<usize>>,
+    pub if_match: Option<Range<usize>>,
+    pub if_unmodified_since: Option<Range<usize>>,
     pub if_none_match: Option<Range<usize>>,
     pub if_modified_since: Option<Range<usize>>,
     pub referer: Option<Range<usize>>,
@@ -169,6 +173,10 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
         close: false,
         keep_alive: false,
         expect_continue: false,
+        range: None,
+        if_range: None,
+        if_match: None,
+        if_unmodified_since: None,
         if_none_match: None,
         if_modified_since: None,
         referer: None,
@@ -211,6 +219,14 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
             }
         } else if name.eq_ignore_ascii_case(b"if-none-match") {
             head.if_none_match.get_or_insert(at(value));
+        } else if name.eq_ignore_ascii_case(b"range") {
+            head.range.get_or_insert(at(value));
+        } else if name.eq_ignore_ascii_case(b"if-range") {
+            head.if_range.get_or_insert(at(value));
+        } else if name.eq_ignore_ascii_case(b"if-match") {
+            head.if_match.get_or_insert(at(value));
+        } else if name.eq_ignore_ascii_case(b"if-unmodified-since") {
+            head.if_unmodified_since.get_or_insert(at(value));
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
             head.if_modified_since.get_or_insert(at(value));
         } else if name.eq_ignore_ascii_case(b"referer") {
@@ -881,5 +897,71 @@ mod tests {
         assert_eq!(c.feed(b"1;aaaaaaaaaaa\r\n"), Err(ChunkedError::TooLarge));
         let mut c = Chunked::new(10, 8);
         assert_eq!(c.feed(b"0\r\nX: aaaaaaaa\r\n"), Err(ChunkedError::TooLarge));
+    }
+
+    /// A tiny deterministic generator, so the mutation test needs no extra crate and every
+    /// failure reproduces.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    #[test]
+    fn mutated_requests_never_panic_and_ranges_stay_inside() {
+        let seeds: &[&[u8]] = &[
+            b"GET /a/b?c HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\nReferer: r\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET http://h:1/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            b"\r\nGET / HTTP/1.9\r\nHost: [::1]:80\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"x\"\r\nExpect: 100-continue\r\n\r\n",
+        ];
+        let alphabet = b" \r\n:/%.,;\"\\\0\x7f\xffHTTP/1.0chunked";
+        let cfg = Config {
+            max_header_bytes: 256,
+            max_uri_bytes: 64,
+            ..Config::default()
+        };
+        let mut rng = XorShift(0x9e3779b97f4a7c15);
+        for _ in 0..50_000 {
+            let mut req = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(req.len() + 1);
+                match rng.below(4) {
+                    0 if at < req.len() => req[at] = alphabet[rng.below(alphabet.len())],
+                    1 => req.insert(at, alphabet[rng.below(alphabet.len())]),
+                    2 if at < req.len() => {
+                        req.remove(at);
+                    }
+                    _ => req.truncate(at),
+                }
+            }
+            if let Ok(Some(h)) = parse(&req, &cfg) {
+                let fields = [
+                    Some(h.line),
+                    Some(h.target),
+                    Some(h.path),
+                    h.user_agent,
+                    h.referer,
+                ];
+                for r in fields.into_iter().flatten() {
+                    assert!(r.start <= r.end && r.end <= h.len, "{req:?}");
+                }
+                assert!(h.len <= req.len());
+            }
+            let mut c = Chunked::new(1000, 100);
+            if let Ok(n) = c.feed(&req) {
+                assert!(n <= req.len());
+            }
+        }
     }
 }

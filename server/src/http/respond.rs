@@ -18,6 +18,7 @@ use socket2::SockRef;
 pub(super) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        206 => "Partial Content",
         301 => "Moved Permanently",
         304 => "Not Modified",
         400 => "Bad Request",
@@ -25,6 +26,8 @@ pub(super) fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        412 => "Precondition Failed",
+        416 => "Range Not Satisfiable",
         413 => "Content Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
@@ -98,10 +101,24 @@ pub(super) fn error(
     persist: Persist,
     head_only: bool,
 ) -> u64 {
+    error_with(out, status, server, date, persist, head_only, b"")
+}
+
+/// [`error`] with `extra` field lines (each ending in CRLF) in the head.
+pub(super) fn error_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    server: &str,
+    date: &[u8],
+    persist: Persist,
+    head_only: bool,
+    extra: &[u8],
+) -> u64 {
     start(out, status, server, date, persist);
     if status == 405 {
         field(out, b"Allow", b"GET, HEAD");
     }
+    out.extend_from_slice(extra);
     field(out, b"Content-Type", b"text/plain; charset=utf-8");
     let len = 3 + 1 + reason(status).len() + 1;
     content_length(out, len as u64);
@@ -196,21 +213,26 @@ impl Sender {
         Ok(())
     }
 
-    /// Sends `head`, then `len` bytes of `file` from its start with `sendfile`. The head is
+    /// Sends `head`, then `len` bytes of `file` from byte `from` with `sendfile`. The head is
     /// sent with `MSG_MORE` so it shares a segment with the first bytes of the file.
     pub(super) fn send_file(
         &mut self,
         sock: &TcpStream,
         head: &[u8],
         file: &File,
+        from: u64,
         len: u64,
     ) -> io::Result<()> {
         self.send_flags(sock, &mut [IoSlice::new(head)], libc::MSG_MORE)?;
         self.arm(sock)?;
         let deadline = self.deadline(len);
-        let mut offset: libc::off_t = 0;
-        while (offset as u64) < len {
-            let count = (len - offset as u64).min(SENDFILE_CHUNK as u64) as usize;
+        let end = from
+            .checked_add(len)
+            .and_then(|e| libc::off_t::try_from(e).ok())
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        let mut offset = from as libc::off_t;
+        while offset < end {
+            let count = ((end - offset) as u64).min(SENDFILE_CHUNK as u64) as usize;
             match nix::sys::sendfile::sendfile(sock, file, Some(&mut offset), count) {
                 // The file shrank under us: the promised length cannot be kept.
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -219,7 +241,7 @@ impl Sender {
                 Err(nix::errno::Errno::EAGAIN) => return Err(io::ErrorKind::TimedOut.into()),
                 Err(e) => return Err(e.into()),
             }
-            if (offset as u64) < len && Instant::now() > deadline {
+            if offset < end && Instant::now() > deadline {
                 return Err(io::ErrorKind::TimedOut.into());
             }
         }
@@ -333,7 +355,7 @@ mod tests {
             &mut [IoSlice::new(b"ab"), IoSlice::new(b""), IoSlice::new(b"cd")],
         )
         .unwrap();
-        tx.send_file(&server, b"HEAD", &tmp, content.len() as u64)
+        tx.send_file(&server, b"HEAD", &tmp, 0, content.len() as u64)
             .unwrap();
         drop(server);
         let all = reader.join().unwrap();
