@@ -589,3 +589,23 @@ fn limit_hits_are_counted_on_the_scoreboard_and_published() {
     );
     assert!(text.contains("# TYPE forkd_limit_hits_total counter"));
 }
+
+#[test]
+fn workers_die_with_a_killed_master_even_after_dropping_privileges() {
+    // The kernel clears the parent-death signal on a credential change, so a worker that set it
+    // before dropping to `nobody` would outlive its master and serve on, unsupervised.
+    let server = Server::start(&["--workers", "2"]);
+    let workers = workers_of(server.pid());
+    assert_eq!(workers.len(), 2);
+    server.proc.signal(Signal::SIGKILL);
+    eventually(
+        Duration::from_secs(5),
+        "workers gone with their master",
+        || {
+            workers
+                .iter()
+                .all(|w| matches!(util::state(*w), None | Some('Z')))
+                .then_some(())
+        },
+    );
+}

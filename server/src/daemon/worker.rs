@@ -48,16 +48,18 @@ pub(crate) fn enter(close: &[RawFd], creds: Option<&Credentials>, slot: usize) -
         unsafe { libc::close(fd) };
     }
     reset_signals().map_err(|e| fail("reset signals", e))?;
-    // If the master dies (even by SIGKILL), its workers finish what they do and leave instead
-    // of serving on, unsupervised, forever.
     let master = nix::unistd::getppid();
+    if let Some(c) = creds {
+        privdrop::drop_to(c).map_err(|e| fail(&format!("drop privileges to {:?}", c.name), e))?;
+    }
+    // If the master dies (even by SIGKILL), its children finish what they do and leave instead
+    // of serving on, unsupervised, forever. This must come after the privilege drop: the
+    // kernel clears the parent-death signal when credentials change.
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
         .map_err(|e| fail("set parent-death signal", e.into()))?;
     if nix::unistd::getppid() != master {
+        // The master died before the line above took effect.
         return Err(0);
-    }
-    if let Some(c) = creds {
-        privdrop::drop_to(c).map_err(|e| fail(&format!("drop privileges to {:?}", c.name), e))?;
     }
     Ok(())
 }
@@ -155,7 +157,27 @@ pub(crate) fn accept_loop<S: Service>(
                 std::thread::sleep(resource_pause);
                 resource_pause = (resource_pause * 2).min(Duration::from_secs(1));
             }
-            Err(e) => tracing::debug!("accept: {e}"),
+            // The listener was shut down (the master is stopping) or is gone: there is
+            // nothing left to accept, ever, and retrying would spin.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EBADF | libc::ENOTSOCK)
+                ) =>
+            {
+                tracing::debug!(
+                    "worker {}: listener closed ({e}); leaving",
+                    std::process::id()
+                );
+                return 0;
+            }
+            // ECONNABORTED concerns one client. Anything else unexpected is logged and slowed
+            // down, so that no error can turn this loop into a spin.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+            Err(e) => {
+                tracing::warn!("worker {}: accept failed: {e}", std::process::id());
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
     0
