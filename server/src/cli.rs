@@ -81,11 +81,7 @@ fn build_site(cfg: &Config) -> Result<StaticSite, String> {
     };
     let log = open_log(cfg.options.access_log.as_deref())?;
     Ok(StaticSite {
-        site: http::Site {
-            config: cfg.http.clone(),
-            docroot,
-            log,
-        },
+        site: http::Site::new(cfg.http.clone(), docroot, log),
         busy: http::busy_response(),
     })
 }

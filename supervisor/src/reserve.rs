@@ -10,6 +10,9 @@ use std::io;
 pub struct Reserve {
     held: Vec<File>,
     size: usize,
+    /// The reserve was needed since the last call that managed without it: warn once per
+    /// episode, not on every status write of a long shortage.
+    short: bool,
 }
 
 /// True for the errors a free fd slot would cure.
@@ -23,6 +26,7 @@ impl Reserve {
         let mut r = Reserve {
             held: Vec::new(),
             size,
+            short: false,
         };
         r.refill();
         if r.held.len() < size {
@@ -42,13 +46,22 @@ impl Reserve {
     ) -> io::Result<T> {
         match f() {
             Err(e) if out_of_fds(&e) && !self.held.is_empty() => {
-                tracing::warn!("out of fds to {what}: {e}; using the reserve");
+                if !self.short {
+                    tracing::warn!("out of fds to {what}: {e}; using the reserve");
+                    self.short = true;
+                }
                 self.held.clear();
                 let r = f();
                 self.refill();
                 r
             }
-            other => other,
+            other => {
+                if self.short && other.is_ok() {
+                    tracing::info!("fds available again; the reserve is no longer needed");
+                    self.short = false;
+                }
+                other
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! Tests of forkd-supervisor against real processes: forkd itself, `/bin/sh` children that
-//! exit or ignore TERM, and a small Python server that leaks an fd per request. Every test
+//! exit or ignore TERM, and children built into this test binary (a server that leaks an fd per
+//! request, one that speaks the notify protocol) so nothing but Rust is needed. Every test
 //! uses loopback ports, bounds its waits, and ends every process it caused (checked).
 
 use std::io::{Read, Write};
@@ -186,29 +187,9 @@ fn exit_code_100_is_never_restarted() {
     );
 }
 
-/// An HTTP server that keeps one `/dev/null` open per request: the seed server's fd leak.
-const LEAKY: &str = r#"
-import http.server, sys
-leak = []
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        leak.append(open('/dev/null'))
-        self.send_response(200)
-        self.send_header('Content-Length', '2')
-        self.end_headers()
-        self.wfile.write(b'ok')
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
-"#;
-
+/// The seed server's fd leak: an HTTP server that keeps one `/dev/null` open per request.
 fn leaky_on(port: u16) -> Vec<String> {
-    vec![
-        "python3".into(),
-        "-c".into(),
-        LEAKY.into(),
-        port.to_string(),
-    ]
+    test_child(&format!("leaky {port}"))
 }
 
 /// Sends requests until `stop` says so, counting those answered.
@@ -322,14 +303,15 @@ fn set_nofile(pid: i32, soft: u64) {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: prlimit reads `new` and writes `old`, both valid stack values of the right type.
+    // SAFETY: prlimit reads `new` (here none) and writes `old`, a valid stack value of the
+    // right type.
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
     assert_eq!(rc, 0, "read RLIMIT_NOFILE of {pid}");
     let new = libc::rlimit {
         rlim_cur: soft,
         rlim_max: old.rlim_max,
     };
-    // SAFETY: as above.
+    // SAFETY: `new` is a valid stack value of the right type; nothing is written.
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
     assert_eq!(rc, 0, "set RLIMIT_NOFILE of {pid}");
 }
@@ -381,8 +363,8 @@ fn a_supervisor_out_of_fds_does_not_restart_a_healthy_child() {
     assert!(line.contains("not counted against it"), "{line}");
     // Twenty probe intervals with the fd table full: the healthy child stays.
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(util::children(sup.pid()), vec![child]);
     let out = sup.output();
+    assert_eq!(util::children(sup.pid()), vec![child], "{}", out.join("\n"));
     assert!(
         !out.iter()
             .any(|l| l.contains("recycling") || l.contains("health probe failed")),
@@ -607,7 +589,7 @@ fn the_child_starts_clean() {
     // fd 7 is open without CLOEXEC in the supervisor (as an fd inherited from a careless parent
     // would be); SIGPIPE is ignored in the supervisor itself. The child must see neither.
     let script = "grep -E '^(SigIgn|SigBlk)' /proc/self/status; ls /proc/self/fd | tr '\\n' ' '; \
-                  echo; echo \"notify=$NOTIFY_SOCKET pgid=$(ps -o pgid= $$) pid=$$\"; exit 100";
+                  echo; echo \"notify=$NOTIFY_SOCKET pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$\"; exit 100";
     let sup_cmd = format!("exec 7</dev/null; exec {SUPERVISOR} \"$@\"");
     let mut sup = Proc::spawn_cmd(
         std::process::Command::new("/bin/sh")
@@ -647,7 +629,7 @@ fn the_child_starts_clean() {
 fn health_failures_before_readiness_do_not_count() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/");
-    let slow = format!("sleep 1.5; exec python3 -m http.server --bind 127.0.0.1 {port}");
+
     let sup = spawn_supervisor(
         &[
             "--health-url",
@@ -657,7 +639,7 @@ fn health_failures_before_readiness_do_not_count() {
             "--health-threshold",
             "1",
         ],
-        &["/bin/sh".into(), "-c".into(), slow],
+        &test_child(&format!("slow {port}")),
     );
     let line = sup.wait_line("ready after", Duration::from_secs(20));
     let ms: f64 = {
@@ -679,26 +661,11 @@ fn health_failures_before_readiness_do_not_count() {
     stop_cleanly(sup);
 }
 
-/// A child that speaks the notify protocol itself: READY=1, three WATCHDOG=1, then silence.
-const QUIET_WATCHDOG: &str = r#"
-import os, socket, time
-addr = os.environ['NOTIFY_SOCKET']
-if addr.startswith('@'):
-    addr = '\0' + addr[1:]
-print('WATCHDOG_USEC=' + os.environ.get('WATCHDOG_USEC', ''), flush=True)
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.sendto(b'READY=1\nSTATUS=pretending', addr)
-for _ in range(3):
-    time.sleep(0.1)
-    s.sendto(b'WATCHDOG=1', addr)
-time.sleep(100)
-"#;
-
 #[test]
 fn notify_readiness_and_a_missed_watchdog() {
     let sup = spawn_supervisor(
         &["--readiness", "notify", "--watchdog", "500ms"],
-        &["python3".into(), "-c".into(), QUIET_WATCHDOG.into()],
+        &test_child("quiet-watchdog"),
     );
     sup.wait_line("WATCHDOG_USEC=500000", Duration::from_secs(10));
     sup.wait_line("ready after", Duration::from_secs(10));
@@ -707,27 +674,6 @@ fn notify_readiness_and_a_missed_watchdog() {
     sup.wait_line("restart 1 in", Duration::from_secs(5));
     stop_cleanly(sup);
 }
-
-/// A leaky server that frees what it leaked on SIGHUP, as forkd does by replacing its workers.
-const LEAKY_HUP: &str = r#"
-import http.server, signal, sys
-leak = []
-def hup(*a):
-    print('fds freed:', len(leak), flush=True)
-    while leak:
-        leak.pop().close()
-signal.signal(signal.SIGHUP, hup)
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        leak.append(open('/dev/null'))
-        self.send_response(200)
-        self.send_header('Content-Length', '2')
-        self.end_headers()
-        self.wfile.write(b'ok')
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
-"#;
 
 #[test]
 fn recycle_by_hup_keeps_the_child() {
@@ -744,17 +690,10 @@ fn recycle_by_hup_keeps_the_child() {
             "--sample-interval",
             "100ms",
         ],
-        &[
-            "python3".into(),
-            "-c".into(),
-            LEAKY_HUP.into(),
-            port.to_string(),
-        ],
+        &test_child(&format!("leaky-hup {port}")),
     );
     sup.wait_line("ready after", Duration::from_secs(20));
     let child = child_of(&sup);
-    // The command line the supervisor logs holds the script, so the marker is what only the
-    // running script prints.
     let reloaded = || sup.output().iter().any(|l| l.contains("fds freed: "));
     load_until(port, Duration::from_secs(20), reloaded);
     let line = sup.wait_line("recycling child", Duration::from_secs(5));
@@ -762,4 +701,108 @@ fn recycle_by_hup_keeps_the_child() {
     assert_eq!(child_of(&sup), child, "a HUP recycle keeps the process");
     assert!(util::fds(child).len() < 30);
     stop_cleanly(sup);
+}
+
+/// A child process for these tests, run by re-executing this test binary, so that nothing but
+/// Rust is needed on a pristine machine. `spec` names the child and its arguments.
+fn test_child(spec: &str) -> Vec<String> {
+    let exe = std::env::current_exe().unwrap();
+    vec![
+        "/usr/bin/env".into(),
+        format!("SUPERVISOR_TEST_CHILD={spec}"),
+        exe.to_str().unwrap().into(),
+        "--exact".into(),
+        "supervisor::child_process".into(),
+        "--ignored".into(),
+        "--nocapture".into(),
+    ]
+}
+
+/// The body of every [`test_child`]; without `SUPERVISOR_TEST_CHILD` it does nothing.
+#[test]
+#[ignore = "a child process of the other tests, started by re-executing this binary"]
+fn child_process() {
+    let Ok(spec) = std::env::var("SUPERVISOR_TEST_CHILD") else {
+        return;
+    };
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    match words.as_slice() {
+        ["leaky", port] => leaky_server(port.parse().unwrap(), false),
+        ["leaky-hup", port] => leaky_server(port.parse().unwrap(), true),
+        ["slow", port] => {
+            // Readiness comes late: the port opens after a second and a half.
+            std::thread::sleep(Duration::from_millis(1500));
+            leaky_server(port.parse().unwrap(), false)
+        }
+        ["quiet-watchdog"] => quiet_watchdog(),
+        other => panic!("unknown test child {other:?}"),
+    }
+}
+
+static HUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_hup(_: libc::c_int) {
+    HUP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Answers every request with 200 and keeps a `/dev/null` open for each; with `free_on_hup`,
+/// SIGHUP closes them all, as forkd's reload replaces its leaking workers.
+fn leaky_server(port: u16, free_on_hup: bool) -> ! {
+    use nix::sys::signal::{signal, SigHandler};
+    if free_on_hup {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { signal(Signal::SIGHUP, SigHandler::Handler(on_hup)) }.unwrap();
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut leaked = Vec::new();
+    loop {
+        if HUP.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            println!("fds freed: {}", leaked.len());
+            leaked.clear();
+        }
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+                leaked.push(std::fs::File::open("/dev/null").unwrap());
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// Speaks the notify protocol itself: READY=1, three WATCHDOG=1 a tenth of a second apart,
+/// then silence, so the supervisor's watchdog must fire.
+fn quiet_watchdog() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = std::env::var("NOTIFY_SOCKET").unwrap();
+    let name = name.strip_prefix('@').expect("an abstract notify socket");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    println!(
+        "WATCHDOG_USEC={}",
+        std::env::var("WATCHDOG_USEC").unwrap_or_default()
+    );
+    let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    s.send_to_addr(b"READY=1\nSTATUS=pretending", &addr)
+        .unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(100));
+        s.send_to_addr(b"WATCHDOG=1", &addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(100));
 }

@@ -186,19 +186,41 @@ impl Docroot {
 }
 
 /// The application a child process runs on each connection it is given.
-#[derive(Debug)]
 pub struct Site {
     pub config: Config,
     pub docroot: Docroot,
     pub log: AccessLog,
+    /// Connection buffers kept between connections (see `conn::Buffers`).
+    buffers: conn::Buffers,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("config", &self.config)
+            .field("docroot", &self.docroot)
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Site {
-    /// Runs, once in the master, the lazy set-up each forked child would otherwise repeat:
-    /// httparse picks its SIMD routine on the first parse.
+    pub fn new(config: Config, docroot: Docroot, log: AccessLog) -> Site {
+        Site {
+            config,
+            docroot,
+            log,
+            buffers: conn::Buffers::default(),
+        }
+    }
+
+    /// Runs, once in the master, the set-up each forked child would otherwise repeat:
+    /// httparse picks its SIMD routine on the first parse, and the connection buffers are
+    /// allocated here so children inherit them instead of allocating and zeroing their own.
     pub fn prepare(&mut self) {
         let mut headers = [httparse::EMPTY_HEADER; 4];
         let _ = httparse::Request::new(&mut headers).parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        self.buffers = conn::Buffers::new(&self.config);
     }
 
     /// Serves one accepted connection until it ends; returns the number of requests answered.
