@@ -609,3 +609,67 @@ fn workers_die_with_a_killed_master_even_after_dropping_privileges() {
         },
     );
 }
+
+#[test]
+fn sigterm_while_workers_start_is_not_lost() {
+    // A TERM that reached a worker between fork and its own handlers used to be swallowed by
+    // the master's inherited handler; the worker then sat in accept until the drain timeout.
+    // The TERM is sent as soon as the master catches it (SigCgt), which is just before it
+    // forks its workers.
+    let catches_term = |pid: i32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))?
+            .trim()
+            .to_string();
+        let bits = u64::from_str_radix(&mask, 16).ok()?;
+        (bits & (1 << (libc::SIGTERM - 1)) != 0).then_some(())
+    };
+    // Busy threads on every core widen the window between a worker's fork and its handlers,
+    // as a loaded machine does.
+    let busy = Arc::new(AtomicBool::new(true));
+    let burners: Vec<_> = (0..3)
+        .map(|_| {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                while busy.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    for delay_ms in [0u64, 0, 0, 1, 1, 1, 2, 2, 3, 5] {
+        let mut proc = Proc::spawn(
+            util::FORKD,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "16",
+                "--shutdown-timeout",
+                "30s",
+            ],
+        );
+        let pid = proc.pid();
+        eventually(Duration::from_secs(10), "the master catching TERM", || {
+            catches_term(pid)
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // To the whole process group, as systemd's KillMode=control-group or a terminal does:
+        // workers get it directly, some of them while they are being forked.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), Signal::SIGTERM).unwrap();
+        let started = Instant::now();
+        let status = proc.wait_exit(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0), "delay {delay_ms} ms");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "TERM {delay_ms} ms after start took {:?} (the drain timeout is 30 s)",
+            started.elapsed()
+        );
+    }
+    busy.store(false, Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+}

@@ -12,12 +12,16 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// Exit code of a child whose body panicked (EX_SOFTWARE).
 pub const EXIT_PANIC: i32 = 70;
 
 /// Runs `body` in a new child process and returns the child's pid to the parent.
+///
+/// `body` starts with every signal blocked; it unblocks them once it has installed its own
+/// handlers (as `worker::enter` does).
 ///
 /// `body` is moved into this call, so whatever it owns (an accepted connection, say) is
 /// dropped in the parent when `spawn` returns: the parent cannot keep a copy by mistake.
@@ -26,10 +30,21 @@ pub fn spawn<F: FnOnce() -> i32>(body: F) -> nix::Result<Pid> {
         single_threaded(),
         "fork from a multi-threaded process: the child could inherit a held lock"
     );
+    // A signal that reached the child before it installed its own handlers would run the
+    // parent's (a stop request lost in a self-pipe nobody reads): every signal is blocked
+    // across the fork, the parent restores its mask at once, and the child's body unblocks
+    // them once its handlers are in place (`worker::enter`), so a pending one is delivered then.
+    let saved = SigSet::all().thread_swap_mask(SigmaskHow::SIG_SETMASK).ok();
     // SAFETY: this process is single-threaded (checked above in debug builds, and an
     // architecture invariant: see ARCHITECTURE.md), so the child owns a consistent copy of
     // every lock and may run ordinary code; it ends in `_exit` and never unwinds into ours.
-    match unsafe { fork() }? {
+    let forked = unsafe { fork() };
+    if !matches!(forked, Ok(ForkResult::Child)) {
+        if let Some(mask) = saved {
+            let _ = mask.thread_set_mask();
+        }
+    }
+    match forked? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             let code = catch_unwind(AssertUnwindSafe(body)).unwrap_or(EXIT_PANIC);
