@@ -26,7 +26,7 @@ use crate::watch::{Limit, Resource};
     args_conflicts_with_subcommands = true,
     subcommand_value_name = "SUBCOMMAND",
     disable_help_subcommand = true,
-    after_help = "Durations: 250ms, 2s, 1.5m, 1h (a bare number is seconds). Sizes: 4096, 512k, \
+    after_help = "Durations: 250ms, 2s, 1m30s, 1h (a bare number is seconds). Sizes: 4096, 512k, \
                   200MiB, 1G.\nExit codes: 0 stopped by TERM/INT; 100 the child failed \
                   permanently (it exited 100); 111 the restart budget is spent; 2 bad \
                   configuration; 1 the supervisor itself failed.\nSignals: TERM/INT stop the \

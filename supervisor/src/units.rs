@@ -1,32 +1,18 @@
 //! The two value syntaxes of the configuration, shared by flags and the TOML file: durations
-//! (`250ms`, `2s`, `1.5m`, `1h`; a bare number is seconds) and sizes (`512k`, `200MiB`, `1G`;
+//! (`250ms`, `2s`, `1m30s`, `1h`; a bare number is seconds; the same parser as forkd's) and sizes (`512k`, `200MiB`, `1G`;
 //! binary multiples whatever the spelling, a bare number is bytes). Pure functions, so the
 //! table tests below pin every accepted and refused spelling.
 
 use std::time::Duration;
 
-/// Parses a duration such as `100ms`, `2s`, `1.5m`, `1h` or `3` (seconds).
+/// Parses a duration the way forkd does (`100ms`, `2s`, `1h30m`, `2d`, or `3` seconds, via
+/// humantime), refusing anything over a year: such a value is a typo, not a setting.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 250ms, 2s, 1.5m, 1h)"))?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" | "sec" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
-    };
-    let secs = n * scale;
-    if !secs.is_finite() || secs > 365.0 * 86400.0 {
-        return Err(format!("{s:?} is out of range"));
+    let d = forkd::config::parse_duration(s)?;
+    if d > Duration::from_secs(365 * 86400) {
+        return Err(format!("{s:?} is out of range (at most a year)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// Parses a size in bytes such as `4096`, `512k`, `200M`, `200MiB` or `1G`.
@@ -71,14 +57,16 @@ mod tests {
             ("100ms", Some(ms(100))),
             ("2s", Some(ms(2000))),
             ("2", Some(ms(2000))),
-            ("1.5m", Some(ms(90_000))),
+            ("1m30s", Some(ms(90_000))),
             ("1h", Some(ms(3_600_000))),
-            (" 30 s ", Some(ms(30_000))),
+            (" 30s ", Some(ms(30_000))),
             ("0.5", Some(ms(500))),
             ("", None),
             ("s", None),
             ("-1s", None),
-            ("2d", None),
+            ("2d", Some(ms(172_800_000))),
+            ("400d", None),
+            ("2 fortnights", None),
             ("1e9h", None),
             ("10000000h", None),
         ];
