@@ -54,7 +54,7 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_children: Option<usize>,
 
-    /// A prefork worker is replaced after about this many requests (0: never). [default: 10000]
+    /// A prefork worker is replaced after about this many requests (0: never). [default: 100000]
     #[arg(long, value_name = "N")]
     pub max_requests_per_worker: Option<u64>,
 
@@ -316,7 +316,7 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         name: "forkd",
         mode,
         listen,
-        max_requests_per_worker: o.max_requests_per_worker.unwrap_or(10_000),
+        max_requests_per_worker: o.max_requests_per_worker.unwrap_or(100_000),
         shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
         credentials,
         pid_file: o.pid_file.clone(),
