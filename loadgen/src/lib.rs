@@ -162,33 +162,9 @@ pub struct Args {
     pub abuse_pipeline: usize,
 }
 
-/// Parses `250ms`, `10s`, `2m`, `1h` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 10s"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "us" => n / 1_000_000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {s:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// Durations are read as forkd reads them: `250ms`, `10s`, `2m`, `1h30m` (humantime) or a
+/// plain number of seconds.
+pub use forkd::config::parse_duration;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -467,28 +443,6 @@ fn procfs_gone(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let cases: &[(&str, Option<f64>)] = &[
-            ("10s", Some(10.0)),
-            ("10", Some(10.0)),
-            ("250ms", Some(0.25)),
-            ("1.5m", Some(90.0)),
-            ("1h", Some(3600.0)),
-            ("10 s", None),
-            ("s", None),
-            ("5d", None),
-            ("-1s", None),
-        ];
-        for (s, want) in cases {
-            assert_eq!(
-                parse_duration(s).ok().map(|d| d.as_secs_f64()),
-                *want,
-                "{s}"
-            );
-        }
-    }
 
     #[test]
     fn cli_parses() {
