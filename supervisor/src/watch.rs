@@ -293,12 +293,7 @@ fn slope_per_minute(
     if points.len() < 3 || span < window.as_secs_f64() * 0.8 {
         return None;
     }
-    let n = points.len() as f64;
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    (sxx > 0.0).then(|| sxy / sxx * 60.0)
+    forkd::daemon::trend::linear_fit(&points).map(|(slope, _)| slope * 60.0)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod procfs;
 pub mod reap;
 pub mod scoreboard;
 pub mod signals;
+pub mod trend;
 pub mod worker;
 
 pub use master::{run, Daemon, Mode, Service, Settings, StartError};
