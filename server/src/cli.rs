@@ -44,6 +44,7 @@ impl Service for StaticSite {
 struct Forkd {
     flags: Options,
     access_log: Option<String>,
+    log_level: Option<String>,
 }
 
 impl Daemon for Forkd {
@@ -52,6 +53,10 @@ impl Daemon for Forkd {
     fn reload(&mut self) -> Result<(Settings, StaticSite), String> {
         let cfg = config::load(&self.flags).map_err(|e| e.to_string())?;
         let site = build_site(&cfg)?;
+        if cfg.options.log_level != self.log_level {
+            // The tracing subscriber is installed once per process.
+            tracing::warn!("log-level cannot change on reload: restart to apply");
+        }
         self.access_log = cfg.options.access_log.clone();
         Ok((cfg.settings, site))
     }
@@ -104,7 +109,6 @@ fn init_tracing(filter: Option<&str>) {
 /// Runs forkd and returns its exit code.
 pub fn main() -> i32 {
     let flags = Options::parse();
-    init_tracing(flags.log_level.as_deref());
     let cfg = match config::load(&flags) {
         Ok(c) => c,
         Err(e) => {
@@ -112,6 +116,8 @@ pub fn main() -> i32 {
             return EXIT_CONFIG;
         }
     };
+    // After the file is read, so that its log-level counts too.
+    init_tracing(cfg.options.log_level.as_deref());
     let site = match build_site(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -136,6 +142,7 @@ pub fn main() -> i32 {
     let mut forkd = Forkd {
         flags,
         access_log: cfg.options.access_log.clone(),
+        log_level: cfg.options.log_level.clone(),
     };
     match daemon::run(cfg.settings, site, &mut forkd, &notifier) {
         Ok(code) => code,

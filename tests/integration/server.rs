@@ -673,3 +673,19 @@ fn sigterm_while_workers_start_is_not_lost() {
         b.join().unwrap();
     }
 }
+
+#[test]
+fn log_level_comes_from_the_file_and_a_change_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("forkd.toml");
+    std::fs::write(&conf, "[server]\nworkers = 1\nlog-level = \"debug\"\n").unwrap();
+    let server = Server::start(&["--config", conf.to_str().unwrap()]);
+    // Worker recycling is logged at debug level only.
+    server.proc.signal(Signal::SIGHUP);
+    server.proc.wait_line("DEBUG", Duration::from_secs(5));
+    std::fs::write(&conf, "[server]\nworkers = 1\nlog-level = \"warn\"\n").unwrap();
+    server.proc.signal(Signal::SIGHUP);
+    server
+        .proc
+        .wait_line("log-level cannot change on reload", Duration::from_secs(5));
+}
