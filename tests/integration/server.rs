@@ -689,3 +689,29 @@ fn log_level_comes_from_the_file_and_a_change_needs_a_restart() {
         .proc
         .wait_line("log-level cannot change on reload", Duration::from_secs(5));
 }
+
+#[test]
+fn serves_ipv4_and_ipv6_listeners_at_once() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "[::1]:0",
+    ]);
+    let line = server.proc.wait_line("ready on", Duration::from_secs(5));
+    let v6: SocketAddr = line
+        .split("http://")
+        .nth(2)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no second address in {line:?}"));
+    assert!(v6.is_ipv6(), "{line}");
+    assert_eq!(get_once(server.addr, "/"), 200);
+    assert_eq!(get_once(v6, "/"), 200);
+}
