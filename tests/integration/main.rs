@@ -3,6 +3,7 @@
 
 mod util;
 
+mod answers;
 mod http;
 mod loadgen;
 mod server;

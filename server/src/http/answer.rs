@@ -12,6 +12,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::clock::LAST_HTTP_DATE;
 use super::conn::{Env, Scratch, Sent};
 use super::parse::{Form, Head, Method};
 use super::path::{self, Refusal};
@@ -102,6 +103,13 @@ pub(super) fn answer(
         });
     };
 
+    // RFC 9110 section 8.8.2.1: a Last-Modified later than the Date is replaced by the Date;
+    // and httpdate panics on instants outside 1970..=9999 (a file dated 1969 or 10000 would
+    // kill the worker). The validator is clamped once, so the instant compared is the one sent.
+    let found = Found {
+        modified: found.modified.map(|m| clamp_modified(m, env.date)),
+        ..found
+    };
     let mut etag = StackBuf::new();
     match &found.body {
         Content::Static(_) => {
@@ -284,19 +292,26 @@ fn byte_range(v: &[u8], len: u64) -> ByteRange {
     let Some(dash) = spec.iter().position(|&b| b == b'-') else {
         return ByteRange::Whole;
     };
+    // Positions past what u64 holds are still valid syntax: they saturate, which reads as
+    // "past the end" for a first-pos and "to the end" for a last-pos or a suffix length.
     let number = |d: &[u8]| -> Option<u64> {
-        if d.is_empty() || d.len() > 19 || !d.iter().all(u8::is_ascii_digit) {
+        if d.is_empty() {
             return None;
         }
-        std::str::from_utf8(d).ok()?.parse().ok()
+        d.iter().try_fold(0u64, |n, &b| {
+            b.is_ascii_digit()
+                .then(|| n.saturating_mul(10).saturating_add(u64::from(b - b'0')))
+        })
     };
     let (first, last) = (&spec[..dash], &spec[dash + 1..]);
     if first.is_empty() {
-        // A suffix: the last `n` bytes.
+        // A suffix: the last `n` bytes. RFC 9110 section 14.1.1: a suffix is satisfiable when
+        // `n` is not zero, even for an empty representation; that whole (empty)
+        // representation is then the answer, as a 200 since no Content-Range can name it.
         return match number(last) {
             None => ByteRange::Whole,
             Some(0) => ByteRange::Unsatisfiable,
-            Some(_) if len == 0 => ByteRange::Unsatisfiable,
+            Some(_) if len == 0 => ByteRange::Whole,
             Some(n) => ByteRange::Part {
                 first: len - n.min(len),
                 last: len - 1,
@@ -338,6 +353,27 @@ fn if_range_holds(v: Option<&[u8]>, etag: &[u8], modified: Option<SystemTime>) -
         .ok()
         .and_then(|s| httpdate::parse_http_date(s).ok());
     matches!((since, modified), (Some(d), Some(m)) if secs(d) == secs(m))
+}
+
+/// A file's modification time as it may be sent: not before the epoch, and not after `date`,
+/// the response's `Date` value (which the clock keeps within 1970..=9999 itself).
+fn clamp_modified(m: SystemTime, date: &[u8]) -> SystemTime {
+    let Ok(since_epoch) = m.duration_since(UNIX_EPOCH) else {
+        return UNIX_EPOCH;
+    };
+    // Parsing the Date costs more than the rest of this function: only an mtime within two
+    // seconds of the clock (or in its future) can be later than the Date's second.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if since_epoch.as_secs().saturating_add(2) <= now {
+        return m;
+    }
+    let date = std::str::from_utf8(date)
+        .ok()
+        .and_then(|s| httpdate::parse_http_date(s).ok())
+        .unwrap_or(UNIX_EPOCH + LAST_HTTP_DATE.min(since_epoch));
+    m.min(date)
 }
 
 /// What a request found.
@@ -499,7 +535,7 @@ fn content_type(out: &mut Vec<u8>, name: &[u8]) {
     };
     let mime = std::str::from_utf8(ext)
         .ok()
-        .and_then(|e| mime_guess::from_ext(e).first_raw())
+        .and_then(|e| mime_override(e).or_else(|| mime_guess::from_ext(e).first_raw()))
         .unwrap_or("application/octet-stream");
     out.extend_from_slice(b"Content-Type: ");
     out.extend_from_slice(mime.as_bytes());
@@ -507,6 +543,26 @@ fn content_type(out: &mut Vec<u8>, name: &[u8]) {
         out.extend_from_slice(b"; charset=utf-8");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Where mime_guess's table lags the registrations browsers follow.
+fn mime_override(ext: &str) -> Option<&'static str> {
+    const TABLE: [(&str, &str); 6] = [
+        // RFC 9239: JavaScript is text/javascript, modules included.
+        ("mjs", "text/javascript"),
+        // Source maps are JSON (the source map specification), not text/plain.
+        ("map", "application/json"),
+        // RFC 8081: the font top-level type.
+        ("woff", "font/woff"),
+        ("otf", "font/otf"),
+        // RFC 9512.
+        ("yaml", "application/yaml"),
+        ("yml", "application/yaml"),
+    ];
+    TABLE
+        .iter()
+        .find(|(e, _)| e.eq_ignore_ascii_case(ext))
+        .map(|&(_, m)| m)
 }
 
 /// A short string formatted on the stack (entity tags), to keep the hot path allocation-free.
@@ -731,7 +787,19 @@ mod tests {
             ("bytes=1000-1001", 1000, Unsatisfiable),
             ("bytes=-0", 1000, Unsatisfiable),
             ("bytes=0-", 0, Unsatisfiable),
-            ("bytes=-1", 0, Unsatisfiable),
+            ("bytes=-1", 0, Whole),
+            ("bytes=-5", 0, Whole),
+            ("bytes=-0", 0, Unsatisfiable),
+            // Leading zeros and numbers past u64 are valid syntax.
+            (
+                "bytes=0000000000000000000001-0000000000000000000002",
+                1000,
+                part(1, 2),
+            ),
+            ("bytes=99999999999999999999-", 1000, Unsatisfiable),
+            ("bytes=0-99999999999999999999", 1000, part(0, 999)),
+            ("bytes=-99999999999999999999", 1000, part(0, 999)),
+            ("bytes=1-99999999999999999999999999999", 1000, part(1, 999)),
             // Several ranges, other units and invalid syntax: the whole representation.
             ("bytes=0-1,5-6", 1000, Whole),
             ("items=0-1", 1000, Whole),
@@ -742,7 +810,6 @@ mod tests {
             ("bytes=a-b", 1000, Whole),
             ("bytes=+1-2", 1000, Whole),
             ("bytes=1", 1000, Whole),
-            ("bytes=99999999999999999999-", 1000, Whole),
             ("bytes=9999999999999999999-", 1000, Unsatisfiable),
         ];
         for (v, len, want) in cases {
@@ -781,6 +848,12 @@ mod tests {
             (b"README", "application/octet-stream"),
             (b"a.b/c", "application/octet-stream"),
             (b"x.weird-ext", "application/octet-stream"),
+            (b"app.js", "text/javascript; charset=utf-8"),
+            (b"mod.mjs", "text/javascript; charset=utf-8"),
+            (b"MOD.MJS", "text/javascript; charset=utf-8"),
+            (b"app.js.map", "application/json"),
+            (b"f.woff", "font/woff"),
+            (b"f.woff2", "font/woff2"),
         ] {
             let mut out = Vec::new();
             content_type(&mut out, name);

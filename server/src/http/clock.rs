@@ -3,7 +3,10 @@
 //! is cut from the same string so no calendar arithmetic is hand-rolled here.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The latest instant httpdate can format (9999-12-31T23:59:59Z); it panics beyond.
+pub(super) const LAST_HTTP_DATE: Duration = Duration::from_secs(253_402_300_799);
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`: always 29 bytes.
 const HTTP_LEN: usize = 29;
@@ -29,11 +32,15 @@ impl Clock {
 
     /// Brings the cached strings up to the current second (a vDSO clock read, no syscall).
     pub(super) fn tick(&mut self) {
-        let now = SystemTime::now();
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // A clock set before 1970 or past 9999 (it happens: dead RTC batteries, tests of the
+        // far future) is pinned to the nearest instant httpdate can format without panicking.
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .min(LAST_HTTP_DATE.as_secs());
         if secs != self.secs {
             self.secs = secs;
-            self.set(now);
+            self.set(UNIX_EPOCH + Duration::from_secs(secs));
         }
     }
 
@@ -67,7 +74,6 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn formats_both_from_one_instant() {
@@ -75,6 +81,9 @@ mod tests {
         c.set(UNIX_EPOCH + Duration::from_secs(784111777));
         assert_eq!(c.http(), b"Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(c.clf(), b"06/Nov/1994:08:49:37 +0000");
+        c.set(UNIX_EPOCH + LAST_HTTP_DATE);
+        assert_eq!(c.http(), b"Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(c.clf(), b"31/Dec/9999:23:59:59 +0000");
     }
 
     #[test]
