@@ -245,8 +245,19 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
             path.display()
         ))
     })?;
-    let file: File = toml::from_str(&text).map_err(|e| ConfigError(toml_error(path, &text, &e)))?;
+    parse_file(path, &text)
+}
+
+/// The `[server]` section of a configuration file's text; `path` names it in errors. Public
+/// for the fuzzer: whatever the text, an `Ok` or a one-line error, never a panic.
+pub fn parse_file(path: &Path, text: &str) -> Result<Options, ConfigError> {
+    let file: File = toml::from_str(text).map_err(|e| ConfigError(toml_error(path, text, &e)))?;
     Ok(file.server)
+}
+
+/// A file's text with `flags` on top, checked as [`load`] checks it (for the fuzzer).
+pub fn from_text(path: &Path, text: &str, flags: &Options) -> Result<Config, ConfigError> {
+    resolve(flags.clone().over(parse_file(path, text)?))
 }
 
 /// One line that names the file, the line and what is wrong there (toml's own rendering spans
@@ -255,7 +266,8 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim();
     match e.span() {
         Some(span) => {
-            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
+            let line_no = before.iter().filter(|&&b| b == b'\n').count() + 1;
             let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
             format!("{}:{line_no}: {msg} (at `{line}`)", path.display())
         }

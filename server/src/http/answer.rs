@@ -16,6 +16,7 @@ use super::clock::LAST_HTTP_DATE;
 use super::conn::{Env, Scratch, Sent};
 use super::parse::{Form, Head, Method};
 use super::path::{self, Refusal};
+use super::range::{byte_range, ByteRange};
 use super::respond::{self, Persist, Sender};
 use super::{open, site, Docroot, Hit};
 
@@ -257,84 +258,6 @@ pub(super) fn answer(
                 status,
                 body: count,
             })
-        }
-    }
-}
-
-/// What a `Range` field asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ByteRange {
-    /// No usable range: answer 200 with everything.
-    Whole,
-    /// Bytes `first..=last`, both within the representation.
-    Part { first: u64, last: u64 },
-    /// 416.
-    Unsatisfiable,
-}
-
-/// One `bytes` range of a representation `len` bytes long (RFC 9110 section 14.1.2). Several
-/// ranges, other units and invalid syntax get the whole representation, as a server may
-/// answer; a syntactically valid single range that starts past the end is 416.
-fn byte_range(v: &[u8], len: u64) -> ByteRange {
-    let Some(set) = v
-        .strip_prefix(b"bytes=")
-        .or_else(|| (v.len() > 6 && v[..6].eq_ignore_ascii_case(b"bytes=")).then(|| &v[6..]))
-    else {
-        return ByteRange::Whole;
-    };
-    let mut specs = set
-        .split(|&b| b == b',')
-        .map(|s| s.trim_ascii())
-        .filter(|s| !s.is_empty());
-    let (Some(spec), None) = (specs.next(), specs.next()) else {
-        return ByteRange::Whole;
-    };
-    let Some(dash) = spec.iter().position(|&b| b == b'-') else {
-        return ByteRange::Whole;
-    };
-    // Positions past what u64 holds are still valid syntax: they saturate, which reads as
-    // "past the end" for a first-pos and "to the end" for a last-pos or a suffix length.
-    let number = |d: &[u8]| -> Option<u64> {
-        if d.is_empty() {
-            return None;
-        }
-        d.iter().try_fold(0u64, |n, &b| {
-            b.is_ascii_digit()
-                .then(|| n.saturating_mul(10).saturating_add(u64::from(b - b'0')))
-        })
-    };
-    let (first, last) = (&spec[..dash], &spec[dash + 1..]);
-    if first.is_empty() {
-        // A suffix: the last `n` bytes. RFC 9110 section 14.1.1: a suffix is satisfiable when
-        // `n` is not zero, even for an empty representation; that whole (empty)
-        // representation is then the answer, as a 200 since no Content-Range can name it.
-        return match number(last) {
-            None => ByteRange::Whole,
-            Some(0) => ByteRange::Unsatisfiable,
-            Some(_) if len == 0 => ByteRange::Whole,
-            Some(n) => ByteRange::Part {
-                first: len - n.min(len),
-                last: len - 1,
-            },
-        };
-    }
-    let Some(first) = number(first) else {
-        return ByteRange::Whole;
-    };
-    let last = if last.is_empty() {
-        u64::MAX
-    } else {
-        match number(last) {
-            Some(l) if l >= first => l,
-            _ => return ByteRange::Whole,
-        }
-    };
-    if first >= len {
-        ByteRange::Unsatisfiable
-    } else {
-        ByteRange::Part {
-            first,
-            last: last.min(len - 1),
         }
     }
 }
@@ -767,54 +690,6 @@ mod tests {
             ..none
         };
         assert_eq!(evaluate(&ims, tag, None), Verdict::Proceed);
-    }
-
-    #[test]
-    fn byte_ranges_table() {
-        use ByteRange::*;
-        let part = |first, last| Part { first, last };
-        let cases: &[(&str, u64, ByteRange)] = &[
-            ("bytes=0-99", 1000, part(0, 99)),
-            ("bytes=0-0", 1000, part(0, 0)),
-            ("bytes=500-", 1000, part(500, 999)),
-            ("bytes=0-", 1000, part(0, 999)),
-            ("bytes=900-5000", 1000, part(900, 999)),
-            ("bytes=-100", 1000, part(900, 999)),
-            ("bytes=-5000", 1000, part(0, 999)),
-            ("Bytes=1-2", 1000, part(1, 2)),
-            ("bytes= 1-2 ,", 1000, part(1, 2)),
-            ("bytes=1000-", 1000, Unsatisfiable),
-            ("bytes=1000-1001", 1000, Unsatisfiable),
-            ("bytes=-0", 1000, Unsatisfiable),
-            ("bytes=0-", 0, Unsatisfiable),
-            ("bytes=-1", 0, Whole),
-            ("bytes=-5", 0, Whole),
-            ("bytes=-0", 0, Unsatisfiable),
-            // Leading zeros and numbers past u64 are valid syntax.
-            (
-                "bytes=0000000000000000000001-0000000000000000000002",
-                1000,
-                part(1, 2),
-            ),
-            ("bytes=99999999999999999999-", 1000, Unsatisfiable),
-            ("bytes=0-99999999999999999999", 1000, part(0, 999)),
-            ("bytes=-99999999999999999999", 1000, part(0, 999)),
-            ("bytes=1-99999999999999999999999999999", 1000, part(1, 999)),
-            // Several ranges, other units and invalid syntax: the whole representation.
-            ("bytes=0-1,5-6", 1000, Whole),
-            ("items=0-1", 1000, Whole),
-            ("bytes 0-1", 1000, Whole),
-            ("bytes=", 1000, Whole),
-            ("bytes=-", 1000, Whole),
-            ("bytes=5-1", 1000, Whole),
-            ("bytes=a-b", 1000, Whole),
-            ("bytes=+1-2", 1000, Whole),
-            ("bytes=1", 1000, Whole),
-            ("bytes=9999999999999999999-", 1000, Unsatisfiable),
-        ];
-        for (v, len, want) in cases {
-            assert_eq!(byte_range(v.as_bytes(), *len), *want, "{v} of {len}");
-        }
     }
 
     #[test]

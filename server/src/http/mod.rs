@@ -17,6 +17,7 @@ mod log;
 mod open;
 pub mod parse;
 pub mod path;
+pub mod range;
 mod respond;
 mod site;
 
