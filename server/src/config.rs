@@ -82,11 +82,11 @@ pub struct Options {
     #[arg(long, value_name = "BYTES")]
     pub min_send_rate: Option<u64>,
 
-    /// Largest request head in bytes (431 beyond).
+    /// Largest request head in bytes (431 beyond). [default: 16384]
     #[arg(long, value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
 
-    /// Longest request target in bytes (414 beyond).
+    /// Longest request target in bytes (414 beyond). [default: 8192]
     #[arg(long, value_name = "BYTES")]
     pub max_uri_bytes: Option<usize>,
 

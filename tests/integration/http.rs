@@ -385,11 +385,11 @@ fn smuggling_is_refused_and_the_connection_closed() {
 #[test]
 fn every_refusal_status() {
     let s = site(&["--max-body-bytes", "1000"]);
-    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(5000));
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
     let long_line = format!("GET /{}", "a".repeat(20_000));
     let big_field = format!(
         "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
-        "a".repeat(9000)
+        "a".repeat(17_000)
     );
     let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
     let many = format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n");
@@ -453,16 +453,14 @@ fn every_refusal_status() {
         );
         assert!(header(&resp, "date").is_some(), "{what}");
     }
-    for method in [
-        "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
-    ] {
+    for method in ["POST", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT"] {
         let target = if method == "CONNECT" { "t:443" } else { "/" };
         let req = format!("{method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         let resp = s.raw(req.as_bytes());
         assert_eq!(status_of(&resp), 405, "{method}");
         assert_eq!(
             header(&resp, "allow").as_deref(),
-            Some("GET, HEAD"),
+            Some("GET, HEAD, OPTIONS"),
             "{method}"
         );
     }

@@ -6,5 +6,6 @@ mod util;
 mod answers;
 mod http;
 mod loadgen;
+mod rfc;
 mod server;
 mod supervisor;

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::clock::LAST_HTTP_DATE;
 use super::conn::{Env, Scratch, Sent};
-use super::parse::{Form, Head, Method};
+use super::parse::{self, Form, Head, Method};
 use super::path::{self, Refusal};
 use super::range::{byte_range, ByteRange};
 use super::respond::{self, Persist, Sender};
@@ -46,14 +46,20 @@ pub(super) fn answer(
         tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
         Ok(Sent { status, body })
     };
-    match head.method {
-        Method::Get | Method::Head => {}
-        Method::Other => return fail(s, tx, 405),
-        Method::Unknown => return fail(s, tx, 501),
+    match (head.method, head.form) {
+        (Method::Get | Method::Head, _) => {}
+        // RFC 9110 section 9.3.7: the methods allowed are the same for every target here
+        // (and for `*`, the server as a whole), so the answer does not look the target up:
+        // a file that does not exist still only ever allows these methods, as in lighttpd.
+        (Method::Options, Form::Asterisk | Form::Origin | Form::Absolute) => {
+            return options(env, persist, s, tx)
+        }
+        (Method::Options, Form::Authority) => return fail(s, tx, 400),
+        (Method::Other, _) => return fail(s, tx, 405),
+        (Method::Unknown, _) => return fail(s, tx, 501),
     }
     let target = match head.form {
-        Form::Origin | Form::Absolute if head.path.is_empty() => &b"/"[..],
-        Form::Origin | Form::Absolute => &req[head.path.clone()],
+        Form::Origin | Form::Absolute => head.path_or_root(req),
         Form::Asterisk | Form::Authority => return fail(s, tx, 400),
     };
     let dir = match path::resolve(target, env.cfg.serve_dotfiles, &mut s.path) {
@@ -124,11 +130,16 @@ pub(super) fn answer(
             );
         }
     }
-    let field = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &req[r]);
+    let field = |r: &Option<std::ops::Range<usize>>| r.clone().and_then(|r| req.get(r));
+    // Every line of a repeated list field counts (RFC 9110 section 5.3); gathered on the stack.
+    let (mut im, mut inm) = (
+        [&[][..]; parse::MAX_LIST_LINES],
+        [&[][..]; parse::MAX_LIST_LINES],
+    );
     let conditions = Preconditions {
-        if_match: field(&head.if_match),
+        if_match: head.if_match.values(req, &mut im),
         if_unmodified_since: field(&head.if_unmodified_since),
-        if_none_match: field(&head.if_none_match),
+        if_none_match: head.if_none_match.values(req, &mut inm),
         if_modified_since: field(&head.if_modified_since),
     };
     match evaluate(&conditions, etag.as_bytes(), found.modified) {
@@ -262,6 +273,20 @@ pub(super) fn answer(
     }
 }
 
+/// `200` to OPTIONS: `Allow` and an empty body, stated with `Content-Length: 0` (RFC 9110
+/// section 9.3.7).
+fn options(env: &Env<'_>, persist: Persist, s: &mut Scratch, tx: &mut Sender) -> io::Result<Sent> {
+    respond::start(&mut s.out, 200, &env.cfg.server, env.date, persist);
+    respond::field(&mut s.out, b"Allow", parse::ALLOW);
+    respond::content_length(&mut s.out, 0);
+    respond::end(&mut s.out);
+    tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
+    Ok(Sent {
+        status: 200,
+        body: 0,
+    })
+}
+
 /// `If-Range` (RFC 9110 section 13.1.5): an entity tag must match strongly, a date exactly;
 /// absent, the range stands.
 fn if_range_holds(v: Option<&[u8]>, etag: &[u8], modified: Option<SystemTime>) -> bool {
@@ -391,12 +416,15 @@ fn open_status(e: &io::Error) -> u16 {
     }
 }
 
-/// The preconditions a request carries (RFC 9110 section 13.1), as received.
+/// The preconditions a request carries (RFC 9110 section 13.1), as received. `If-Match` and
+/// `If-None-Match` hold every line sent (empty: the field is absent); their lines together
+/// form one list (RFC 9110 section 5.3). A date field is the first line only: it is a single
+/// value, and a list of dates is not a date.
 #[derive(Debug, Default, Clone, Copy)]
 struct Preconditions<'a> {
-    if_match: Option<&'a [u8]>,
+    if_match: &'a [&'a [u8]],
     if_unmodified_since: Option<&'a [u8]>,
-    if_none_match: Option<&'a [u8]>,
+    if_none_match: &'a [&'a [u8]],
     if_modified_since: Option<&'a [u8]>,
 }
 
@@ -420,9 +448,9 @@ fn evaluate(p: &Preconditions<'_>, etag: &[u8], modified: Option<SystemTime>) ->
             .and_then(|s| httpdate::parse_http_date(s).ok())
     };
     let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    if let Some(im) = p.if_match {
+    if !p.if_match.is_empty() {
         // Strong comparison: a weak tag never matches.
-        if !tags(im).any(|t| t == b"*" || t == etag) {
+        if !tags(p.if_match).any(|t| t == b"*" || t == etag) {
             return Verdict::Failed;
         }
     } else if let (Some(since), Some(m)) = (p.if_unmodified_since.and_then(date), modified) {
@@ -430,8 +458,8 @@ fn evaluate(p: &Preconditions<'_>, etag: &[u8], modified: Option<SystemTime>) ->
             return Verdict::Failed;
         }
     }
-    if let Some(inm) = p.if_none_match {
-        if tags(inm).any(|t| t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == etag) {
+    if !p.if_none_match.is_empty() {
+        if tags(p.if_none_match).any(|t| t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == etag) {
             return Verdict::NotModified;
         }
     } else if let (Some(since), Some(m)) = (p.if_modified_since.and_then(date), modified) {
@@ -442,11 +470,38 @@ fn evaluate(p: &Preconditions<'_>, etag: &[u8], modified: Option<SystemTime>) ->
     Verdict::Proceed
 }
 
-/// The entity tags of an `If-Match` or `If-None-Match` list.
-fn tags(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',')
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
+/// The entity tags of an `If-Match` or `If-None-Match` field, over all of its lines (one
+/// list, RFC 9110 section 5.3), in order.
+fn tags<'a>(lines: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    lines.iter().flat_map(|line| Tags(line))
+}
+
+/// The elements of one list line. An entity tag may hold a comma (`etagc`, RFC 9110 section
+/// 8.8.3), so a comma splits only outside quotes: `"a,b"` is one tag, not two fragments.
+struct Tags<'a>(&'a [u8]);
+
+impl<'a> Iterator for Tags<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self
+            .0
+            .iter()
+            .position(|&b| !matches!(b, b' ' | b'\t' | b','))?;
+        let rest = self.0.get(start..)?;
+        let mut quoted = false;
+        let end = rest
+            .iter()
+            .position(|&b| {
+                quoted ^= b == b'"';
+                b == b',' && !quoted
+            })
+            .unwrap_or(rest.len());
+        let (element, tail) = rest.split_at_checked(end)?;
+        self.0 = tail;
+        // Starts with a byte that is not whitespace, so it is never empty once trimmed.
+        Some(element.trim_ascii_end())
+    }
 }
 
 /// `Content-Type` from the file name's extension; text is declared UTF-8.
@@ -537,42 +592,42 @@ mod tests {
             (none, Verdict::Proceed),
             (
                 Preconditions {
-                    if_none_match: Some(b"\"abc\""),
+                    if_none_match: &[&b"\"abc\""[..]],
                     ..none
                 },
                 Verdict::NotModified,
             ),
             (
                 Preconditions {
-                    if_none_match: Some(b"W/\"abc\""),
+                    if_none_match: &[&b"W/\"abc\""[..]],
                     ..none
                 },
                 Verdict::NotModified,
             ),
             (
                 Preconditions {
-                    if_none_match: Some(b"\"x\", \"abc\""),
+                    if_none_match: &[&b"\"x\", \"abc\""[..]],
                     ..none
                 },
                 Verdict::NotModified,
             ),
             (
                 Preconditions {
-                    if_none_match: Some(b"*"),
+                    if_none_match: &[&b"*"[..]],
                     ..none
                 },
                 Verdict::NotModified,
             ),
             (
                 Preconditions {
-                    if_none_match: Some(b"\"x\""),
+                    if_none_match: &[&b"\"x\""[..]],
                     ..none
                 },
                 Verdict::Proceed,
             ),
             (
                 Preconditions {
-                    if_none_match: Some(b"abc"),
+                    if_none_match: &[&b"abc"[..]],
                     ..none
                 },
                 Verdict::Proceed,
@@ -580,7 +635,7 @@ mod tests {
             // If-None-Match decides when present, whatever If-Modified-Since says.
             (
                 Preconditions {
-                    if_none_match: Some(b"\"x\""),
+                    if_none_match: &[&b"\"x\""[..]],
                     if_modified_since: Some(date),
                     ..none
                 },
@@ -617,43 +672,43 @@ mod tests {
             // If-Match compares strongly; it fails the request before If-None-Match is looked at.
             (
                 Preconditions {
-                    if_match: Some(b"\"abc\""),
+                    if_match: &[&b"\"abc\""[..]],
                     ..none
                 },
                 Verdict::Proceed,
             ),
             (
                 Preconditions {
-                    if_match: Some(b"*"),
+                    if_match: &[&b"*"[..]],
                     ..none
                 },
                 Verdict::Proceed,
             ),
             (
                 Preconditions {
-                    if_match: Some(b"W/\"abc\""),
+                    if_match: &[&b"W/\"abc\""[..]],
                     ..none
                 },
                 Verdict::Failed,
             ),
             (
                 Preconditions {
-                    if_match: Some(b"\"x\""),
+                    if_match: &[&b"\"x\""[..]],
                     ..none
                 },
                 Verdict::Failed,
             ),
             (
                 Preconditions {
-                    if_match: Some(b"\"x\""),
-                    if_none_match: Some(b"*"),
+                    if_match: &[&b"\"x\""[..]],
+                    if_none_match: &[&b"*"[..]],
                     ..none
                 },
                 Verdict::Failed,
             ),
             (
                 Preconditions {
-                    if_match: Some(b"\"abc\""),
+                    if_match: &[&b"\"abc\""[..]],
                     if_unmodified_since: Some(earlier),
                     ..none
                 },
@@ -684,12 +739,113 @@ mod tests {
         for (p, want) in cases {
             assert_eq!(evaluate(p, tag, Some(t)), *want, "{p:?}");
         }
+        // Repeated lines form one list (RFC 9110 section 5.3): a match on any line counts,
+        // and a later line is never ignored.
+        let lines: &[(Preconditions, Verdict)] = &[
+            (
+                Preconditions {
+                    if_none_match: &[b"\"x\"", b"\"abc\""],
+                    ..none
+                },
+                Verdict::NotModified,
+            ),
+            (
+                Preconditions {
+                    if_none_match: &[b"\"x\"", b"\"y\", W/\"abc\""],
+                    ..none
+                },
+                Verdict::NotModified,
+            ),
+            (
+                Preconditions {
+                    if_none_match: &[b"\"x\"", b"\"y\""],
+                    if_modified_since: Some(date),
+                    ..none
+                },
+                Verdict::Proceed,
+            ),
+            (
+                Preconditions {
+                    if_match: &[b"\"x\"", b"\"abc\""],
+                    ..none
+                },
+                Verdict::Proceed,
+            ),
+            (
+                Preconditions {
+                    if_match: &[b"\"x\"", b"*"],
+                    ..none
+                },
+                Verdict::Proceed,
+            ),
+            (
+                Preconditions {
+                    if_match: &[b"\"x\"", b"W/\"abc\""],
+                    ..none
+                },
+                Verdict::Failed,
+            ),
+            (
+                Preconditions {
+                    if_match: &[b"\"abc\"", b"\"x\""],
+                    if_none_match: &[b"\"x\"", b"\"abc\""],
+                    ..none
+                },
+                Verdict::NotModified,
+            ),
+            // A present but empty line names no tag: If-Match fails, If-None-Match holds.
+            (
+                Preconditions {
+                    if_match: &[b""],
+                    ..none
+                },
+                Verdict::Failed,
+            ),
+            (
+                Preconditions {
+                    if_none_match: &[b""],
+                    if_modified_since: Some(date),
+                    ..none
+                },
+                Verdict::Proceed,
+            ),
+        ];
+        for (p, want) in lines {
+            assert_eq!(evaluate(p, tag, Some(t)), *want, "{p:?}");
+        }
         let ims = Preconditions {
             if_modified_since: Some(date),
             if_unmodified_since: Some(earlier),
             ..none
         };
         assert_eq!(evaluate(&ims, tag, None), Verdict::Proceed);
+    }
+
+    #[test]
+    fn tags_table() {
+        type Lines<'a> = &'a [&'a [u8]];
+        let cases: &[(Lines, Lines)] = &[
+            (&[], &[]),
+            (&[b""], &[]),
+            (&[b" , ,"], &[]),
+            (&[b"\"a\""], &[b"\"a\""]),
+            (&[b"\"a\",W/\"b\" ,\t*"], &[b"\"a\"", b"W/\"b\"", b"*"]),
+            (&[b"\"a\"", b" \"b\" "], &[b"\"a\"", b"\"b\""]),
+            // A comma inside quotes belongs to the tag (`etagc` includes it).
+            (&[b"\"a,b\", \"c\""], &[b"\"a,b\"", b"\"c\""]),
+            (&[b"W/\"a, b\""], &[b"W/\"a, b\""]),
+            // Garbage stays one element per comma, never matching a real tag.
+            (&[b"abc, \"d"], &[b"abc", b"\"d"]),
+        ];
+        for (lines, want) in cases {
+            assert_eq!(tags(lines).collect::<Vec<_>>(), *want, "{lines:?}");
+        }
+        // Our tag never matches a fragment of a longer tag that holds it after a comma.
+        let p = Preconditions {
+            if_none_match: &[b"\"x,\"abc\"\""],
+            ..Preconditions::default()
+        };
+        assert_eq!(evaluate(&p, b"\"abc\"", None), Verdict::Proceed);
     }
 
     #[test]

@@ -157,8 +157,11 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(10),
             min_send_rate: 16 * 1024,
-            max_header_bytes: 8 * 1024,
-            max_uri_bytes: 4 * 1024,
+            // RFC 9112 section 3: request lines of at least 8000 octets should be supported;
+            // a target of 8 KiB is such a line, and 16 KiB of head holds it and ordinary
+            // fields (conn's buffers are sized from this).
+            max_header_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
             max_body_bytes: 1024 * 1024,
             max_requests_per_connection: 1000,
             server: "forkd".to_string(),

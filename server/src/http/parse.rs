@@ -18,10 +18,21 @@ pub const MAX_FIELDS: usize = 64;
 /// Bytes a request line may hold besides its target (method, spaces, version, CRLF).
 const LINE_SLACK: usize = 64;
 
+/// The most field lines of one list-valued precondition field (`If-Match`, `If-None-Match`)
+/// kept; more is answered 431. Clients send one; a few can come from intermediaries that add
+/// their own. The bound keeps [`FieldLines`] a fixed array, so parsing never allocates.
+pub const MAX_LIST_LINES: usize = 8;
+
+/// The methods this server implements, as an `Allow` value (RFC 9110 section 10.2.1): the
+/// answer to OPTIONS and the field every 405 carries.
+pub const ALLOW: &[u8] = b"GET, HEAD, OPTIONS";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
     Head,
+    /// Answered with `Allow` and no content, whether or not the target exists.
+    Options,
     /// A registered method this server does not allow on files (405 with `Allow`).
     Other,
     /// A method this server does not recognize (501).
@@ -35,7 +46,7 @@ pub enum Form {
     Origin,
     /// `http://host/path?query`: a server must accept it and ignore `Host`.
     Absolute,
-    /// `*` (OPTIONS only).
+    /// `*`: only with OPTIONS (RFC 9112 section 3.2.4); any other method with it is 400.
     Asterisk,
     /// `host:port` (CONNECT only), or anything else that is not a path.
     Authority,
@@ -62,7 +73,10 @@ pub struct Head {
     /// The request target as sent.
     pub target: Range<usize>,
     pub form: Form,
-    /// For origin and absolute forms: the path and query (empty for `http://host`).
+    /// For origin and absolute forms: the path and query. For an absolute form whose path is
+    /// empty it is empty (`http://host`) or only the query (`http://host?q`, starting with
+    /// `?`); either stands for the path `/` (RFC 9112 section 3.2.2, RFC 3986 section 6.2.3).
+    /// See [`Head::path_or_root`].
     pub path: Range<usize>,
     pub body: Body,
     /// `Connection: close` was sent.
@@ -73,12 +87,67 @@ pub struct Head {
     pub expect_continue: bool,
     pub range: Option<Range<usize>>,
     pub if_range: Option<Range<usize>>,
-    pub if_match: Option<Range<usize>>,
+    /// Every `If-Match` line, in order: they form one list (RFC 9110 section 5.3).
+    pub if_match: FieldLines,
     pub if_unmodified_since: Option<Range<usize>>,
-    pub if_none_match: Option<Range<usize>>,
+    /// Every `If-None-Match` line, in order.
+    pub if_none_match: FieldLines,
     pub if_modified_since: Option<Range<usize>>,
     pub referer: Option<Range<usize>>,
     pub user_agent: Option<Range<usize>>,
+}
+
+impl Head {
+    /// The path and query to resolve, from `buf` (the buffer given to [`parse`]): `/` when
+    /// an absolute form had an empty path. The query is not kept in that case: resolution
+    /// ignores it, and `/` is never redirected, so nothing downstream would read it.
+    pub fn path_or_root<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        match buf.get(self.path.clone()) {
+            Some(p @ [b'/', ..]) => p,
+            _ => b"/",
+        }
+    }
+}
+
+/// The lines of one field that may repeat and whose values combine into one comma-separated
+/// list (RFC 9110 section 5.3), as ranges into the buffer given to [`parse`]. A fixed array of
+/// [`MAX_LIST_LINES`], so a head stays free of heap allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldLines {
+    lines: [Range<usize>; MAX_LIST_LINES],
+    count: usize,
+}
+
+impl FieldLines {
+    /// No line of the field was sent.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds one line; more than [`MAX_LIST_LINES`] is 431.
+    fn push(&mut self, at: Range<usize>) -> Result<(), Error> {
+        let slot = self
+            .lines
+            .get_mut(self.count)
+            .ok_or(Error::FieldsTooLarge)?;
+        *slot = at;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The values of the lines, in order, gathered from `buf` into `out` without allocating.
+    pub fn values<'b, 'o>(
+        &self,
+        buf: &'b [u8],
+        out: &'o mut [&'b [u8]; MAX_LIST_LINES],
+    ) -> &'o [&'b [u8]] {
+        let mut n = 0;
+        for (slot, at) in out.iter_mut().zip(self.lines.iter().take(self.count)) {
+            *slot = buf.get(at.clone()).unwrap_or_default();
+            n += 1;
+        }
+        out.get(..n).unwrap_or_default()
+    }
 }
 
 /// Why a head is refused. Every refusal ends the connection after the answer: once a head is
@@ -121,7 +190,9 @@ pub fn parse(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
             // This allocates, but only for such rare requests.
             Some(at) => {
                 let mut copy = buf.to_vec();
-                copy[at] = b'1';
+                if let Some(digit) = copy.get_mut(at) {
+                    *digit = b'1';
+                }
                 parse_as_is(&copy, cfg)
             }
             None => Err(version_error(buf)),
@@ -155,7 +226,9 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
     };
     let method_at = at(method.as_bytes());
     let target_at = at(target.as_bytes());
-    let line_end = buf[target_at.end..]
+    let line_end = buf
+        .get(target_at.end..)
+        .unwrap_or_default()
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .map_or(buf.len(), |i| target_at.end + i);
@@ -175,16 +248,18 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
         expect_continue: false,
         range: None,
         if_range: None,
-        if_match: None,
+        if_match: FieldLines::default(),
         if_unmodified_since: None,
-        if_none_match: None,
+        if_none_match: FieldLines::default(),
         if_modified_since: None,
         referer: None,
         user_agent: None,
     };
 
     let mut hosts = 0;
-    let mut length: Option<u64> = None;
+    // The first Content-Length, or why its value is refused (kept, not returned at once, so a
+    // Transfer-Encoding beside it is still reported as the smuggling attempt it is).
+    let mut length: Option<Result<u64, Error>> = None;
     let mut codings = Codings::default();
     let mut expect_other = false;
     for f in req.headers.iter() {
@@ -200,7 +275,7 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
             if length.is_some() {
                 return Err(Error::BadRequest);
             }
-            length = Some(content_length(value).ok_or(Error::BadRequest)?);
+            length = Some(content_length(value));
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings.add(value);
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -218,13 +293,13 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
                 expect_other = true;
             }
         } else if name.eq_ignore_ascii_case(b"if-none-match") {
-            head.if_none_match.get_or_insert(at(value));
+            head.if_none_match.push(at(value))?;
         } else if name.eq_ignore_ascii_case(b"range") {
             head.range.get_or_insert(at(value));
         } else if name.eq_ignore_ascii_case(b"if-range") {
             head.if_range.get_or_insert(at(value));
         } else if name.eq_ignore_ascii_case(b"if-match") {
-            head.if_match.get_or_insert(at(value));
+            head.if_match.push(at(value))?;
         } else if name.eq_ignore_ascii_case(b"if-unmodified-since") {
             head.if_unmodified_since.get_or_insert(at(value));
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
@@ -240,6 +315,10 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
     if hosts > 1 || (minor >= 1 && hosts == 0) {
         return Err(Error::BadRequest);
     }
+    // RFC 9112 section 3.2.4: the asterisk form is only for a server-wide OPTIONS.
+    if head.form == Form::Asterisk && head.method != Method::Options {
+        return Err(Error::BadRequest);
+    }
     head.body = if codings.present {
         // RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing; with a
         // Content-Length it is the classic smuggling vector. Both are refused.
@@ -248,7 +327,7 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
         }
         codings.framing()?
     } else {
-        match length {
+        match length.transpose()? {
             Some(n) if n > cfg.max_body_bytes => return Err(Error::BodyTooLarge),
             Some(0) | None => Body::None,
             Some(n) => Body::Length(n),
@@ -261,14 +340,17 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
     Ok(Some(head))
 }
 
-/// Decides between waiting for more bytes and refusing a head that has grown too large.
+/// Decides between waiting for more bytes and refusing a head that has grown too large. A
+/// request line still arriving may grow to the longest target plus [`LINE_SLACK`] (with the
+/// defaults, 8,256 octets: more than the 8,000 RFC 9112 section 3 asks for) before it is 414.
 fn incomplete(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
-    let start = buf
+    let line = buf
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    let line_done = buf[start..].contains(&b'\n');
-    if !line_done && buf.len() - start > cfg.max_uri_bytes + LINE_SLACK {
+        .and_then(|start| buf.get(start..))
+        .unwrap_or_default();
+    let line_done = line.contains(&b'\n');
+    if !line_done && line.len() > cfg.max_uri_bytes.saturating_add(LINE_SLACK) {
         return Err(Error::UriTooLong);
     }
     if buf.len() >= cfg.max_header_bytes {
@@ -284,12 +366,13 @@ fn incomplete(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
 /// The request line's version token (whatever follows its last space), if the line has one.
 fn version_token(buf: &[u8]) -> Option<(usize, &[u8])> {
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let end = buf[start..]
+    let rest = buf.get(start..)?;
+    let line = rest
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
-        .map_or(buf.len(), |i| start + i);
-    let sp = buf[start..end].iter().rposition(|&b| b == b' ')? + start;
-    Some((sp + 1, &buf[sp + 1..end]))
+        .map_or(rest, |end| rest.get(..end).unwrap_or_default());
+    let sp = line.iter().rposition(|&b| b == b' ')?;
+    Some((start + sp + 1, line.get(sp + 1..)?))
 }
 
 /// Where the minor digit of an `HTTP/1.<2-9>` version sits, if that is what was sent.
@@ -319,7 +402,8 @@ fn method_kind(m: &str) -> Method {
     match m {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
-        "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => Method::Other,
+        "OPTIONS" => Method::Options,
+        "POST" | "PUT" | "DELETE" | "CONNECT" | "TRACE" | "PATCH" => Method::Other,
         _ => Method::Unknown,
     }
 }
@@ -334,68 +418,156 @@ fn target_form(t: &[u8], base: usize) -> (Form, Range<usize>) {
         return (Form::Asterisk, whole);
     }
     for scheme in [&b"http://"[..], b"https://"] {
-        if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            let rest = &t[scheme.len()..];
-            let host_len = rest
-                .iter()
-                .position(|&b| b == b'/' || b == b'?')
-                .unwrap_or(rest.len());
-            let authority = &rest[..host_len];
-            if authority.is_empty() || authority.contains(&b'@') || !valid_host(authority) {
-                // userinfo is deprecated and a known phishing trick; an empty host is invalid.
-                return (Form::Authority, whole);
-            }
-            let path_start = base + scheme.len() + host_len;
-            return (Form::Absolute, path_start..whole.end);
+        let Some((given, rest)) = t.split_at_checked(scheme.len()) else {
+            continue;
+        };
+        if !given.eq_ignore_ascii_case(scheme) {
+            continue;
         }
+        // The authority ends at the path or, when the path is empty, at the query.
+        let host_len = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let authority = rest.get(..host_len).unwrap_or_default();
+        if authority.contains(&b'@') || !valid_host(authority) {
+            // userinfo is deprecated and a known phishing trick; a bad or empty host is
+            // invalid: the same rules as `Host` (RFC 9110 section 4.2.1).
+            return (Form::Authority, whole);
+        }
+        let path_start = base + scheme.len() + host_len;
+        return (Form::Absolute, path_start..whole.end);
     }
     (Form::Authority, whole)
 }
 
-/// `Host = uri-host [ ":" port ]` (RFC 9110 section 7.2); empty is allowed.
+/// `Host = uri-host [ ":" port ]` (RFC 9110 section 7.2), also used for the authority of an
+/// absolute-form target. The host must not be empty: an `http` URI with an empty host is
+/// invalid and must be rejected (RFC 9110 section 4.2.1), and so is a `Host` that would make
+/// one (RFC 9112 section 3.2). An IP-literal must hold a valid IPv6 address or an IPvFuture
+/// (RFC 3986 section 3.2.2). The port is `*DIGIT` (RFC 3986 section 3.2.3) and at most 65535;
+/// an empty port (`a:`) is accepted, because the grammar allows it and RFC 3986 section 6.2.3
+/// makes it equivalent to no port at all, so refusing it would refuse a valid URI.
 fn valid_host(v: &[u8]) -> bool {
-    let (host, port) = if v.first() == Some(&b'[') {
-        let Some(close) = v.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        let inside = &v[1..close];
-        if inside.is_empty()
-            || !inside
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b":._~-!$&'()*+,;=".contains(&b))
-        {
-            return false;
+    let (host_ok, port) = match v {
+        [b'[', rest @ ..] => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let Some((inside, after)) = rest.split_at_checked(close) else {
+                return false;
+            };
+            let port = match after {
+                [b']'] => &[][..],
+                [b']', b':', port @ ..] => port,
+                _ => return false,
+            };
+            (ip_literal(inside), port)
         }
-        match &v[close + 1..] {
-            [] => (&v[..0], &v[..0]),
-            [b':', port @ ..] => (&v[..0], port),
-            _ => return false,
-        }
-    } else {
-        match v.iter().position(|&b| b == b':') {
-            Some(i) => (&v[..i], &v[i + 1..]),
-            None => (v, &v[..0]),
-        }
+        _ => match v.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let (host, colon_port) = v.split_at_checked(i).unwrap_or_default();
+                (reg_name(host), colon_port.get(1..).unwrap_or_default())
+            }
+            None => (reg_name(v), &[][..]),
+        },
     };
-    let reg_name_ok = host.iter().enumerate().all(|(i, &b)| {
-        b.is_ascii_alphanumeric()
-            || b"-._~!$&'()*+,;=".contains(&b)
-            || (b == b'%'
-                && host.len() > i + 2
-                && host[i + 1].is_ascii_hexdigit()
-                && host[i + 2].is_ascii_hexdigit())
-            || (i >= 1 && host[i - 1] == b'%')
-            || (i >= 2 && host[i - 2] == b'%')
-    });
-    reg_name_ok && port.iter().all(u8::is_ascii_digit)
+    host_ok && valid_port(port)
 }
 
-/// `Content-Length = 1*DIGIT`: no sign, no list, no spaces inside, no overflow.
-fn content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
+/// The inside of `[...]`: `IPv6address / IPvFuture` (RFC 3986 section 3.2.2). std's parser
+/// takes exactly the RFC 4291 text forms RFC 3986 spells out (no zone, no brackets) and does
+/// not allocate.
+fn ip_literal(v: &[u8]) -> bool {
+    match v {
+        // IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+        [b'v' | b'V', rest @ ..] => {
+            let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+                return false;
+            };
+            let (version, tail) = rest.split_at_checked(dot).unwrap_or_default();
+            let tail = tail.get(1..).unwrap_or_default();
+            !version.is_empty()
+                && version.iter().all(u8::is_ascii_hexdigit)
+                && !tail.is_empty()
+                && tail
+                    .iter()
+                    .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':')
+        }
+        _ => std::str::from_utf8(v).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok()),
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )` (RFC 3986 section 3.2.2), not
+/// empty (RFC 9110 section 4.2.1). IPv4 addresses are reg-names syntactically.
+fn reg_name(mut v: &[u8]) -> bool {
+    if v.is_empty() {
+        return false;
+    }
+    loop {
+        v = match v {
+            [] => return true,
+            [b'%', h, l, rest @ ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => rest,
+            [b, rest @ ..] if is_unreserved(*b) || is_sub_delim(*b) => rest,
+            _ => return false,
+        };
+    }
+}
+
+/// `port = *DIGIT`, at most 65535; leading zeros are allowed by the grammar.
+fn valid_port(p: &[u8]) -> bool {
+    let mut n: u32 = 0;
+    for &b in p {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+        n = n * 10 + u32::from(b - b'0');
+        if n > u32::from(u16::MAX) {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 section 8.6): no sign, no list, no spaces inside.
+/// Leading zeros are digits like any other (`0005` is 5, twenty zeros are 0). A value of only
+/// digits that does not fit 64 bits is a valid length, just too large to accept: 413, not 400.
+fn content_length(v: &[u8]) -> Result<u64, Error> {
+    if v.is_empty() {
+        return Err(Error::BadRequest);
+    }
+    let mut n: u64 = 0;
+    let mut huge = false;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return Err(Error::BadRequest);
+        }
+        // Keep checking the remaining bytes after an overflow: a later non-digit makes the
+        // value malformed, which wins over its size.
+        match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+        {
+            Some(next) => n = next,
+            None => huge = true,
+        }
+    }
+    if huge {
+        Err(Error::BodyTooLarge)
+    } else {
+        Ok(n)
+    }
 }
 
 /// The transfer codings of every `Transfer-Encoding` line, in order.
@@ -460,38 +632,78 @@ pub enum ChunkedError {
     TooLarge,
 }
 
+/// Where [`Chunked`] is in the grammar of RFC 9112 section 7.1:
+///
+/// ```text
+/// chunk          = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+/// chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+/// chunk-ext-val  = token / quoted-string
+/// trailer-line   = field-name ":" OWS field-value OWS
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Hex digits of a chunk size; `bool`: at least one seen.
     Size(bool),
-    /// Whitespace after the size, before `;` or CR.
-    SizeSpace,
-    /// A chunk extension, up to CR.
-    Extension,
+    /// Whitespace (BWS) that must be followed by `;`: after the size or an extension value.
+    ExtSemicolon,
+    /// After `;`: whitespace, then the first byte of an extension name.
+    ExtNameStart,
+    /// Inside an extension name (a token).
+    ExtName,
+    /// Whitespace after a name: `=` or `;` must follow.
+    ExtNameEnd,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ExtValueStart,
+    ExtToken,
+    ExtQuoted,
+    /// After a backslash in a quoted string.
+    ExtEscape,
+    /// Right after a quoted string's closing quote.
+    ExtQuotedEnd,
     SizeLf,
     Data,
     DataCr,
     DataLf,
     /// Start of a trailer line (or of the final blank line).
     TrailerStart,
-    Trailer,
+    /// Inside a trailer field name (a token).
+    TrailerName,
+    /// After the colon: the field value, up to CR.
+    TrailerValue,
     TrailerLf,
     FinalLf,
     Done,
 }
 
+/// `tchar` (RFC 9110 section 5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `qdtext` (RFC 9110 section 5.6.4): a quoted string's byte other than `"` and `\`.
+fn is_qdtext(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff)
+}
+
+/// A byte a field value may hold (`field-vchar`, SP, HTAB; RFC 9110 section 5.5).
+fn is_field_byte(b: u8) -> bool {
+    matches!(b, b'\t' | b' '..=b'~' | 0x80..=0xff)
+}
+
 /// Walks a chunked body (RFC 9112 section 7.1) without keeping it, strictly: CRLF line
-/// endings only, at most 16 hex digits, chunk extensions and trailers bounded in size.
+/// endings only, the extension and trailer grammar exactly, at most 16 significant hex digits
+/// of size, and extensions, trailers and leading zeros bounded in size.
 #[derive(Debug)]
 pub struct Chunked {
     state: State,
     /// The size being read, then the bytes of the chunk still to come.
     left: u64,
+    /// Significant digits of the size so far (leading zeros do not count).
     digits: u8,
     /// Data bytes so far, bounded by `max_body`.
     total: u64,
     max_body: u64,
-    /// Bytes of extensions and trailers so far, bounded by `max_meta`.
+    /// Bytes of extensions, trailers and leading zeros so far, bounded by `max_meta`.
     meta: usize,
     max_meta: usize,
 }
@@ -513,14 +725,29 @@ impl Chunked {
         self.state == State::Done
     }
 
+    /// Counts one byte of metadata against its bound.
+    fn meta_byte(&mut self) -> Result<(), ChunkedError> {
+        self.meta += 1;
+        if self.meta > self.max_meta {
+            Err(ChunkedError::TooLarge)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Consumes body bytes from the front of `buf` and returns how many belonged to the body;
     /// once [`Chunked::is_done`], what follows is the next request.
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkedError> {
         use ChunkedError::*;
         let mut i = 0;
-        while i < buf.len() && self.state != State::Done {
+        while self.state != State::Done {
+            let Some(rest) = buf.get(i..).filter(|r| !r.is_empty()) else {
+                break;
+            };
             if self.state == State::Data {
-                let take = (buf.len() - i).min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                let take = rest
+                    .len()
+                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
                 i += take;
                 self.left -= take as u64;
                 if self.left == 0 {
@@ -528,40 +755,50 @@ impl Chunked {
                 }
                 continue;
             }
-            let b = buf[i];
+            let Some(&b) = rest.first() else {
+                break;
+            };
             i += 1;
+            let ws = b == b' ' || b == b'\t';
             self.state = match self.state {
                 State::Size(seen) => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        self.digits += 1;
-                        if self.digits > 16 {
-                            return Err(TooLarge);
+                        let d = u64::from(if b <= b'9' {
+                            b - b'0'
+                        } else {
+                            (b | 0x20) - b'a' + 10
+                        });
+                        if self.left == 0 && d == 0 {
+                            // A leading zero: no value, but bytes a client could send forever.
+                            self.meta_byte()?;
+                        } else {
+                            // Past 16 significant digits the size cannot be a 64-bit number:
+                            // a malformed (or hostile) length, not merely a large one.
+                            self.digits += 1;
+                            if self.digits > 16 {
+                                return Err(Malformed);
+                            }
+                            self.left = (self.left << 4) | d;
                         }
-                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                        self.left = (self.left << 4) | d;
                         State::Size(true)
                     }
-                    b' ' | b'\t' if seen => State::SizeSpace,
-                    b';' if seen => State::Extension,
+                    // BWS is only allowed before a `;`: `5 \r\n` is refused.
+                    _ if ws && seen => State::ExtSemicolon,
+                    b';' if seen => State::ExtNameStart,
                     b'\r' if seen => State::SizeLf,
                     _ => return Err(Malformed),
                 },
-                State::SizeSpace => match b {
-                    b' ' | b'\t' => State::SizeSpace,
-                    b';' => State::Extension,
-                    b'\r' => State::SizeLf,
-                    _ => return Err(Malformed),
-                },
-                State::Extension => {
-                    self.meta += 1;
-                    if self.meta > self.max_meta {
-                        return Err(TooLarge);
-                    }
-                    match b {
-                        b'\r' => State::SizeLf,
-                        b'\t' | b' '..=b'~' | 0x80..=0xff => State::Extension,
-                        _ => return Err(Malformed),
-                    }
+                State::ExtSemicolon
+                | State::ExtNameStart
+                | State::ExtName
+                | State::ExtNameEnd
+                | State::ExtValueStart
+                | State::ExtToken
+                | State::ExtQuoted
+                | State::ExtEscape
+                | State::ExtQuotedEnd => {
+                    self.meta_byte()?;
+                    self.extension(b).ok_or(Malformed)?
                 }
                 State::SizeLf => {
                     if b != b'\n' {
@@ -581,14 +818,16 @@ impl Chunked {
                 State::DataCr if b == b'\r' => State::DataLf,
                 State::DataLf if b == b'\n' => State::Size(false),
                 State::TrailerStart if b == b'\r' => State::FinalLf,
-                State::TrailerStart | State::Trailer => {
-                    self.meta += 1;
-                    if self.meta > self.max_meta {
-                        return Err(TooLarge);
-                    }
-                    match b {
-                        b'\r' => State::TrailerLf,
-                        b'\t' | b' '..=b'~' | 0x80..=0xff => State::Trailer,
+                State::TrailerStart | State::TrailerName | State::TrailerValue => {
+                    self.meta_byte()?;
+                    match (self.state, b) {
+                        // A name is a token: no leading whitespace (obs-fold), no empty name.
+                        (State::TrailerStart | State::TrailerName, _) if is_tchar(b) => {
+                            State::TrailerName
+                        }
+                        (State::TrailerName, b':') => State::TrailerValue,
+                        (State::TrailerValue, b'\r') => State::TrailerLf,
+                        (State::TrailerValue, _) if is_field_byte(b) => State::TrailerValue,
                         _ => return Err(Malformed),
                     }
                 }
@@ -598,6 +837,67 @@ impl Chunked {
             };
         }
         Ok(i)
+    }
+
+    /// The next state inside a chunk extension after byte `b`; `None` if `b` breaks the
+    /// grammar (RFC 9112 section 7.1.1): a missing or non-token name, a value that is neither
+    /// a token nor a quoted string, or whitespace not followed by `;` or `=`.
+    fn extension(&self, b: u8) -> Option<State> {
+        let ws = b == b' ' || b == b'\t';
+        Some(match self.state {
+            State::ExtSemicolon => match b {
+                _ if ws => State::ExtSemicolon,
+                b';' => State::ExtNameStart,
+                _ => return None,
+            },
+            State::ExtNameStart => match b {
+                _ if ws => State::ExtNameStart,
+                _ if is_tchar(b) => State::ExtName,
+                _ => return None,
+            },
+            State::ExtName => match b {
+                _ if is_tchar(b) => State::ExtName,
+                _ if ws => State::ExtNameEnd,
+                b'=' => State::ExtValueStart,
+                b';' => State::ExtNameStart,
+                b'\r' => State::SizeLf,
+                _ => return None,
+            },
+            State::ExtNameEnd => match b {
+                _ if ws => State::ExtNameEnd,
+                b'=' => State::ExtValueStart,
+                b';' => State::ExtNameStart,
+                _ => return None,
+            },
+            State::ExtValueStart => match b {
+                _ if ws => State::ExtValueStart,
+                b'"' => State::ExtQuoted,
+                _ if is_tchar(b) => State::ExtToken,
+                _ => return None,
+            },
+            State::ExtToken => match b {
+                _ if is_tchar(b) => State::ExtToken,
+                _ if ws => State::ExtSemicolon,
+                b';' => State::ExtNameStart,
+                b'\r' => State::SizeLf,
+                _ => return None,
+            },
+            State::ExtQuoted => match b {
+                b'"' => State::ExtQuotedEnd,
+                b'\\' => State::ExtEscape,
+                _ if is_qdtext(b) => State::ExtQuoted,
+                _ => return None,
+            },
+            // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+            State::ExtEscape if is_field_byte(b) => State::ExtQuoted,
+            State::ExtQuotedEnd => match b {
+                _ if ws => State::ExtSemicolon,
+                b';' => State::ExtNameStart,
+                b'\r' => State::SizeLf,
+                _ => return None,
+            },
+            _ => return None,
+        })
     }
 }
 
@@ -657,13 +957,18 @@ mod tests {
 
     #[test]
     fn statuses_table() {
-        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(5000));
-        let long_line = format!("GET /{}", "a".repeat(5000));
+        // Just past the default limits: a target of 8 KiB + 1, a head of 16 KiB + 1.
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8192));
+        let long_line = format!("GET /{}", "a".repeat(8192 + LINE_SLACK));
         let big_field = format!(
             "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
-            "a".repeat(9000)
+            "a".repeat(16 * 1024)
         );
-        let big_partial = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "a".repeat(9000));
+        let big_partial = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "a".repeat(16 * 1024));
+        let many_inm: String = (0..=MAX_LIST_LINES)
+            .map(|i| format!("If-None-Match: \"{i}\"\r\n"))
+            .collect();
+        let many_inm = format!("GET / HTTP/1.1\r\nHost: a\r\n{many_inm}\r\n");
         let many: String = (0..70).map(|i| format!("X{i}: y\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
         let cases: &[(&str, Error)] = &[
@@ -674,6 +979,18 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", Error::BadRequest),
             ("GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", Error::BadRequest),
             ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", Error::BadRequest),
+            // RFC 9110 section 4.2.1: an empty host is invalid, as a field and in a target.
+            ("GET / HTTP/1.1\r\nHost:\r\n\r\n", Error::BadRequest),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", Error::BadRequest),
+            ("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", Error::BadRequest),
+            ("GET / HTTP/1.0\r\nHost:\r\n\r\n", Error::BadRequest),
+            ("GET / HTTP/1.1\r\nHost: [zz:zz]\r\n\r\n", Error::BadRequest),
+            ("GET / HTTP/1.1\r\nHost: x:999999\r\n\r\n", Error::BadRequest),
+            ("GET / HTTP/1.1\r\nHost: x:65536\r\n\r\n", Error::BadRequest),
+            // The asterisk form belongs to OPTIONS alone (RFC 9112 section 3.2.4).
+            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadRequest),
+            ("POST * HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadRequest),
+            (&many_inm, Error::FieldsTooLarge),
             ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Error::BadRequest),
             ("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", Error::BadRequest),
             ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Error::BadRequest),
@@ -706,8 +1023,22 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", Error::BadRequest),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n", Error::BadRequest),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n", Error::BadRequest),
+            // All digits but past 64 bits: a length, too large (413), not a malformed one.
             (
                 "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                Error::BodyTooLarge,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n",
+                Error::BodyTooLarge,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999x\r\n\r\n",
+                Error::BadRequest,
+            ),
+            // A huge length beside Transfer-Encoding is still the smuggling pattern: 400.
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\nTransfer-Encoding: chunked\r\n\r\n",
                 Error::BadRequest,
             ),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", Error::BodyTooLarge),
@@ -742,6 +1073,14 @@ mod tests {
     fn framing_accepted() {
         let h = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 005\r\n\r\n");
         assert_eq!(h.body, Body::Length(5));
+        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0005\r\n\r\n");
+        assert_eq!(h.body, Body::Length(5));
+        // Twenty zeros do not fit the old 19-digit cap, but they are simply 0.
+        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000000\r\n\r\n");
+        assert_eq!(h.body, Body::None);
+        let h =
+            ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0000000000000000000000007\r\n\r\n");
+        assert_eq!(h.body, Body::Length(7));
         assert_eq!(h.method, Method::Other);
         let h = ok("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(h.body, Body::None);
@@ -776,7 +1115,7 @@ mod tests {
             ("GET", Method::Get),
             ("HEAD", Method::Head),
             ("POST", Method::Other),
-            ("OPTIONS", Method::Other),
+            ("OPTIONS", Method::Options),
             ("get", Method::Unknown),
             ("BREW", Method::Unknown),
         ] {
@@ -797,12 +1136,31 @@ mod tests {
         let h = ok(req);
         assert_eq!(h.form, Form::Absolute);
         assert!(h.path.is_empty());
+        // An empty path before a query stands for `/` (RFC 9112 section 3.2.2).
+        let req = "GET http://x?q=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let h = ok(req);
+        assert_eq!(h.form, Form::Absolute);
+        assert_eq!(&req[h.path.clone()], "?q=1");
+        assert_eq!(h.path_or_root(req.as_bytes()), b"/");
+        let req = "GET http://x HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(ok(req).path_or_root(req.as_bytes()), b"/");
+        let req = "GET http://x/a?b HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(ok(req).path_or_root(req.as_bytes()), b"/a?b");
+        let req = "GET /a?b HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(ok(req).path_or_root(req.as_bytes()), b"/a?b");
         for (t, want) in [
-            ("*", Form::Asterisk),
             ("example.com:443", Form::Authority),
             ("http://u@evil/", Form::Authority),
             ("http:///x", Form::Authority),
+            ("http://?q", Form::Authority),
             ("ftp://a/b", Form::Authority),
+            // The authority of an absolute form is held to the rules of `Host`.
+            ("http://[zz:zz]/", Form::Authority),
+            ("http://x:999999/", Form::Authority),
+            ("http://:80/", Form::Authority),
+            ("http://[::1]:8080/", Form::Absolute),
+            ("http://x:/", Form::Absolute),
+            ("http://[v1.x]/", Form::Absolute),
         ] {
             assert_eq!(
                 ok(&format!("GET {t} HTTP/1.1\r\nHost: a\r\n\r\n")).form,
@@ -810,25 +1168,119 @@ mod tests {
                 "{t}"
             );
         }
+        let req = "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(ok(req).form, Form::Asterisk);
+    }
+
+    #[test]
+    fn request_lines_of_8000_octets_are_accepted() {
+        // RFC 9112 section 3: at least 8000 octets of request line should be supported.
+        let pad = 8000 - "GET /? HTTP/1.1".len();
+        let line = format!("GET /?{} HTTP/1.1", "q".repeat(pad));
+        assert_eq!(line.len(), 8000);
+        let req = format!(
+            "{line}\r\nHost: a\r\nUser-Agent: {}\r\n\r\n",
+            "u".repeat(200)
+        );
+        let h = ok(&req);
+        assert_eq!(&req[h.line], line);
+        // While it arrives, such a line is awaited, not refused.
+        assert_eq!(head(&line), Ok(None));
+        assert_eq!(head(&line[..7999]), Ok(None));
+        // The longest target accepted, in a line that has not ended yet.
+        let longest = format!("GET /{} HTTP/1.1", "a".repeat(8191));
+        assert_eq!(head(&longest), Ok(None));
+        assert!(ok(&format!("{longest}\r\nHost: a\r\n\r\n")).len > 8192);
+    }
+
+    #[test]
+    fn list_fields_keep_every_line() {
+        let req = "GET / HTTP/1.1\r\nHost: a\r\nIf-Match: \"a\"\r\nIf-None-Match: \"b\"\r\nIf-Match: \"c\", \"d\"\r\n\r\n";
+        let h = ok(req);
+        let mut out = [&[][..]; MAX_LIST_LINES];
+        assert_eq!(
+            h.if_match.values(req.as_bytes(), &mut out),
+            [&b"\"a\""[..], b"\"c\", \"d\""]
+        );
+        assert_eq!(
+            h.if_none_match.values(req.as_bytes(), &mut out),
+            [&b"\"b\""[..]]
+        );
+        let h = ok("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(h.if_match.is_empty() && h.if_none_match.is_empty());
+        assert!(h.if_match.values(b"", &mut out).is_empty());
+        // Exactly the bound is accepted.
+        let lines: String = (0..MAX_LIST_LINES)
+            .map(|i| format!("If-Match: \"{i}\"\r\n"))
+            .collect();
+        let req = format!("GET / HTTP/1.1\r\nHost: a\r\n{lines}\r\n");
+        let h = ok(&req);
+        let values = h.if_match.values(req.as_bytes(), &mut out);
+        assert_eq!(values.len(), MAX_LIST_LINES);
+        assert_eq!(
+            values.last(),
+            Some(&format!("\"{}\"", MAX_LIST_LINES - 1).as_bytes())
+        );
     }
 
     #[test]
     fn hosts() {
         for h in [
-            "",
             "a",
             "a:80",
+            // An empty port is valid URI syntax, equivalent to none (RFC 3986 section 6.2.3).
             "a:",
+            "a:0",
+            "a:65535",
+            "a:00080",
             "127.0.0.1:8080",
             "[::1]",
             "[::1]:80",
+            "[::1]:8080",
+            "[::1]:",
+            "[2001:db8::ff00:42:8329]",
+            "[::ffff:192.0.2.1]",
+            "[1:2:3:4:5:6:7:8]",
+            "[v1.x]",
+            "[V1f.a:b!]:443",
             "xn--d1a.example",
             "a%41b",
         ] {
             assert!(valid_host(h.as_bytes()), "{h}");
         }
         for h in [
-            "a b", "a/b", "[::1", "[]", "a:b", "a%4", "a%zz", "a@b", "[::1]x", "a\\b",
+            "",
+            ":80",
+            ":",
+            "a b",
+            "a/b",
+            "[::1",
+            "[]",
+            "[zz:zz]",
+            "[zz:zz]:80",
+            "[::1%eth0]",
+            "[1:2:3:4:5:6:7:8:9]",
+            "[::ffff:192.0.2.256]",
+            "[127.0.0.1]",
+            "[v1]",
+            "[v.x]",
+            "[vg.x]",
+            "[v1.]",
+            "[v1.x/]",
+            "[::1]:80x",
+            "[::1]:99999",
+            "a:b",
+            "a:8x",
+            "a:65536",
+            "x:999999",
+            "a:99999999999999999999999",
+            "a:1:2",
+            "a%4",
+            "a%zz",
+            "a%",
+            "a@b",
+            "[::1]x",
+            "a\\b",
         ] {
             assert!(!valid_host(h.as_bytes()), "{h}");
         }
@@ -848,6 +1300,15 @@ mod tests {
             b"5;ext=1;x=\"y\"\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n",
             b"5 ;a\r\nhello\r\n0\r\nTrailer: x\r\nOther: y\r\n\r\n",
             b"000005\r\nhello\r\n00\r\n\r\n",
+            // Leading zeros are not significant digits: 21 of them still read as 5.
+            b"000000000000000000005\r\nhello\r\n0\r\n\r\n",
+            // 16 significant digits after many zeros is still a 64-bit size (here 0).
+            b"0000000000000000000000000\r\n\r\n",
+            // BWS around `;` and `=`, tokens and quoted strings with escapes.
+            b"5\t; a = b ;c\t;d=\"x\\\"y; z\" ;e=\"\"\r\nhello\r\n0;last\r\n\r\n",
+            b"1;a=b;c\r\nx\r\n0\r\n\r\n",
+            // Trailer values may be empty and hold OWS, obs-text and colons.
+            b"0\r\nX-A:\r\nX-B: \t v:w \xff \r\n\r\n",
         ];
         for body in good {
             let mut with_next = body.to_vec();
@@ -873,9 +1334,48 @@ mod tests {
             (b"5\r\nhello\r\n0\r\n\n", ChunkedError::Malformed),
             (b"5;a\x00\r\n", ChunkedError::Malformed),
             (b"0\r\nA\x01\r\n\r\n", ChunkedError::Malformed),
+            // Whitespace after the size may only lead to an extension (RFC 9112 7.1.1).
+            (b"5 \r\nhello\r\n0\r\n\r\n", ChunkedError::Malformed),
+            (b"5\t\r\n", ChunkedError::Malformed),
+            (b"5 5\r\n", ChunkedError::Malformed),
+            // An extension needs a name, a token.
+            (b"5;\r\nhello\r\n0\r\n\r\n", ChunkedError::Malformed),
+            (b"5;=x\r\n", ChunkedError::Malformed),
+            (b"5; \r\n", ChunkedError::Malformed),
+            (b"5;a;\r\n", ChunkedError::Malformed),
+            (b"5;a b\r\n", ChunkedError::Malformed),
+            (b"5;a \r\n", ChunkedError::Malformed),
+            (b"5;\"a\"\r\n", ChunkedError::Malformed),
+            (b"5;a@b\r\n", ChunkedError::Malformed),
+            (b"5;a\xff\r\n", ChunkedError::Malformed),
+            // A value is a token or a quoted string, nothing else.
+            (b"5;a=\r\n", ChunkedError::Malformed),
+            (b"5;a=b c\r\n", ChunkedError::Malformed),
+            (b"5;a=b=c\r\n", ChunkedError::Malformed),
+            (b"5;a=\"b\r\n", ChunkedError::Malformed),
+            (b"5;a=\"b\"c\r\n", ChunkedError::Malformed),
+            (b"5;a=\"b\"\"\r\n", ChunkedError::Malformed),
+            (b"5;a=\"\x7f\"\r\n", ChunkedError::Malformed),
+            (b"5;a=\"\\\x00\"\r\n", ChunkedError::Malformed),
+            (b"5;a=b,c\r\n", ChunkedError::Malformed),
+            // Trailer lines: a token name, a colon, no obs-fold.
+            (b"0\r\nNoColon\r\n\r\n", ChunkedError::Malformed),
+            (b"0\r\n: v\r\n\r\n", ChunkedError::Malformed),
+            (b"0\r\nA: b\r\n folded\r\n\r\n", ChunkedError::Malformed),
+            (b"0\r\n\tA: b\r\n\r\n", ChunkedError::Malformed),
+            (b"0\r\nA : b\r\n\r\n", ChunkedError::Malformed),
+            (b"0\r\nA(b): c\r\n\r\n", ChunkedError::Malformed),
+            (b"0\r\nA: b\rc\r\n\r\n", ChunkedError::Malformed),
+            (b"0\r\nA: b\n\r\n", ChunkedError::Malformed),
             (b"65\r\n", ChunkedError::TooLarge),
-            (b"ffffffffffffffffff\r\n", ChunkedError::TooLarge),
             (b"40\r\n", ChunkedError::TooLarge),
+            // A size that fits 64 bits but exceeds the limit is too large (413)...
+            (b"ffffffffffffffff\r\n", ChunkedError::TooLarge),
+            (b"000ffffffffffffffff\r\n", ChunkedError::TooLarge),
+            // ...one that cannot fit 64 bits is malformed (400): 17 significant digits.
+            (b"10000000000000000\r\n", ChunkedError::Malformed),
+            (b"ffffffffffffffffff\r\n", ChunkedError::Malformed),
+            (b"00010000000000000000\r\n", ChunkedError::Malformed),
         ];
         for (body, want) in bad {
             assert_eq!(chunked(body, 63), Err(*want), "{body:?}");
@@ -897,6 +1397,15 @@ mod tests {
         assert_eq!(c.feed(b"1;aaaaaaaaaaa\r\n"), Err(ChunkedError::TooLarge));
         let mut c = Chunked::new(10, 8);
         assert_eq!(c.feed(b"0\r\nX: aaaaaaaa\r\n"), Err(ChunkedError::TooLarge));
+        // Whitespace before `;` and endless leading zeros count too.
+        let mut c = Chunked::new(10, 8);
+        assert_eq!(c.feed(b"1            "), Err(ChunkedError::TooLarge));
+        let mut c = Chunked::new(10, 8);
+        assert_eq!(c.feed(b"0000000000"), Err(ChunkedError::TooLarge));
+        // Within the bound, the same input is fine.
+        let mut c = Chunked::new(10, 8);
+        assert_eq!(c.feed(b"001 ;a\r\nx\r\n0\r\n\r\nGET"), Ok(16));
+        assert!(c.is_done());
     }
 
     /// A tiny deterministic generator, so the mutation test needs no extra crate and every

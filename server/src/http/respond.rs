@@ -116,7 +116,7 @@ pub(super) fn error_with(
 ) -> u64 {
     start(out, status, server, date, persist);
     if status == 405 {
-        field(out, b"Allow", b"GET, HEAD");
+        field(out, b"Allow", super::parse::ALLOW);
     }
     out.extend_from_slice(extra);
     field(out, b"Content-Type", b"text/plain; charset=utf-8");
@@ -304,7 +304,10 @@ mod tests {
             let len: usize = get(&h, "content-length").unwrap().parse().unwrap();
             assert_eq!(out.len() - n, if head_only { 0 } else { len });
             assert_eq!(body_len as usize, out.len() - n);
-            assert_eq!(get(&h, "allow"), (status == 405).then_some("GET, HEAD"));
+            assert_eq!(
+                get(&h, "allow"),
+                (status == 405).then_some("GET, HEAD, OPTIONS")
+            );
             let conn = get(&h, "connection");
             match persist {
                 Persist::KeepAlive => assert_eq!(conn, None),
