@@ -54,7 +54,7 @@ pub(super) fn answer(
         Form::Origin | Form::Absolute => &req[head.path.clone()],
         Form::Asterisk | Form::Authority => return fail(s, tx, 400),
     };
-    let dir = match path::resolve(target, env.cfg.serve_dotfiles, &mut s.path) {
+    let dir = match path::resolve(target, path::Dots::of(env.cfg), &mut s.path) {
         Ok(dir) => dir,
         Err(Refusal::Malformed) => return fail(s, tx, 400),
         Err(Refusal::Hidden) => {
@@ -78,17 +78,25 @@ pub(super) fn answer(
     };
     let Rep::Found(found) = rep else {
         // A directory named without its trailing slash: send the client to the slash form,
-        // keeping the query (RFC 9110 allows a relative reference here).
+        // keeping the query (RFC 9110 allows a relative reference here). The path is the
+        // resolved one, re-encoded, never the raw target: `//example.org` would otherwise
+        // become the protocol-relative `//example.org/`, which a browser follows to another
+        // host, and `/a/../b` would keep its dot segments.
         respond::start(&mut s.out, 301, &env.cfg.server, env.date, persist);
-        let raw = target;
-        let (p, q) = match raw.iter().position(|&b| b == b'?') {
-            Some(i) => (&raw[..i], &raw[i..]),
-            None => (raw, &raw[..0]),
-        };
+        let rel = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
+        let query = target
+            .iter()
+            .position(|&b| b == b'?')
+            .and_then(|i| target.get(i..))
+            .unwrap_or_default();
         s.out.extend_from_slice(b"Location: ");
-        s.out.extend_from_slice(p);
-        s.out.push(b'/');
-        s.out.extend_from_slice(q);
+        path::encode_absolute(rel, &mut s.out);
+        // The root always names a directory, so `rel` is never empty here; were it, a second
+        // `/` would make the location protocol-relative.
+        if !rel.is_empty() {
+            s.out.push(b'/');
+        }
+        s.out.extend_from_slice(query);
         s.out.extend_from_slice(b"\r\n");
         let body: &[u8] = b"301 Moved Permanently\n";
         respond::field(&mut s.out, b"Content-Type", b"text/plain; charset=utf-8");
@@ -361,8 +369,9 @@ enum Content {
 
 /// Looks the resolved path (`s.path`, not yet terminated) up in the embedded site.
 fn embedded(env: &Env<'_>, s: &Scratch, dir: bool) -> Result<Rep, u16> {
-    // `path::resolve` guarantees UTF-8; the index name is a String.
-    let rel = std::str::from_utf8(&s.path).map_err(|_| 400u16)?;
+    // Every embedded name is UTF-8: a path that is not names nothing here (it may name a
+    // file on disk, where names are bytes, so it is not malformed).
+    let rel = std::str::from_utf8(&s.path).map_err(|_| 404u16)?;
     let (base, idx) = if dir {
         let base = rel.strip_suffix(env.cfg.index.as_str()).unwrap_or(rel);
         (base.strip_suffix('/').unwrap_or(base), true)
