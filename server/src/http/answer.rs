@@ -70,7 +70,7 @@ pub(super) fn answer(
     }
     let rep = match env.root {
         Docroot::Embedded => embedded(env, s, dir),
-        Docroot::Dir(root) => from_dir(root, s, dir),
+        Docroot::Dir(root) => from_dir(root, s, dir, path::Dots::of(env.cfg)),
     };
     let rep = match rep {
         Ok(rep) => rep,
@@ -395,11 +395,23 @@ fn embedded(env: &Env<'_>, s: &Scratch, dir: bool) -> Result<Rep, u16> {
 }
 
 /// Opens the resolved path (`s.path`) beneath the root; terminates `s.path` with a NUL.
-fn from_dir(root: &std::os::fd::OwnedFd, s: &mut Scratch, dir: bool) -> Result<Rep, u16> {
+fn from_dir(
+    root: &std::os::fd::OwnedFd,
+    s: &mut Scratch,
+    dir: bool,
+    dots: path::Dots<'_>,
+) -> Result<Rep, u16> {
     s.path.push(0);
     let rel = CStr::from_bytes_with_nul(&s.path).map_err(|_| 400u16)?;
-    let file = open::beneath(root.as_fd(), rel).map_err(|e| open_status(&e))?;
-    let meta = file.metadata().map_err(|e| open_status(&e))?;
+    let file = match open::beneath(root.as_fd(), rel, dots) {
+        Ok(file) => file,
+        Err(open::Refused::Hidden) => {
+            Hit::PathRefused.count();
+            return Err(404);
+        }
+        Err(open::Refused::Os(e)) => return Err(open_status(&e, rel)),
+    };
+    let meta = file.metadata().map_err(|e| open_status(&e, rel))?;
     if meta.is_dir() {
         // With a trailing slash the index file itself turned out to be a directory.
         return if dir { Err(404) } else { Ok(Rep::Redirect) };
@@ -420,11 +432,14 @@ fn from_dir(root: &std::os::fd::OwnedFd, s: &mut Scratch, dir: bool) -> Result<R
     }))
 }
 
-/// The status for a failed open: absent, refused by `RESOLVE_BENEATH` or not a directory
-/// along the way all read as 404, so what lies outside the root is never revealed.
-fn open_status(e: &io::Error) -> u16 {
+/// The status for a failed open of `rel`: absent, refused by `RESOLVE_BENEATH` or not a
+/// directory along the way all read as 404, so what lies outside the root is never revealed.
+fn open_status(e: &io::Error, rel: &CStr) -> u16 {
     match e.raw_os_error() {
-        Some(libc::EACCES | libc::EPERM) => 403,
+        Some(libc::EACCES | libc::EPERM) => {
+            warn_denied(rel);
+            403
+        }
         Some(
             libc::ENOENT
             | libc::ENOTDIR
@@ -438,6 +453,22 @@ fn open_status(e: &io::Error) -> u16 {
             tracing::warn!(error = %e, "unable to open a file beneath the root");
             500
         }
+    }
+}
+
+/// Says, once per process, that a file could not be opened for want of permission: a
+/// docroot or file the children's user cannot read otherwise answers 403 with nothing in the
+/// log. Once per process bounds it: a prefork worker says it once in its life; in fork mode
+/// each connection's child may say it once.
+fn warn_denied(rel: &CStr) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            path = %rel.to_string_lossy(),
+            uid = nix::unistd::Uid::effective().as_raw(),
+            "permission denied opening a file beneath the root, answered 403 (can the user \
+             children run as read it?); this process will not report it again"
+        );
     }
 }
 
