@@ -267,3 +267,113 @@ fn dot_paths_follow_the_allow_list_through_symlinks_too() {
     assert_eq!(get(&s, "/wk/security.txt").0, 404);
     assert_eq!(get(&s, "/ok-link/file.txt").0, 200);
 }
+
+/// Who children run as when the test starts forkd plainly, and the owner name of what the
+/// test creates.
+fn child_user() -> (String, String) {
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .unwrap()
+        .unwrap()
+        .name;
+    if nix::unistd::Uid::effective().is_root() {
+        ("nobody".into(), me)
+    } else {
+        (me.clone(), me)
+    }
+}
+
+/// Mode that keeps the children's user out of a directory the test owns: as root, children
+/// run as nobody, for whom 0700 is enough (root itself passes any mode); otherwise they run as
+/// the test's own user, who only a mode of 0 keeps out (and even then only without
+/// CAP_DAC_OVERRIDE, which a non-root test does not have).
+fn closed_mode() -> u32 {
+    if nix::unistd::Uid::effective().is_root() {
+        0o700
+    } else {
+        0o000
+    }
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn docroot() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    chmod(dir.path(), 0o755);
+    chmod(&root, 0o755);
+    std::fs::write(root.join("index.html"), "home").unwrap();
+    (dir, root)
+}
+
+#[test]
+fn docroot_the_children_cannot_search_is_refused_at_start_and_on_reload() {
+    use crate::util::{Proc, FORKD};
+    let (user, owner) = child_user();
+    let mode = closed_mode();
+    let (_dir, root) = docroot();
+    chmod(&root, mode);
+    let want = format!(
+        "forkd: --root {}: user {user} cannot search it (mode {mode:04o}, owner {owner})",
+        root.display()
+    );
+    let args = ["--root", root.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let mut refused = Proc::spawn(FORKD, &args);
+    assert_eq!(refused.wait_exit(Duration::from_secs(10)).code(), Some(100));
+    refused.wait_line(&want, Duration::from_secs(2));
+
+    // Not started as root, children keep the master's credentials and the check uses them.
+    if nix::unistd::Uid::effective().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let mut cmd = std::process::Command::new(FORKD);
+        std::os::unix::process::CommandExt::uid(&mut cmd, nobody.uid.as_raw());
+        std::os::unix::process::CommandExt::gid(&mut cmd, nobody.gid.as_raw());
+        let mut refused = Proc::spawn_cmd(cmd.args(args));
+        assert_eq!(refused.wait_exit(Duration::from_secs(10)).code(), Some(100));
+        refused.wait_line(&want, Duration::from_secs(2));
+    } else {
+        eprintln!("not root: the probe child that drops to another user is not exercised");
+    }
+
+    // A reload onto a root that became unreadable keeps serving the running configuration.
+    chmod(&root, 0o755);
+    let s = Server::start(&args);
+    assert_eq!(get(&s, "/").0, 200);
+    chmod(&root, mode);
+    s.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = s.proc.wait_line("reload failed", Duration::from_secs(10));
+    assert!(
+        line.contains(&format!("user {user} cannot search it")),
+        "{line}"
+    );
+    chmod(&root, 0o755);
+    assert_eq!(get(&s, "/").0, 200);
+}
+
+#[test]
+fn unreadable_index_is_a_warning_and_its_403_is_logged() {
+    let (user, _) = child_user();
+    let s = Server::with_site(&["--workers", "1"], |root| {
+        std::fs::write(root.join("index.html"), "home").unwrap();
+        std::fs::write(root.join("ok.txt"), "ok").unwrap();
+        chmod(&root.join("index.html"), closed_mode() & 0o600);
+    });
+    let line = s
+        .proc
+        .wait_line("cannot read its index file", Duration::from_secs(2));
+    assert!(
+        line.contains(&format!(
+            "user {user} cannot read its index file index.html"
+        )),
+        "{line}"
+    );
+    assert_eq!(get(&s, "/ok.txt").0, 200);
+    assert_eq!(get(&s, "/").0, 403);
+    let line = s
+        .proc
+        .wait_line("permission denied", Duration::from_secs(5));
+    assert!(line.contains("index.html"), "{line}");
+}
