@@ -102,7 +102,7 @@ pub(super) fn answer(
         respond::field(&mut s.out, b"Content-Type", b"text/plain; charset=utf-8");
         respond::content_length(&mut s.out, body.len() as u64);
         respond::end(&mut s.out);
-        let body = if head_only { &body[..0] } else { body };
+        let body: &[u8] = if head_only { &[] } else { body };
         tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(body)])?;
         return Ok(Sent {
             status: 301,

@@ -122,7 +122,7 @@ fn fd_path<'a>(fd: BorrowedFd<'_>, buf: &'a mut [u8; PATH_BUF]) -> io::Result<&'
     use std::io::Write;
     // Zeroed, so the name is NUL-terminated whatever length the number has.
     let mut link = [0u8; 32];
-    write!(&mut link[..], "/proc/self/fd/{}", fd.as_raw_fd())?;
+    write!(link.as_mut_slice(), "/proc/self/fd/{}", fd.as_raw_fd())?;
     // SAFETY: `link` is NUL-terminated (written into a zeroed array shorter than it) and
     // `buf` is a writable buffer of exactly `buf.len()` bytes; both outlive the call, and
     // readlink writes at most that many bytes, without a terminator.

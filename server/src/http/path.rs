@@ -48,13 +48,13 @@ pub fn dots_allowed(rel: &[u8], dots: Dots<'_>) -> bool {
     if dots.all {
         return true;
     }
-    let mut end = 0;
+    let mut end: usize = 0;
     for comp in rel.split(|&b| b == b'/') {
-        end += comp.len();
+        end = end.saturating_add(comp.len());
         if comp.first() == Some(&b'.') && !dots.allow.iter().any(|a| covers(a, rel, end)) {
             return false;
         }
-        end += 1;
+        end = end.saturating_add(1);
     }
     true
 }
