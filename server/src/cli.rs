@@ -4,12 +4,14 @@
 //! 111 a start failure that may pass (an address in use, say).
 
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 
 use clap::Parser;
 
 use crate::config::{self, Config, Options};
 use crate::daemon::{self, notify::Notifier, Daemon, Service, Settings};
 use crate::http;
+use crate::rootcheck;
 
 /// Invalid configuration: do not restart (the s6 convention forkd-supervisor follows).
 pub const EXIT_CONFIG: i32 = 100;
@@ -77,13 +79,21 @@ fn open_log(spec: Option<&str>) -> Result<http::AccessLog, String> {
 }
 
 /// Opens the docroot and the access log in the master, before any chroot or privilege drop,
-/// so children inherit open descriptors instead of needing paths they may not reach.
+/// so children inherit open descriptors instead of needing paths they may not reach, and
+/// checks that the user children run as can search the docroot (`rootcheck`): at start the
+/// refusal is exit 100, on reload it keeps the running configuration.
 fn build_site(cfg: &Config) -> Result<StaticSite, String> {
     let docroot = match &cfg.options.root {
         Some(dir) => http::Docroot::open(dir)
             .map_err(|e| format!("unable to open --root {}: {e}", dir.display()))?,
         None => http::Docroot::Embedded,
     };
+    if let (Some(dir), http::Docroot::Dir(fd)) = (&cfg.options.root, &docroot) {
+        let creds = cfg.settings.credentials.as_ref();
+        if let Some(warning) = rootcheck::check(dir, fd.as_fd(), &cfg.http.index, creds)? {
+            tracing::warn!("{warning}");
+        }
+    }
     let log = open_log(cfg.options.access_log.as_deref())?;
     Ok(StaticSite {
         site: http::Site::new(cfg.http.clone(), docroot, log),

@@ -98,6 +98,14 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_requests_per_connection: Option<u64>,
 
+    /// Serve names starting with a dot inside this path, e.g. /.well-known/ (repeat for
+    /// several; the list replaces the default; an empty value allows none). A path allows what
+    /// lies beneath its whole leading segments: /.well-known allows
+    /// /.well-known/acme-challenge/x but not /.well-known/.x nor /a/.well-known/x. Other
+    /// dot-files answer 404. [default: /.well-known/]
+    #[arg(long, value_name = "PATH")]
+    pub allow_dot_path: Option<Vec<String>>,
+
     /// Access log in Combined Log Format: a file, "-" for stderr, or "off". [default: off]
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<String>,
@@ -212,6 +220,7 @@ impl Options {
                 max_uri_bytes,
                 max_body_bytes,
                 max_requests_per_connection,
+                allow_dot_path,
                 access_log,
                 pid_file,
                 user,
@@ -348,6 +357,9 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         max_body_bytes => max_body_bytes,
         max_requests_per_connection => max_requests_per_connection
     );
+    if let Some(paths) = &o.allow_dot_path {
+        h.dot_allow = dot_allow(paths).map_err(err)?;
+    }
     for (name, d) in [
         ("--header-timeout", h.header_timeout),
         ("--keepalive-timeout", h.keepalive_timeout),
@@ -364,6 +376,34 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         settings,
         http: h,
     })
+}
+
+/// `--allow-dot-path` entries as `http::Config::dot_allow` holds them: whole segments joined
+/// by `/`, with no leading or trailing `/`. Empty entries are skipped (so `--allow-dot-path ''`
+/// allows none); an entry must be absolute and hold no `.` or `..` segment (requests are
+/// matched after dot segments are removed, so such an entry could never match) and no NUL.
+fn dot_allow(paths: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for p in paths.iter().filter(|p| !p.is_empty()) {
+        let bad = |why: &str| format!("--allow-dot-path {p:?}: {why}");
+        if !p.starts_with('/') {
+            return Err(bad("must start with / (a path beneath --root)"));
+        }
+        if p.contains('\0') {
+            return Err(bad("contains a NUL byte"));
+        }
+        let segments: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.is_empty() {
+            return Err(bad(
+                "allows every dot-file; name a directory such as /.well-known/",
+            ));
+        }
+        if segments.iter().any(|s| *s == "." || *s == "..") {
+            return Err(bad("must not hold . or .. segments"));
+        }
+        out.push(segments.join("/"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -411,6 +451,48 @@ mod tests {
         assert!(e.contains("soon"), "{e}");
         let e = toml::from_str::<File>("[sever]\n").unwrap_err().to_string();
         assert!(e.contains("sever"), "{e}");
+    }
+
+    #[test]
+    fn allow_dot_path_flag_and_key() {
+        let http = |o: Options| resolve(o).map(|c| c.http.dot_allow).map_err(|e| e.0);
+        assert_eq!(http(parse(&[])).unwrap(), vec![".well-known"]);
+        assert_eq!(
+            http(parse(&[
+                "--allow-dot-path",
+                "/.well-known/",
+                "--allow-dot-path",
+                "//a//.b",
+            ]))
+            .unwrap(),
+            vec![".well-known", "a/.b"]
+        );
+        assert!(http(parse(&["--allow-dot-path", ""])).unwrap().is_empty());
+        for (bad, why) in [
+            (".env", "must start with /"),
+            ("/", "allows every dot-file"),
+            ("//", "allows every dot-file"),
+            ("/a/../.git", ". or .."),
+            ("/./.git", ". or .."),
+        ] {
+            let e = http(parse(&["--allow-dot-path", bad])).unwrap_err();
+            assert!(
+                e.contains("--allow-dot-path") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+        // The file's list, unless the command line gives one; an empty list allows none.
+        let file: File =
+            toml::from_str("[server]\nallow-dot-path = [\"/.well-known\", \"/.hg\"]\n").unwrap();
+        assert_eq!(
+            http(parse(&[]).over(file.server)).unwrap(),
+            vec![".well-known", ".hg"]
+        );
+        let file: File = toml::from_str("[server]\nallow-dot-path = []\n").unwrap();
+        assert!(http(parse(&[]).over(file.server)).unwrap().is_empty());
+        let file: File = toml::from_str("[server]\nallow-dot-path = [\"/.hg\"]\n").unwrap();
+        let o = parse(&["--allow-dot-path", "/.well-known"]).over(file.server);
+        assert_eq!(http(o).unwrap(), vec![".well-known"]);
     }
 
     #[test]

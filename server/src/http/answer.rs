@@ -62,7 +62,7 @@ pub(super) fn answer(
         Form::Origin | Form::Absolute => head.path_or_root(req),
         Form::Asterisk | Form::Authority => return fail(s, tx, 400),
     };
-    let dir = match path::resolve(target, env.cfg.serve_dotfiles, &mut s.path) {
+    let dir = match path::resolve(target, path::Dots::of(env.cfg), &mut s.path) {
         Ok(dir) => dir,
         Err(Refusal::Malformed) => return fail(s, tx, 400),
         Err(Refusal::Hidden) => {
@@ -78,7 +78,7 @@ pub(super) fn answer(
     }
     let rep = match env.root {
         Docroot::Embedded => embedded(env, s, dir),
-        Docroot::Dir(root) => from_dir(root, s, dir),
+        Docroot::Dir(root) => from_dir(root, s, dir, path::Dots::of(env.cfg)),
     };
     let rep = match rep {
         Ok(rep) => rep,
@@ -86,23 +86,31 @@ pub(super) fn answer(
     };
     let Rep::Found(found) = rep else {
         // A directory named without its trailing slash: send the client to the slash form,
-        // keeping the query (RFC 9110 allows a relative reference here).
+        // keeping the query (RFC 9110 allows a relative reference here). The path is the
+        // resolved one, re-encoded, never the raw target: `//example.org` would otherwise
+        // become the protocol-relative `//example.org/`, which a browser follows to another
+        // host, and `/a/../b` would keep its dot segments.
         respond::start(&mut s.out, 301, &env.cfg.server, env.date, persist);
-        let raw = target;
-        let (p, q) = match raw.iter().position(|&b| b == b'?') {
-            Some(i) => (&raw[..i], &raw[i..]),
-            None => (raw, &raw[..0]),
-        };
+        let rel = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
+        let query = target
+            .iter()
+            .position(|&b| b == b'?')
+            .and_then(|i| target.get(i..))
+            .unwrap_or_default();
         s.out.extend_from_slice(b"Location: ");
-        s.out.extend_from_slice(p);
-        s.out.push(b'/');
-        s.out.extend_from_slice(q);
+        path::encode_absolute(rel, &mut s.out);
+        // The root always names a directory, so `rel` is never empty here; were it, a second
+        // `/` would make the location protocol-relative.
+        if !rel.is_empty() {
+            s.out.push(b'/');
+        }
+        s.out.extend_from_slice(query);
         s.out.extend_from_slice(b"\r\n");
         let body: &[u8] = b"301 Moved Permanently\n";
         respond::field(&mut s.out, b"Content-Type", b"text/plain; charset=utf-8");
         respond::content_length(&mut s.out, body.len() as u64);
         respond::end(&mut s.out);
-        let body = if head_only { &body[..0] } else { body };
+        let body: &[u8] = if head_only { &[] } else { body };
         tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(body)])?;
         return Ok(Sent {
             status: 301,
@@ -345,8 +353,9 @@ enum Content {
 
 /// Looks the resolved path (`s.path`, not yet terminated) up in the embedded site.
 fn embedded(env: &Env<'_>, s: &Scratch, dir: bool) -> Result<Rep, u16> {
-    // `path::resolve` guarantees UTF-8; the index name is a String.
-    let rel = std::str::from_utf8(&s.path).map_err(|_| 400u16)?;
+    // Every embedded name is UTF-8: a path that is not names nothing here (it may name a
+    // file on disk, where names are bytes, so it is not malformed).
+    let rel = std::str::from_utf8(&s.path).map_err(|_| 404u16)?;
     let (base, idx) = if dir {
         let base = rel.strip_suffix(env.cfg.index.as_str()).unwrap_or(rel);
         (base.strip_suffix('/').unwrap_or(base), true)
@@ -370,11 +379,23 @@ fn embedded(env: &Env<'_>, s: &Scratch, dir: bool) -> Result<Rep, u16> {
 }
 
 /// Opens the resolved path (`s.path`) beneath the root; terminates `s.path` with a NUL.
-fn from_dir(root: &std::os::fd::OwnedFd, s: &mut Scratch, dir: bool) -> Result<Rep, u16> {
+fn from_dir(
+    root: &std::os::fd::OwnedFd,
+    s: &mut Scratch,
+    dir: bool,
+    dots: path::Dots<'_>,
+) -> Result<Rep, u16> {
     s.path.push(0);
     let rel = CStr::from_bytes_with_nul(&s.path).map_err(|_| 400u16)?;
-    let file = open::beneath(root.as_fd(), rel).map_err(|e| open_status(&e))?;
-    let meta = file.metadata().map_err(|e| open_status(&e))?;
+    let file = match open::beneath(root.as_fd(), rel, dots) {
+        Ok(file) => file,
+        Err(open::Refused::Hidden) => {
+            Hit::PathRefused.count();
+            return Err(404);
+        }
+        Err(open::Refused::Os(e)) => return Err(open_status(&e, rel)),
+    };
+    let meta = file.metadata().map_err(|e| open_status(&e, rel))?;
     if meta.is_dir() {
         // With a trailing slash the index file itself turned out to be a directory.
         return if dir { Err(404) } else { Ok(Rep::Redirect) };
@@ -395,11 +416,14 @@ fn from_dir(root: &std::os::fd::OwnedFd, s: &mut Scratch, dir: bool) -> Result<R
     }))
 }
 
-/// The status for a failed open: absent, refused by `RESOLVE_BENEATH` or not a directory
-/// along the way all read as 404, so what lies outside the root is never revealed.
-fn open_status(e: &io::Error) -> u16 {
+/// The status for a failed open of `rel`: absent, refused by `RESOLVE_BENEATH` or not a
+/// directory along the way all read as 404, so what lies outside the root is never revealed.
+fn open_status(e: &io::Error, rel: &CStr) -> u16 {
     match e.raw_os_error() {
-        Some(libc::EACCES | libc::EPERM) => 403,
+        Some(libc::EACCES | libc::EPERM) => {
+            warn_denied(rel);
+            403
+        }
         Some(
             libc::ENOENT
             | libc::ENOTDIR
@@ -413,6 +437,22 @@ fn open_status(e: &io::Error) -> u16 {
             tracing::warn!(error = %e, "unable to open a file beneath the root");
             500
         }
+    }
+}
+
+/// Says, once per process, that a file could not be opened for want of permission: a
+/// docroot or file the children's user cannot read otherwise answers 403 with nothing in the
+/// log. Once per process bounds it: a prefork worker says it once in its life; in fork mode
+/// each connection's child may say it once.
+fn warn_denied(rel: &CStr) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            path = %rel.to_string_lossy(),
+            uid = nix::unistd::Uid::effective().as_raw(),
+            "permission denied opening a file beneath the root, answered 403 (can the user \
+             children run as read it?); this process will not report it again"
+        );
     }
 }
 

@@ -142,6 +142,13 @@ pub struct Config {
     /// Serve files and directories whose names start with a dot. Off by default: they are
     /// answered 404, as if absent, so `.git` or `.env` never leak.
     pub serve_dotfiles: bool,
+    /// Dot paths served even without `serve_dotfiles`. Each entry is the leading whole
+    /// components of a path beneath the root, without a leading or trailing `/` and not
+    /// percent-encoded (`.well-known`); a name starting with `.` is served only where it lies
+    /// inside such a prefix, in the request and in what the request resolved to through
+    /// symlinks (`path::dots_allowed`). The default allows `/.well-known/` (RFC 8615: ACME
+    /// HTTP-01 challenges, security.txt).
+    pub dot_allow: Vec<String>,
     /// After a response the server chose to end the connection with (an error, the request
     /// limit), it keeps reading and discarding what the client still sends for at most this
     /// long, so the client's unread data does not turn our close into a reset that destroys
@@ -166,6 +173,7 @@ impl Default for Config {
             max_requests_per_connection: 1000,
             server: "forkd".to_string(),
             serve_dotfiles: false,
+            dot_allow: vec![".well-known".to_string()],
             linger_timeout: Duration::from_secs(2),
         }
     }

@@ -1,10 +1,12 @@
 //! Opening a file beneath the document root, race-free.
 //!
-//! The relative path comes from `path::resolve` (no `.` or `..` components). What it cannot
-//! see are symlinks: `openat2` with `RESOLVE_BENEATH` makes the kernel refuse any resolution,
-//! symlinks included, that would leave the root, atomically with the open, so swapping a
-//! directory for a symlink between a check and the open wins nothing. Symlinks that stay
-//! inside the root are followed. Only this module holds `unsafe` for the HTTP side.
+//! The relative path comes from `path::resolve` (no `.` or `..` components, dot-files checked
+//! against the allow-list). What it cannot see are symlinks: `openat2` with `RESOLVE_BENEATH`
+//! makes the kernel refuse any resolution, symlinks included, that would leave the root,
+//! atomically with the open, so swapping a directory for a symlink between a check and the
+//! open wins nothing. Symlinks that stay inside the root are followed, but then the dot rule is
+//! checked again on what was actually opened: a `link -> .git` must not serve `.git/config`
+//! as `/link/config`. Only this module holds `unsafe` for the HTTP side.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -15,6 +17,24 @@ use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
+
+use super::path::{self, Dots};
+
+/// Why a file beneath the root was not opened.
+#[derive(Debug)]
+pub(super) enum Refused {
+    /// The system refused, or there is nothing there.
+    Os(io::Error),
+    /// What the path resolved to, through symlinks, has a dot component the rule does not
+    /// allow.
+    Hidden,
+}
+
+impl From<io::Error> for Refused {
+    fn from(e: io::Error) -> Refused {
+        Refused::Os(e)
+    }
+}
 
 /// Opens `path` as a document root: a handle for lookups only (`O_PATH`), which keeps
 /// working after a chroot or privilege drop and is never inherited by an exec.
@@ -30,16 +50,90 @@ fn file_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK
 }
 
-/// Opens `rel` (relative, `.` for the root itself) beneath `root`.
-pub(super) fn beneath(root: BorrowedFd<'_>, rel: &CStr) -> io::Result<File> {
-    let fd = match openat2_beneath(root, rel) {
+/// Opens `rel` (relative, `.` for the root itself) beneath `root`, refusing a file that
+/// symlinks inside the root lead to a dot path `dots` does not allow.
+///
+/// The common case costs one `openat2` that follows no symlink, so the opened file is `rel`
+/// itself, which `path::resolve` already checked. Only when that meets a symlink (`ELOOP`) is
+/// the file opened again following symlinks, and its real place beneath the root read back.
+pub(super) fn beneath(root: BorrowedFd<'_>, rel: &CStr, dots: Dots<'_>) -> Result<File, Refused> {
+    let fd = match openat2_beneath(root, rel, libc::RESOLVE_NO_SYMLINKS) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let fd = openat2_beneath(root, rel, 0)?;
+            let mut root_buf = [0u8; PATH_BUF];
+            let mut file_buf = [0u8; PATH_BUF];
+            match real_rel(root, fd.as_fd(), &mut root_buf, &mut file_buf) {
+                Some(real) if path::dots_allowed(real, dots) => fd,
+                Some(_) => return Err(Refused::Hidden),
+                // Where the symlinks led cannot be read back (no `/proc`, in a chroot say):
+                // refuse every symlinked path, as the fallback below does.
+                None => return Err(io::Error::from_raw_os_error(libc::ELOOP).into()),
+            }
+        }
         // Kernels before 5.6 (or a seccomp filter) lack openat2: walk the path one component
         // at a time without following any symlink. Safe by the same argument (no component
-        // can climb, none is followed), only stricter: in-root symlinks are refused too.
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => walk_nofollow(root, rel)?,
-        other => other?,
+        // can climb, none is followed), only stricter: in-root symlinks are refused too. The
+        // file opened is then `rel` itself, so the dot rule is checked on `rel`.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => fallback(root, rel, dots)?,
+        Err(e) => return Err(e.into()),
     };
     Ok(File::from(fd))
+}
+
+/// Without openat2: the walk, after the dot rule on `rel`, which is what the walk opens.
+fn fallback(root: BorrowedFd<'_>, rel: &CStr, dots: Dots<'_>) -> Result<OwnedFd, Refused> {
+    if !path::dots_allowed(rel.to_bytes(), dots) {
+        return Err(Refused::Hidden);
+    }
+    Ok(walk_nofollow(root, rel)?)
+}
+
+/// Room for a path read back from `/proc` (`PATH_MAX`).
+const PATH_BUF: usize = libc::PATH_MAX as usize;
+
+/// Where `file` lies beneath `root`: its path relative to the root's, both read back from
+/// `/proc/self/fd` in this process (so both as seen from its current root, chroot or not).
+/// Read each time rather than cached: it is the rare, symlinked path, and a root renamed
+/// since would otherwise make every symlinked file look outside it. `None` when either cannot
+/// be read or the file's path does not start with the root's (the root renamed between the
+/// two reads, say): the caller then refuses.
+fn real_rel<'a>(
+    root: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    root_buf: &mut [u8; PATH_BUF],
+    file_buf: &'a mut [u8; PATH_BUF],
+) -> Option<&'a [u8]> {
+    let root_path = fd_path(root, root_buf).ok()?;
+    let file_path = fd_path(file, file_buf).ok()?;
+    let rest = file_path.strip_prefix(root_path)?;
+    if root_path == b"/" {
+        return Some(rest);
+    }
+    match rest {
+        [] => Some(rest),
+        [b'/', beneath @ ..] => Some(beneath),
+        _ => None,
+    }
+}
+
+/// The path `/proc/self/fd/N` names for `fd`, read into `buf` without allocating.
+fn fd_path<'a>(fd: BorrowedFd<'_>, buf: &'a mut [u8; PATH_BUF]) -> io::Result<&'a [u8]> {
+    use std::io::Write;
+    // Zeroed, so the name is NUL-terminated whatever length the number has.
+    let mut link = [0u8; 32];
+    write!(link.as_mut_slice(), "/proc/self/fd/{}", fd.as_raw_fd())?;
+    // SAFETY: `link` is NUL-terminated (written into a zeroed array shorter than it) and
+    // `buf` is a writable buffer of exactly `buf.len()` bytes; both outlive the call, and
+    // readlink writes at most that many bytes, without a terminator.
+    let n = unsafe { libc::readlink(link.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    if n >= buf.len() {
+        // Possibly truncated.
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf.get(..n)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENAMETOOLONG))
 }
 
 /// `struct open_how` of `<linux/openat2.h>`; libc's is `non_exhaustive`, so it cannot be
@@ -51,12 +145,12 @@ struct OpenHow {
     resolve: u64,
 }
 
-/// `openat2(root, rel, {flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS})`.
-fn openat2_beneath(root: BorrowedFd<'_>, rel: &CStr) -> io::Result<OwnedFd> {
+/// `openat2(root, rel, {flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | extra})`.
+fn openat2_beneath(root: BorrowedFd<'_>, rel: &CStr, extra: u64) -> io::Result<OwnedFd> {
     let how = OpenHow {
         flags: file_flags().bits() as u64,
         mode: 0,
-        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | extra,
     };
     loop {
         // SAFETY: the arguments are a live directory fd (borrowed for the call), a
@@ -108,12 +202,21 @@ mod tests {
     use std::io::Read;
     use std::os::unix::fs::symlink;
 
+    const NO_DOTS: Dots<'static> = Dots {
+        all: false,
+        allow: &[],
+    };
+
     fn tree() -> (tempfile::TempDir, OwnedFd) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         std::fs::create_dir_all(p.join("www/sub")).unwrap();
+        std::fs::create_dir_all(p.join("www/.git")).unwrap();
+        std::fs::create_dir_all(p.join("www/.well-known/acme")).unwrap();
         std::fs::write(p.join("www/a.txt"), "A").unwrap();
         std::fs::write(p.join("www/sub/b.txt"), "B").unwrap();
+        std::fs::write(p.join("www/.git/config"), "G").unwrap();
+        std::fs::write(p.join("www/.well-known/acme/t"), "T").unwrap();
         std::fs::write(p.join("secret.txt"), "S").unwrap();
         symlink("a.txt", p.join("www/in-link")).unwrap();
         symlink("sub", p.join("www/dir-link")).unwrap();
@@ -121,11 +224,17 @@ mod tests {
         symlink(p.join("secret.txt"), p.join("www/out-abs")).unwrap();
         symlink("/etc/passwd", p.join("www/passwd")).unwrap();
         symlink("..", p.join("www/up")).unwrap();
+        // Symlinks to dot paths: the request names no dot, what it opens does.
+        symlink(".git", p.join("www/git-link")).unwrap();
+        symlink(".git/config", p.join("www/config-link")).unwrap();
+        symlink("sub/../.git", p.join("www/sneaky")).unwrap();
+        symlink(".well-known", p.join("www/wk-link")).unwrap();
+        symlink(p.join("www/.git"), p.join("www/abs-git")).unwrap();
         let fd = root(&p.join("www")).unwrap();
         (dir, fd)
     }
 
-    fn read(r: io::Result<File>) -> io::Result<String> {
+    fn read(r: Result<File, Refused>) -> Result<String, Refused> {
         let mut s = String::new();
         r?.read_to_string(&mut s)?;
         Ok(s)
@@ -138,7 +247,7 @@ mod tests {
     #[test]
     fn openat2_follows_inside_and_refuses_outside() {
         let (_d, fd) = tree();
-        let open = |p: &str| read(beneath(fd.as_fd(), &c(p)));
+        let open = |p: &str| read(beneath(fd.as_fd(), &c(p), NO_DOTS));
         assert_eq!(open("a.txt").unwrap(), "A");
         assert_eq!(open("sub/b.txt").unwrap(), "B");
         assert_eq!(open("in-link").unwrap(), "A");
@@ -151,15 +260,89 @@ mod tests {
             "../secret.txt",
             "/etc/passwd",
         ] {
-            assert!(open(p).is_err(), "{p} must be refused");
+            assert!(
+                matches!(open(p), Err(Refused::Os(_))),
+                "{p} must be refused"
+            );
         }
-        assert_eq!(open("missing").unwrap_err().kind(), io::ErrorKind::NotFound);
+        match open("missing") {
+            Err(Refused::Os(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
+            other => panic!("missing: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn symlinks_into_dot_paths_are_hidden_unless_allowed() {
+        let (_d, fd) = tree();
+        let allow = vec![".well-known".to_string()];
+        let well_known = Dots {
+            all: false,
+            allow: &allow,
+        };
+        let open = |p: &str, dots| read(beneath(fd.as_fd(), &c(p), dots));
+        for p in ["git-link/config", "config-link", "sneaky/config"] {
+            assert!(
+                matches!(open(p, well_known), Err(Refused::Hidden)),
+                "{p} must be hidden"
+            );
+        }
+        // An absolute symlink is refused by RESOLVE_BENEATH before any dot rule.
+        assert!(matches!(
+            open("abs-git/config", well_known),
+            Err(Refused::Os(_))
+        ));
+        // A symlink to a directory that is no dot path, and one into an allowed prefix.
+        assert_eq!(open("dir-link/b.txt", well_known).unwrap(), "B");
+        assert_eq!(open("wk-link/acme/t", well_known).unwrap(), "T");
+        assert!(matches!(
+            open("wk-link/acme/t", NO_DOTS),
+            Err(Refused::Hidden)
+        ));
+        // Everything allowed: served, as before.
+        let all = Dots {
+            all: true,
+            allow: &[],
+        };
+        assert_eq!(open("git-link/config", all).unwrap(), "G");
+        assert_eq!(open("config-link", all).unwrap(), "G");
+    }
+
+    #[test]
+    fn real_rel_reads_the_place_beneath_the_root() {
+        let (d, fd) = tree();
+        let file = beneath(fd.as_fd(), &c("dir-link/b.txt"), NO_DOTS).unwrap();
+        let (mut rb, mut fb) = ([0u8; PATH_BUF], [0u8; PATH_BUF]);
+        assert_eq!(
+            real_rel(fd.as_fd(), file.as_fd(), &mut rb, &mut fb),
+            Some(&b"sub/b.txt"[..])
+        );
+        let same = root(&d.path().join("www")).unwrap();
+        assert_eq!(
+            real_rel(fd.as_fd(), same.as_fd(), &mut rb, &mut fb),
+            Some(&b""[..])
+        );
+        // A sibling whose name merely starts like the root's is not beneath it.
+        std::fs::create_dir(d.path().join("www2")).unwrap();
+        let sibling = root(&d.path().join("www2")).unwrap();
+        assert_eq!(
+            real_rel(fd.as_fd(), sibling.as_fd(), &mut rb, &mut fb),
+            None
+        );
+        let mut buf = [0u8; PATH_BUF];
+        assert_eq!(
+            fd_path(fd.as_fd(), &mut buf).unwrap(),
+            d.path().join("www").as_os_str().as_bytes()
+        );
     }
 
     #[test]
     fn fallback_follows_no_symlink() {
         let (_d, fd) = tree();
-        let open = |p: &str| read(walk_nofollow(fd.as_fd(), &c(p)).map(File::from));
+        let open = |p: &str| {
+            let mut s = String::new();
+            File::from(walk_nofollow(fd.as_fd(), &c(p))?).read_to_string(&mut s)?;
+            io::Result::Ok(s)
+        };
         assert_eq!(open("a.txt").unwrap(), "A");
         assert_eq!(open("sub/b.txt").unwrap(), "B");
         for p in [
@@ -169,9 +352,30 @@ mod tests {
             "out-abs",
             "passwd",
             "up/secret.txt",
+            "git-link/config",
         ] {
             assert!(open(p).is_err(), "{p} must be refused");
         }
         assert!(walk_nofollow(fd.as_fd(), &c(".")).is_ok());
+    }
+
+    #[test]
+    fn fallback_applies_the_dot_rule() {
+        let (_d, fd) = tree();
+        let allow = vec![".well-known".to_string()];
+        let dots = Dots {
+            all: false,
+            allow: &allow,
+        };
+        let open = |p: &str, dots| fallback(fd.as_fd(), &c(p), dots);
+        assert!(matches!(open(".git/config", dots), Err(Refused::Hidden)));
+        assert!(matches!(open("git-link/config", dots), Err(Refused::Os(_))));
+        assert!(open(".well-known/acme/t", dots).is_ok());
+        assert!(open("a.txt", dots).is_ok());
+        let all = Dots {
+            all: true,
+            allow: &[],
+        };
+        assert!(open(".git/config", all).is_ok());
     }
 }
