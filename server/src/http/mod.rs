@@ -19,6 +19,7 @@ pub mod parse;
 pub mod path;
 mod respond;
 mod site;
+mod test_hooks;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -221,6 +222,7 @@ impl Site {
         let mut headers = [httparse::EMPTY_HEADER; 4];
         let _ = httparse::Request::new(&mut headers).parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         self.buffers = conn::Buffers::new(&self.config);
+        test_hooks::init();
     }
 
     /// Serves one accepted connection until it ends; returns the number of requests answered.
