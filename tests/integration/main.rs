@@ -5,5 +5,6 @@ mod util;
 
 mod http;
 mod loadgen;
+mod robust;
 mod server;
 mod supervisor;

@@ -483,6 +483,7 @@ impl<D: Daemon> Master<'_, D> {
             scoreboard::hit(Limit::ChildrenBound);
             return self.refuse(stream);
         };
+        scoreboard::prepare(slot);
         let creds = self.settings.credentials.as_ref();
         let service = &mut self.service;
         // The connection moves into the child's body; `spawn` drops that body in the master
@@ -502,6 +503,7 @@ impl<D: Daemon> Master<'_, D> {
         let Some(slot) = self.free_slots.pop() else {
             return Err(nix::errno::Errno::EAGAIN);
         };
+        scoreboard::prepare(slot);
         let budget = jittered(self.settings.max_requests_per_worker, self.spawned);
         let creds = self.settings.credentials.as_ref();
         let (listeners, service) = (&self.listeners, &mut self.service);

@@ -275,11 +275,19 @@ pub(crate) fn slot_served(slot: usize) -> bool {
         .is_some_and(|s| s.busy.load(Relaxed) != 0 || s.requests.load(Relaxed) != 0)
 }
 
-/// Master: marks `slot` as held by `pid`.
-pub(crate) fn claim(slot: usize, pid: i32) {
+/// Master, before the fork: clears `slot` for the child about to get it. Not after: the
+/// child may accept, mark itself busy and even crash before the master runs again, and
+/// clearing then would erase what tells the master the crash was a request's.
+pub(crate) fn prepare(slot: usize) {
     if let Some(s) = board().and_then(|b| b.board.slots.get(slot)) {
         s.busy.store(0, Relaxed);
         s.requests.store(0, Relaxed);
+    }
+}
+
+/// Master, after the fork: marks `slot` as held by `pid`.
+pub(crate) fn claim(slot: usize, pid: i32) {
+    if let Some(s) = board().and_then(|b| b.board.slots.get(slot)) {
         s.pid.store(pid, Relaxed);
     }
 }
@@ -393,6 +401,7 @@ mod tests {
         hit(Limit::ForkFailed);
         app_hit(0);
         app_hit(7); // out of range: ignored, not a panic
+        prepare(3);
         claim(3, 42);
         let text = render("forkd", 2);
         assert!(

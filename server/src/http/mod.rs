@@ -47,11 +47,12 @@ pub(crate) enum Hit {
     VersionUnsupported,
     ExpectationFailed,
     PathRefused,
+    AccessLogFailed,
 }
 
 /// Names and meanings of the counters the HTTP side keeps on the scoreboard, in the order of
 /// its internal `Hit` enum.
-pub static COUNTERS: [Counter; 11] = [
+pub static COUNTERS: [Counter; 12] = [
     Counter {
         name: "header_timeout",
         help: "connections cut because a request head did not arrive in time (slowloris)",
@@ -95,6 +96,10 @@ pub static COUNTERS: [Counter; 11] = [
     Counter {
         name: "path_refused",
         help: "paths refused as hidden: dot segments, dot-files, encoded separators",
+    },
+    Counter {
+        name: "access_log_failed",
+        help: "access-log lines lost to a failing write (disk full, file size limit)",
     },
 ];
 
