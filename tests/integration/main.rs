@@ -8,5 +8,6 @@ mod http;
 mod loadgen;
 mod paths;
 mod rfc;
+mod robust;
 mod server;
 mod supervisor;

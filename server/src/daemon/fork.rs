@@ -11,12 +11,38 @@
 //! parent's state a second time.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// Exit code of a child whose body panicked (EX_SOFTWARE).
 pub const EXIT_PANIC: i32 = 70;
+
+/// Set in every child `spawn` makes, right after the fork.
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Makes a panic in a child end that child with [`EXIT_PANIC`] once the panic message is
+/// printed, in every build: with the release profile's `panic = "abort"` it would otherwise
+/// die of SIGABRT (and dump core, once per crashing request), and with unwinding it would run
+/// destructors of state copied from the master. A panic in the master is left as it was.
+/// Call it in the master before the first fork; the previous hook (the default one, or the
+/// application's) still runs first.
+pub fn exit_children_on_panic() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if IN_CHILD.load(Ordering::Relaxed) {
+                // SAFETY: `_exit` ends the process at once; a child never returns into the
+                // master's code, so nothing of the master's is skipped that it needed.
+                unsafe { libc::_exit(EXIT_PANIC) }
+            }
+        }));
+    });
+}
 
 /// Runs `body` in a new child process and returns the child's pid to the parent.
 ///
@@ -47,6 +73,7 @@ pub fn spawn<F: FnOnce() -> i32>(body: F) -> nix::Result<Pid> {
     match forked? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
+            IN_CHILD.store(true, Ordering::Relaxed);
             let code = catch_unwind(AssertUnwindSafe(body)).unwrap_or(EXIT_PANIC);
             // SAFETY: `_exit` ends the process at once; nothing of the parent's is flushed.
             unsafe { libc::_exit(code) }

@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use super::notify::Notifier;
 use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
-use super::scoreboard::{self, Counter, Limit};
+use super::scoreboard::{self, Counter, Crash, Limit};
 use super::signals::{Event, SignalPipe};
 use super::{atomic, fork, listener, worker};
 
@@ -58,8 +58,10 @@ pub trait Daemon {
     /// the running ones.
     fn reload(&mut self) -> Result<(Settings, Self::Service), String>;
 
-    /// SIGUSR1: reopens log files in `service`; children are then replaced so they write to
-    /// the new files.
+    /// SIGUSR1: reopens log files in `service`, the master's copy that new children inherit.
+    /// Running children are then sent SIGUSR1 to reopen theirs by path between requests (see
+    /// `worker::take_reopen_request`), unless they are chrooted (a path means another file
+    /// there): those are replaced, as is a child that fails to reopen.
     fn reopen_logs(&mut self, _service: &mut Self::Service) -> Result<(), String> {
         Ok(())
     }
@@ -163,6 +165,9 @@ struct Master<'a, D: Daemon> {
     phase: Phase,
     fast_deaths: u32,
     respawn_at: Option<Instant>,
+    /// Workers that crashed while serving and are owed a replacement regardless of the
+    /// respawn throttle.
+    replace_now: usize,
     accept_pause: Option<(Instant, Duration)>,
     spawned: u64,
     free_slots: Vec<usize>,
@@ -192,6 +197,7 @@ pub fn run<D: Daemon>(
         phase: Phase::Running,
         fast_deaths: 0,
         respawn_at: None,
+        replace_now: 0,
         accept_pause: None,
         spawned: 0,
         free_slots: (0..scoreboard::SLOTS).rev().collect(),
@@ -199,6 +205,7 @@ pub fn run<D: Daemon>(
     };
     m.prepare_listeners().map_err(StartError::ListenerSetup)?;
     fork::warm_up();
+    fork::exit_children_on_panic();
     m.service.prepare();
     scoreboard::install(m.service.counters()).map_err(StartError::Scoreboard)?;
     if let Some(path) = m.settings.pid_file.clone() {
@@ -476,6 +483,7 @@ impl<D: Daemon> Master<'_, D> {
             scoreboard::hit(Limit::ChildrenBound);
             return self.refuse(stream);
         };
+        scoreboard::prepare(slot);
         let creds = self.settings.credentials.as_ref();
         let service = &mut self.service;
         // The connection moves into the child's body; `spawn` drops that body in the master
@@ -495,6 +503,7 @@ impl<D: Daemon> Master<'_, D> {
         let Some(slot) = self.free_slots.pop() else {
             return Err(nix::errno::Errno::EAGAIN);
         };
+        scoreboard::prepare(slot);
         let budget = jittered(self.settings.max_requests_per_worker, self.spawned);
         let creds = self.settings.credentials.as_ref();
         let (listeners, service) = (&self.listeners, &mut self.service);
@@ -554,71 +563,94 @@ impl<D: Daemon> Master<'_, D> {
         let mut ended = Vec::new();
         reap(|pid, end| ended.push((pid, end)));
         for (pid, end) in ended {
+            // Read before `forget` frees the slot for the next child.
+            let served = self
+                .children
+                .get(&pid)
+                .is_some_and(|c| scoreboard::slot_served(c.slot));
             let Some(info) = self.forget(pid) else {
                 continue;
             };
-            self.note_end(pid, &info, end);
+            self.note_end(pid, &info, end, served);
         }
     }
 
-    /// Logs why a child ended and throttles respawning when workers die fast.
-    fn note_end(&mut self, pid: Pid, info: &ChildInfo, end: ProcessEnd) {
+    /// Logs and counts why a child ended, and decides how its replacement comes: at once for a
+    /// worker that crashed while serving (the request killed it; throttling would leave the
+    /// pool empty while more such requests wait in the backlog), after a growing delay for
+    /// one that failed fast before serving anything (the environment is at fault, and
+    /// respawning at full speed would only spin).
+    fn note_end(&mut self, pid: Pid, info: &ChildInfo, end: ProcessEnd, served: bool) {
         let is_worker = matches!(self.settings.mode, Mode::Prefork { .. });
         let lived = info.started.elapsed();
-        if end.success()
-            || (info.stopping
-                && end
-                    == (ProcessEnd::Signaled {
-                        signal: Signal::SIGTERM,
-                        core_dumped: false,
-                    }))
-        {
-            if is_worker {
-                tracing::debug!("worker {pid} {end} after {lived:.1?}");
-                if lived >= FAST_DEATH {
-                    self.fast_deaths = 0;
-                }
-            }
-            return;
-        }
         let what = if is_worker {
             "worker"
         } else {
             "connection child"
         };
-        if is_worker && lived < FAST_DEATH && self.phase == Phase::Running {
-            self.fast_deaths = (self.fast_deaths + 1).min(16);
-            scoreboard::hit(Limit::RespawnThrottled);
-            let delay = (Duration::from_millis(50) * (1 << self.fast_deaths.min(10)))
-                .min(MAX_RESPAWN_DELAY);
-            self.respawn_at = Some(Instant::now() + delay);
-            tracing::error!("{what} {pid} {end} after {lived:.1?}; respawning in {delay:?}");
-        } else {
-            tracing::error!("{what} {pid} {end} after {lived:.1?}");
+        let after = aftermath(end, info.stopping, served, lived);
+        let cause = match after {
+            Aftermath::Clean => {
+                if is_worker {
+                    tracing::debug!("worker {pid} {end} after {lived:.1?}");
+                    if lived >= FAST_DEATH {
+                        self.fast_deaths = 0;
+                    }
+                }
+                return;
+            }
+            Aftermath::ReplaceNow(c) | Aftermath::Throttle(c) | Aftermath::Replace(c) => c,
+        };
+        scoreboard::crashed(cause);
+        let running = self.phase == Phase::Running;
+        match after {
+            Aftermath::ReplaceNow(_) if is_worker && running => {
+                self.replace_now += 1;
+                tracing::error!(
+                    "{what} {pid} {end} after {lived:.1?} while serving; replaced at once"
+                );
+            }
+            Aftermath::Throttle(_) if is_worker && running => {
+                self.fast_deaths = (self.fast_deaths + 1).min(16);
+                scoreboard::hit(Limit::RespawnThrottled);
+                let delay = (Duration::from_millis(50) * (1 << self.fast_deaths.min(10)))
+                    .min(MAX_RESPAWN_DELAY);
+                self.respawn_at = Some(Instant::now() + delay);
+                tracing::error!("{what} {pid} {end} after {lived:.1?}; respawning in {delay:?}");
+            }
+            _ => tracing::error!("{what} {pid} {end} after {lived:.1?}"),
         }
     }
 
     /// Prefork: replaces ended workers up to the pool size. Stopping workers still count, so
-    /// a reload never runs more processes than the bound.
+    /// a reload never runs more processes than the bound. Workers owed for crashes while
+    /// serving come first and ignore the throttle; the rest wait for it.
     fn fill_pool(&mut self) {
         let Mode::Prefork { workers } = self.settings.mode else {
             return;
         };
-        if let Some(t) = self.respawn_at {
-            if Instant::now() < t {
-                return;
-            }
+        let throttled = self.respawn_at.is_some_and(|t| Instant::now() < t);
+        if !throttled {
             self.respawn_at = None;
         }
         while self.children.len() < workers {
+            let owed = self.replace_now > 0;
+            if !owed && throttled {
+                return;
+            }
             if self.spawn_worker().is_err() {
                 self.respawn_at = Some(Instant::now() + Duration::from_secs(1));
                 return;
             }
-            if self.fast_deaths > 0 {
+            if owed {
+                self.replace_now -= 1;
+            } else if self.fast_deaths > 0 {
                 // One at a time while workers keep dying, each after the throttle delay.
                 break;
             }
+        }
+        if self.children.len() >= workers {
+            self.replace_now = 0;
         }
     }
 
@@ -754,14 +786,68 @@ impl<D: Daemon> Master<'_, D> {
     }
 
     fn reopen_logs(&mut self) {
-        match self.daemon.reopen_logs(&mut self.service) {
-            Ok(()) => {
-                tracing::info!("reopened logs; replacing children so they write to the new files");
-                self.generation += 1;
-                self.retire_old_generations();
-            }
-            Err(msg) => tracing::error!("unable to reopen logs, keeping the old ones: {msg}"),
+        if let Err(msg) = self.daemon.reopen_logs(&mut self.service) {
+            tracing::error!("unable to reopen logs, keeping the old ones: {msg}");
+            return;
         }
+        let chrooted = self
+            .settings
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.chroot.is_some());
+        if chrooted {
+            // Inside a chroot the same path names another file (perhaps one under the
+            // docroot): these children cannot reopen by path, so new ones take the master's.
+            tracing::info!(
+                "reopened logs; replacing chrooted children so they write to the new files"
+            );
+            self.generation += 1;
+            self.retire_old_generations();
+            return;
+        }
+        tracing::info!(
+            "reopened logs; {} children reopen theirs before their next line",
+            self.children.len()
+        );
+        for pid in self.children.keys() {
+            let _ = kill(*pid, Signal::SIGUSR1);
+        }
+    }
+}
+
+/// How the master takes a child's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aftermath {
+    /// A clean exit, or the end the master asked for.
+    Clean,
+    /// A crash while serving (or after having served): the request is to blame, not the
+    /// environment, so the worker is replaced at once and the throttle is left alone.
+    ReplaceNow(Crash),
+    /// A crash soon after start and before serving anything (exit 71 when privileges cannot be
+    /// dropped, say): the environment is to blame, so respawns slow down.
+    Throttle(Crash),
+    /// A crash after a long idle life: replaced as usual.
+    Replace(Crash),
+}
+
+fn aftermath(end: ProcessEnd, asked_to_stop: bool, served: bool, lived: Duration) -> Aftermath {
+    let asked = asked_to_stop
+        && matches!(
+            end,
+            ProcessEnd::Signaled {
+                signal: Signal::SIGTERM | Signal::SIGINT | Signal::SIGKILL,
+                ..
+            }
+        );
+    let Some(cause) = Crash::of(end).filter(|_| !asked) else {
+        return Aftermath::Clean;
+    };
+    if served {
+        Aftermath::ReplaceNow(cause)
+    } else if lived < FAST_DEATH {
+        Aftermath::Throttle(cause)
+    } else {
+        Aftermath::Replace(cause)
     }
 }
 
@@ -789,6 +875,64 @@ fn jittered(max: u64, salt: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crashes_while_serving_skip_the_throttle_and_setup_failures_do_not() {
+        let fast = Duration::from_millis(10);
+        let slow = Duration::from_secs(5);
+        let sig = |signal| ProcessEnd::Signaled {
+            signal,
+            core_dumped: false,
+        };
+        let cases = [
+            // (end, asked to stop, served, lived) => aftermath
+            (ProcessEnd::Exited(0), false, true, fast, Aftermath::Clean),
+            (sig(Signal::SIGTERM), true, true, fast, Aftermath::Clean),
+            (sig(Signal::SIGKILL), true, false, slow, Aftermath::Clean),
+            (
+                sig(Signal::SIGTERM),
+                false,
+                false,
+                slow,
+                Aftermath::Replace(Crash::OtherSignal),
+            ),
+            (
+                ProcessEnd::Exited(70),
+                false,
+                true,
+                fast,
+                Aftermath::ReplaceNow(Crash::Panic),
+            ),
+            (
+                sig(Signal::SIGSEGV),
+                true,
+                true,
+                fast,
+                Aftermath::ReplaceNow(Crash::Segv),
+            ),
+            (
+                ProcessEnd::Exited(71),
+                false,
+                false,
+                fast,
+                Aftermath::Throttle(Crash::Setup),
+            ),
+            (
+                sig(Signal::SIGKILL),
+                false,
+                false,
+                slow,
+                Aftermath::Replace(Crash::Kill),
+            ),
+        ];
+        for (end, asked, served, lived, want) in cases {
+            assert_eq!(
+                aftermath(end, asked, served, lived),
+                want,
+                "{end} {asked} {served}"
+            );
+        }
+    }
 
     #[test]
     fn jitter_stays_within_an_eighth() {

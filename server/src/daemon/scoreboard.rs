@@ -12,10 +12,15 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+use nix::sys::signal::Signal;
 
+use super::fork::EXIT_PANIC;
 use super::limits::CHILDREN_CAP;
+use super::reap::ProcessEnd;
+use super::worker::EXIT_SETUP;
 
 /// A counter an application declares: its Prometheus label value and help text.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +61,67 @@ const DAEMON_COUNTERS: [Counter; 4] = [
     },
 ];
 
+/// Why a child ended when nobody asked it to: a small fixed set, so the label set of
+/// `{prefix}_child_crashes_total` is known in advance and fits in the shared mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// A panic (exit code 70 from `fork::spawn` or the child's panic hook).
+    Panic = 0,
+    /// The child could not set itself up (exit code 71: privileges, signals).
+    Setup,
+    Segv,
+    Bus,
+    Abort,
+    Ill,
+    Fpe,
+    /// Killed from outside (the OOM killer, an operator).
+    Kill,
+    OtherSignal,
+    OtherExit,
+}
+
+const CRASH_LABELS: [&str; 10] = [
+    "panic",
+    "exit 71",
+    "SIGSEGV",
+    "SIGBUS",
+    "SIGABRT",
+    "SIGILL",
+    "SIGFPE",
+    "SIGKILL",
+    "other signal",
+    "other exit",
+];
+
+impl Crash {
+    /// The cause of an end that was not asked for; `None` for a clean exit.
+    pub fn of(end: ProcessEnd) -> Option<Crash> {
+        Some(match end {
+            ProcessEnd::Exited(0) => return None,
+            ProcessEnd::Exited(EXIT_PANIC) => Crash::Panic,
+            ProcessEnd::Exited(EXIT_SETUP) => Crash::Setup,
+            ProcessEnd::Exited(_) => Crash::OtherExit,
+            ProcessEnd::Signaled { signal, .. } => match signal {
+                Signal::SIGSEGV => Crash::Segv,
+                Signal::SIGBUS => Crash::Bus,
+                Signal::SIGABRT => Crash::Abort,
+                Signal::SIGILL => Crash::Ill,
+                Signal::SIGFPE => Crash::Fpe,
+                Signal::SIGKILL => Crash::Kill,
+                _ => Crash::OtherSignal,
+            },
+        })
+    }
+
+    /// The Prometheus label value.
+    pub fn label(self) -> &'static str {
+        CRASH_LABELS[self as usize]
+    }
+}
+
+/// Room for rate-limited warnings (see [`warn_gate`]); an application picks indexes below it.
+pub const GATES: usize = 4;
+
 /// Child slots: one per possible child.
 pub const SLOTS: usize = CHILDREN_CAP;
 
@@ -69,10 +135,20 @@ struct Slot {
     requests: AtomicU64,
 }
 
+/// One rate-limited warning: when it may next be logged (CLOCK_MONOTONIC milliseconds, the
+/// same clock in every process) and how many were held back since it last was.
+#[repr(C)]
+struct Gate {
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
 #[repr(C)]
 struct Board {
     requests: AtomicU64,
     counters: [AtomicU64; MAX_COUNTERS],
+    crashes: [AtomicU64; CRASH_LABELS.len()],
+    gates: [Gate; GATES],
     slots: [Slot; SLOTS],
 }
 
@@ -134,11 +210,84 @@ pub fn hits(limit: Limit) -> u64 {
     board().map_or(0, |b| b.board.counters[limit as usize].load(Relaxed))
 }
 
-/// Master: marks `slot` as held by `pid`.
-pub(crate) fn claim(slot: usize, pid: i32) {
+/// Master: counts one child that ended for `cause`.
+pub(crate) fn crashed(cause: Crash) {
+    if let Some(b) = board() {
+        b.board.crashes[cause as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Current count of child ends for `cause`.
+pub fn crashes(cause: Crash) -> u64 {
+    board().map_or(0, |b| b.board.crashes[cause as usize].load(Relaxed))
+}
+
+/// Gates for processes with no board (tests, tools): per process instead of shared.
+static LOCAL_GATES: [Gate; GATES] = [const {
+    Gate {
+        next_ms: AtomicU64::new(0),
+        suppressed: AtomicU64::new(0),
+    }
+}; GATES];
+
+/// Rate-limits a warning that every child could repeat many times a second (a full disk under
+/// the access log): returns `Some(held_back)` at most once per `every` across all the
+/// processes that share the board, with the number of warnings held back since the last one;
+/// `None` means stay quiet (the warning is counted as held back). `gate` is an index below
+/// [`GATES`] the caller owns; out of range is never quiet.
+pub fn warn_gate(gate: usize, every: Duration) -> Option<u64> {
+    let gates = board().map_or(&LOCAL_GATES, |b| &b.board.gates);
+    let Some(g) = gates.get(gate) else {
+        return Some(0);
+    };
+    let now = monotonic_ms();
+    let next = g.next_ms.load(Relaxed);
+    let due = now >= next
+        && g.next_ms
+            .compare_exchange(next, now + every.as_millis() as u64, Relaxed, Relaxed)
+            .is_ok();
+    if due {
+        Some(g.suppressed.swap(0, Relaxed))
+    } else {
+        g.suppressed.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+/// Milliseconds of CLOCK_MONOTONIC: unlike `Instant`, comparable between processes.
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given, which lives on this stack
+    // frame; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Master: whether the child in `slot` was serving a connection or had served one: read
+/// before [`release`], to tell a crash caused by a request from one caused by the
+/// environment.
+pub(crate) fn slot_served(slot: usize) -> bool {
+    board()
+        .and_then(|b| b.board.slots.get(slot))
+        .is_some_and(|s| s.busy.load(Relaxed) != 0 || s.requests.load(Relaxed) != 0)
+}
+
+/// Master, before the fork: clears `slot` for the child about to get it. Not after: the
+/// child may accept, mark itself busy and even crash before the master runs again, and
+/// clearing then would erase what tells the master the crash was a request's.
+pub(crate) fn prepare(slot: usize) {
     if let Some(s) = board().and_then(|b| b.board.slots.get(slot)) {
         s.busy.store(0, Relaxed);
         s.requests.store(0, Relaxed);
+    }
+}
+
+/// Master, after the fork: marks `slot` as held by `pid`.
+pub(crate) fn claim(slot: usize, pid: i32) {
+    if let Some(s) = board().and_then(|b| b.board.slots.get(slot)) {
         s.pid.store(pid, Relaxed);
     }
 }
@@ -200,6 +349,15 @@ pub fn render(prefix: &str, generation: u64) -> String {
         "{prefix}_requests_total {}",
         b.board.requests.load(Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}_child_crashes_total Children that ended without being asked to, by cause."
+    );
+    let _ = writeln!(out, "# TYPE {prefix}_child_crashes_total counter");
+    for (label, n) in CRASH_LABELS.iter().zip(&b.board.crashes) {
+        let v = n.load(Relaxed);
+        let _ = writeln!(out, "{prefix}_child_crashes_total{{cause=\"{label}\"}} {v}");
+    }
     let (mut busy, mut idle) = (0, 0);
     for s in b.board.slots.iter().filter(|s| s.pid.load(Relaxed) != 0) {
         if s.busy.load(Relaxed) != 0 {
@@ -231,16 +389,19 @@ pub fn describe() -> Vec<Counter> {
 mod tests {
     use super::*;
 
+    /// Every test installs the same board: the first one to run maps it.
+    static APP: [Counter; 1] = [Counter {
+        name: "header_timeout",
+        help: "h",
+    }];
+
     #[test]
     fn counts_and_renders() {
-        static APP: [Counter; 1] = [Counter {
-            name: "header_timeout",
-            help: "h",
-        }];
         install(&APP).unwrap();
         hit(Limit::ForkFailed);
         app_hit(0);
         app_hit(7); // out of range: ignored, not a panic
+        prepare(3);
         claim(3, 42);
         let text = render("forkd", 2);
         assert!(
@@ -255,5 +416,56 @@ mod tests {
         assert!(text.contains("forkd_generation 2"), "{text}");
         release(3);
         assert!(render("forkd", 2).contains("forkd_children{state=\"idle\"} 0"));
+        crashed(Crash::Panic);
+        crashed(Crash::Segv);
+        let text = render("forkd", 2);
+        assert!(
+            text.contains("forkd_child_crashes_total{cause=\"panic\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("forkd_child_crashes_total{cause=\"SIGSEGV\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("forkd_child_crashes_total{cause=\"exit 71\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn crash_causes() {
+        let sig = |signal| ProcessEnd::Signaled {
+            signal,
+            core_dumped: false,
+        };
+        assert_eq!(Crash::of(ProcessEnd::Exited(0)), None);
+        assert_eq!(Crash::of(ProcessEnd::Exited(70)), Some(Crash::Panic));
+        assert_eq!(Crash::of(ProcessEnd::Exited(71)), Some(Crash::Setup));
+        assert_eq!(Crash::of(ProcessEnd::Exited(1)), Some(Crash::OtherExit));
+        assert_eq!(Crash::of(sig(Signal::SIGSEGV)), Some(Crash::Segv));
+        assert_eq!(
+            Crash::of(sig(Signal::SIGABRT)).map(Crash::label),
+            Some("SIGABRT")
+        );
+        assert_eq!(Crash::of(sig(Signal::SIGTERM)), Some(Crash::OtherSignal));
+        assert_eq!(Crash::Setup.label(), "exit 71");
+    }
+
+    #[test]
+    fn warnings_pass_once_per_interval_and_count_the_rest() {
+        install(&APP).unwrap();
+        // Gate 3 is used by no other test in this process.
+        let every = Duration::from_millis(300);
+        assert_eq!(warn_gate(3, every), Some(0));
+        assert_eq!(warn_gate(3, every), None);
+        assert_eq!(warn_gate(3, every), None);
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(warn_gate(3, every), Some(2));
+        assert_eq!(
+            warn_gate(GATES, every),
+            Some(0),
+            "out of range is never quiet"
+        );
     }
 }

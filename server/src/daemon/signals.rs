@@ -72,9 +72,12 @@ impl SignalPipe {
             pipe.flags.push((sig, event, flag));
         }
         // SIGPIPE must not kill a process that writes to sockets; EPIPE is handled instead.
-        // SAFETY: setting a signal to SIG_IGN installs no handler code.
-        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) }
-            .map_err(io::Error::from)?;
+        // SIGXFSZ must not kill one that writes a file over RLIMIT_FSIZE; EFBIG is handled.
+        for sig in [Signal::SIGPIPE, Signal::SIGXFSZ] {
+            // SAFETY: setting a signal to SIG_IGN installs no handler code.
+            unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }
+                .map_err(io::Error::from)?;
+        }
         Ok(pipe)
     }
 

@@ -6,6 +6,11 @@
 //! to finish with SIGTERM (graceful: end the request in flight, then close) or SIGINT (leave
 //! now). The SIGTERM handler is installed without `SA_RESTART`, so a blocking `accept`, `read`
 //! or `write` returns `EINTR` and the service can look at [`stop_requested`] between requests.
+//!
+//! SIGUSR1 asks the child to reopen its log files: the handler only sets a flag, which the
+//! service takes with [`take_reopen_request`] before it next writes a line. A child that cannot
+//! reopen (it dropped privileges and may not open the file) calls [`retire`] and is replaced
+//! by one that inherits the master's new file.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +26,7 @@ use super::privdrop::{self, Credentials};
 use super::scoreboard;
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static REOPEN: AtomicBool = AtomicBool::new(false);
 
 /// Exit code of a child that could not set itself up (EX_OSERR); the master throttles
 /// respawns of workers that keep failing.
@@ -32,9 +38,28 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
+/// The child leaves as if the master had sent SIGTERM: it finishes the request in flight,
+/// answers the next one of its connection with `Connection: close`, and exits 0, and a prefork
+/// master starts a replacement. For a child that can no longer do its job as the master
+/// configured it (a log it cannot reopen).
+pub fn retire() {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// True once per SIGUSR1 the master forwarded: the service should reopen its log files (by
+/// path) before it writes its next line, and [`retire`] if it cannot.
+pub fn take_reopen_request() -> bool {
+    REOPEN.swap(false, Ordering::Relaxed)
+}
+
 extern "C" fn on_term(_: libc::c_int) {
     // Async-signal-safe: one atomic store.
     STOP.store(true, Ordering::Relaxed);
+}
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    // Async-signal-safe: one atomic store.
+    REOPEN.store(true, Ordering::Relaxed);
 }
 
 /// Turns a freshly forked copy of the master into a child: closes the master-only fds in
@@ -70,13 +95,20 @@ fn fail(what: &str, e: io::Error) -> i32 {
 }
 
 /// The signal table of a child: TERM asks for a graceful end (no SA_RESTART, so blocking
-/// calls return EINTR), INT and QUIT end it at once (default action), HUP and USR1 are the
-/// master's business and are ignored, PIPE stays ignored (EPIPE is handled), and the mask
-/// inherited from the master is cleared.
+/// calls return EINTR), INT and QUIT end it at once (default action), USR1 asks for a log
+/// reopen (SA_RESTART: it need not wake anything, the flag is looked at before the next log
+/// line), HUP is the master's business and is ignored, PIPE stays ignored (EPIPE is handled),
+/// XFSZ is ignored so a log over `RLIMIT_FSIZE` fails a write with EFBIG instead of killing
+/// the child, and the mask inherited from the master is cleared.
 fn reset_signals() -> io::Result<()> {
     let term = SigAction::new(
         SigHandler::Handler(on_term),
         SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let usr1 = SigAction::new(
+        SigHandler::Handler(on_usr1),
+        SaFlags::SA_RESTART,
         SigSet::empty(),
     );
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
@@ -87,11 +119,13 @@ fn reset_signals() -> io::Result<()> {
         (Signal::SIGQUIT, &dfl),
         (Signal::SIGCHLD, &dfl),
         (Signal::SIGHUP, &ign),
-        (Signal::SIGUSR1, &ign),
+        (Signal::SIGUSR1, &usr1),
         (Signal::SIGPIPE, &ign),
+        (Signal::SIGXFSZ, &ign),
     ];
     for (sig, action) in table {
-        // SAFETY: the only handler installed is `on_term`, which is async-signal-safe.
+        // SAFETY: the only handlers installed are `on_term` and `on_usr1`, each one atomic
+        // store, which is async-signal-safe.
         unsafe { sigaction(sig, action) }?;
     }
     SigSet::empty().thread_set_mask()?;

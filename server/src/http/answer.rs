@@ -33,6 +33,7 @@ pub(super) fn answer(
     s: &mut Scratch,
     tx: &mut Sender,
 ) -> io::Result<Sent> {
+    super::test_hooks::maybe_crash(req, head);
     let head_only = head.method == Method::Head;
     let fail = |s: &mut Scratch, tx: &mut Sender, status: u16| -> io::Result<Sent> {
         let body = respond::error(

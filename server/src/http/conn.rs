@@ -8,9 +8,16 @@
 //! a head is partly in; `SO_SNDTIMEO` is set the first time a send would block.
 //!
 //! The child's signal handlers have no `SA_RESTART`, so a blocking call returns `EINTR` when
-//! the master asks for a graceful stop: with no byte of a next request in, the connection
-//! ends; a request in flight (or the first of a connection just accepted) is finished and
-//! answered with `Connection: close`.
+//! the master asks for a graceful stop (a reload, a log reopen it cannot do in place, a
+//! shutdown). A request in flight (or the first of a connection just accepted) is finished and
+//! answered with `Connection: close`. An idle keep-alive connection is not closed at once:
+//! a busy client's next request is usually already on its way, and closing under it makes it
+//! fail (a client may retry a request that got no response byte, RFC 9112 section 9.3.1, but
+//! not all do). So the connection waits [`RETIRE_GRACE`] for that request and answers it with
+//! `Connection: close`; only a connection that stayed idle that long is closed, with a
+//! half-close and a short drain, so that a request that still crosses our FIN meets a clean
+//! end rather than a reset. That last race cannot be closed from the server's side; the grace
+//! makes it need a client that pauses about as long as the grace and then sends.
 
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -32,6 +39,17 @@ const BODY_ROOM: usize = 16 * 1024;
 
 /// The request line logged for a head that could not be parsed is cut at this length.
 const LOGGED_LINE_MAX: usize = 1024;
+
+/// How long a retiring child waits for the next request of an idle keep-alive connection
+/// before it closes it. A closed-loop client's next request arrives within a round trip (well
+/// under a millisecond on a LAN, tens on a loaded machine), so this is generous for it, and
+/// it bounds what a truly idle connection adds to a reload or a stop.
+const RETIRE_GRACE: Duration = Duration::from_millis(200);
+
+/// How long a retiring child drains a connection it half-closed (instead of the full
+/// `linger_timeout`, so a stop is not held up): long enough for a client that read our
+/// `Connection: close` to close its side.
+const RETIRE_DRAIN: Duration = Duration::from_millis(200);
 
 /// The buffers of a connection, kept by the process between connections: a prefork worker
 /// allocates and zeroes them once, not once per connection, and a per-connection child
@@ -66,7 +84,7 @@ pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
     let mut conn = Conn {
         cfg,
         root: &site.docroot,
-        log: &site.log,
+        log: &mut site.log,
         sender: Sender::new(cfg.send_timeout, cfg.min_send_rate),
         sock,
         peer,
@@ -81,6 +99,7 @@ pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
         scratch: bufs.scratch,
         clock: Clock::new(),
         served: 0,
+        retired_idle: false,
     };
     conn.run();
     let served = conn.served;
@@ -159,7 +178,7 @@ pub(super) struct Env<'a> {
 struct Conn<'a> {
     cfg: &'a Config,
     root: &'a Docroot,
-    log: &'a super::AccessLog,
+    log: &'a mut super::AccessLog,
     sender: Sender,
     sock: TcpStream,
     peer: SocketAddr,
@@ -168,6 +187,9 @@ struct Conn<'a> {
     scratch: Scratch,
     clock: Clock,
     served: u64,
+    /// The child is retiring and the connection stayed idle through the grace: it ends with a
+    /// half-close and a drain instead of a plain close.
+    retired_idle: bool,
 }
 
 impl Conn<'_> {
@@ -175,6 +197,7 @@ impl Conn<'_> {
         loop {
             let next = match self.read_head() {
                 Ok(Some(head)) => self.exchange(&head),
+                Ok(None) if self.retired_idle => Next::Linger,
                 Ok(None) => Next::Close,
                 Err(status) => self.refuse(status),
             };
@@ -192,6 +215,9 @@ impl Conn<'_> {
         // The first request's head is due a header timeout after the accept; later ones are
         // due a header timeout after their first byte, and may be awaited for the idle time.
         let mut deadline = (self.served == 0).then(|| self.accepted + self.cfg.header_timeout);
+        // Set once a stop is asked for while no byte of a next request is in: how long that
+        // request is still awaited (a fresh connection's first request always is).
+        let mut grace: Option<Instant> = None;
         loop {
             let input = &mut self.input;
             if input.start < input.end {
@@ -202,22 +228,31 @@ impl Conn<'_> {
                 }
                 deadline.get_or_insert_with(|| Instant::now() + self.cfg.header_timeout);
             } else if self.served > 0 && stop_requested() {
-                // Between requests a stop ends the connection; a fresh connection was
-                // accepted, so its first request is still answered.
-                return Ok(None);
+                grace.get_or_insert_with(|| Instant::now() + RETIRE_GRACE);
             }
             input.make_room();
-            let timeout = match deadline {
+            let mut timeout = match deadline {
                 None => self.cfg.keepalive_timeout,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => left,
                     _ => return self.head_timed_out(),
                 },
             };
+            if let (None, Some(g)) = (deadline, grace) {
+                match g.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => timeout = timeout.min(left),
+                    _ => {
+                        self.retired_idle = true;
+                        return Ok(None);
+                    }
+                }
+            }
             match input.fill(&self.sock, timeout) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The grace ran out: the top of the loop ends the connection.
+                Err(e) if is_timeout(&e) && grace.is_some() => {}
                 Err(e) if is_timeout(&e) => {
                     if deadline.is_none() {
                         Hit::KeepaliveTimeout.count();
@@ -367,8 +402,9 @@ impl Conn<'_> {
 
     /// Formats and writes one access-log line; nothing at all when the log is off. An
     /// associated function so callers can lend it fields while the input is borrowed.
-    fn record(log: &super::AccessLog, line: &mut Vec<u8>, entry: Entry<'_>) {
+    fn record(log: &mut super::AccessLog, line: &mut Vec<u8>, entry: Entry<'_>) {
         if log.is_on() {
+            log.follow_rotation();
             log::format(line, &entry);
             log.write_line(line);
         }
@@ -426,18 +462,23 @@ impl Conn<'_> {
     }
 
     /// Half-closes, then reads and drops what the client still sends, for a bounded time, so
-    /// our close does not become a reset that destroys the response in flight.
+    /// our close does not become a reset that destroys the response in flight. A retiring
+    /// child drains for a shorter time, so a stop is not held up by a client that keeps its
+    /// side open.
     fn linger(&mut self) {
         if self.sock.shutdown(Shutdown::Write).is_err() {
             return;
         }
-        let deadline = Instant::now() + self.cfg.linger_timeout;
+        let start = Instant::now();
+        let full = start + self.cfg.linger_timeout;
+        let short = start + self.cfg.linger_timeout.min(RETIRE_DRAIN);
         let input = &mut self.input;
         loop {
+            let deadline = if stop_requested() { short } else { full };
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };
-            if left.is_zero() || stop_requested() {
+            if left.is_zero() {
                 return;
             }
             input.start = 0;

@@ -4,12 +4,34 @@
 //! file opened `O_APPEND`, so lines from concurrent children never interleave (the kernel
 //! appends each write whole to a regular file). When logging is off nothing is formatted.
 //! Diagnostics do not belong here: they go through `tracing`.
+//!
+//! A failing disk must not fill the error log nor corrupt the access log: warnings about
+//! failed writes pass at most once per [`WARN_EVERY`] across all children (a gate on the
+//! shared scoreboard), with the count of those held back, and every lost line is counted
+//! (`access_log_failed`). A short write (the disk filled up, or the file reached
+//! `RLIMIT_FSIZE`, mid-line) would leave a torn line that the next one is glued to; the file is
+//! cut back to where the line started, which is safe when the file still ends exactly where
+//! our write ended: see [`untear`] for the race this leaves and why it is harmless.
+//!
+//! After logrotate, SIGUSR1 reaches each child as a flag; the child reopens the file by path
+//! before its next line ([`AccessLog::follow_rotation`]). A child that may not open it (it
+//! dropped privileges and the new file is root's) keeps its old file and retires, so a new
+//! child inherits the master's new one.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::daemon::{scoreboard, worker};
+
+/// At most one warning about a failing access log per this long, across all children.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+/// The scoreboard's warning gates this module uses.
+const GATE_WRITE: usize = 0;
+const GATE_REOPEN: usize = 1;
 
 #[derive(Debug)]
 enum Sink {
@@ -58,19 +80,80 @@ impl AccessLog {
         Ok(())
     }
 
-    /// Writes one finished line (newline included) with one `write`.
-    pub(super) fn write_line(&self, line: &[u8]) {
-        let result = match &self.sink {
-            Sink::Off => return,
-            Sink::Stderr => io::stderr().lock().write(line),
-            Sink::File { file, .. } => (&*file).write(line),
-        };
-        match result {
-            Ok(n) if n == line.len() => {}
-            Ok(n) => tracing::warn!(written = n, len = line.len(), "short access log write"),
-            Err(e) => tracing::warn!(error = %e, "unable to write the access log"),
+    /// In a child: reopens the file by path if the master forwarded a SIGUSR1 since the last
+    /// line. On failure the old file stays in use and the child retires, so that a new child
+    /// inherits the file the master opened.
+    pub(super) fn follow_rotation(&mut self) {
+        if !worker::take_reopen_request() {
+            return;
+        }
+        if let Err(e) = self.reopen() {
+            if let Some(held) = scoreboard::warn_gate(GATE_REOPEN, WARN_EVERY) {
+                tracing::warn!(
+                    error = %e,
+                    held_back = held,
+                    "child {} cannot reopen the access log; leaving so that a new child takes \
+                     the master's",
+                    std::process::id()
+                );
+            }
+            worker::retire();
         }
     }
+
+    /// Writes one finished line (newline included) with one `write`.
+    pub(super) fn write_line(&self, line: &[u8]) {
+        let (result, file) = match &self.sink {
+            Sink::Off => return,
+            Sink::Stderr => (io::stderr().lock().write(line), None),
+            Sink::File { file, .. } => ((&*file).write(line), Some(file)),
+        };
+        let failure = match result {
+            Ok(n) if n == line.len() => return,
+            Ok(n) => {
+                let cut = match file.map(|f| untear(f, n)) {
+                    Some(Ok(true)) => "cut back",
+                    Some(Ok(false)) => "left torn: other lines followed it",
+                    Some(Err(_)) => "left torn: unable to cut it back",
+                    None => "",
+                };
+                format!("short write ({n} of {} bytes), line {cut}", line.len())
+            }
+            Err(e) => e.to_string(),
+        };
+        super::Hit::AccessLogFailed.count();
+        if let Some(held) = scoreboard::warn_gate(GATE_WRITE, WARN_EVERY) {
+            tracing::warn!(
+                held_back = held,
+                "unable to write the access log: {failure} (at most one such warning per {}s)",
+                WARN_EVERY.as_secs()
+            );
+        }
+    }
+}
+
+/// After a short write of `written` bytes of a line to `file`, cuts the file back to where the
+/// line started, if the file ends exactly where our write ended. Returns whether it did.
+///
+/// The race: another child may append between our write and the cut. If its line landed
+/// before our check, the file no longer ends at our write and nothing is cut (the torn line
+/// stays, followed by that line). If it lands between the check and the cut, that whole line
+/// is cut with ours: one line lost, none torn. Either needs another write to succeed right
+/// after ours came up short, which neither cause of a short write allows: the disk is full,
+/// or the file is at its size limit, until something else frees space. A lock would close
+/// the race but cost every writer two more system calls per line.
+fn untear(file: &File, written: usize) -> io::Result<bool> {
+    let mut f = file;
+    // O_APPEND leaves the offset at the end of what this write appended.
+    let end = f.stream_position()?;
+    let Some(start) = end.checked_sub(written as u64) else {
+        return Ok(false);
+    };
+    if file.metadata()?.len() != end {
+        return Ok(false);
+    }
+    file.set_len(start)?;
+    Ok(true)
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -186,5 +269,29 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & !0o640, 0, "mode {mode:o}");
         assert!(!AccessLog::off().is_on());
+    }
+
+    #[test]
+    fn a_short_write_is_cut_back_only_when_nothing_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(&path).unwrap();
+        let Sink::File { file, .. } = &log.sink else {
+            unreachable!()
+        };
+        log.write_line(b"whole\n");
+        // As if a write of "torn line\n" had stopped after 4 bytes.
+        (&*file).write_all(b"torn").unwrap();
+        assert!(untear(file, 4).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "whole\n");
+        // Another writer appended after the short write: nothing is cut.
+        (&*file).write_all(b"torn").unwrap();
+        let mut other = OpenOptions::new().append(true).open(&path).unwrap();
+        other.write_all(b"other\n").unwrap();
+        assert!(!untear(file, 4).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "whole\ntornother\n"
+        );
     }
 }

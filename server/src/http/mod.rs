@@ -20,6 +20,7 @@ pub mod path;
 pub mod range;
 mod respond;
 mod site;
+mod test_hooks;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -47,11 +48,12 @@ pub(crate) enum Hit {
     VersionUnsupported,
     ExpectationFailed,
     PathRefused,
+    AccessLogFailed,
 }
 
 /// Names and meanings of the counters the HTTP side keeps on the scoreboard, in the order of
 /// its internal `Hit` enum.
-pub static COUNTERS: [Counter; 11] = [
+pub static COUNTERS: [Counter; 12] = [
     Counter {
         name: "header_timeout",
         help: "connections cut because a request head did not arrive in time (slowloris)",
@@ -95,6 +97,10 @@ pub static COUNTERS: [Counter; 11] = [
     Counter {
         name: "path_refused",
         help: "paths refused as hidden: dot segments, dot-files, encoded separators",
+    },
+    Counter {
+        name: "access_log_failed",
+        help: "access-log lines lost to a failing write (disk full, file size limit)",
     },
 ];
 
@@ -233,6 +239,7 @@ impl Site {
         let mut headers = [httparse::EMPTY_HEADER; 4];
         let _ = httparse::Request::new(&mut headers).parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         self.buffers = conn::Buffers::new(&self.config);
+        test_hooks::init();
     }
 
     /// Serves one accepted connection until it ends; returns the number of requests answered.
