@@ -13,10 +13,13 @@
 #
 # Usage: benches/compare.sh            (env: DURATION=10s CONNS=16 BIG_CONNS=4 OUT=FILE BIN_DIR=DIR
 #                                        SERVERS="forkd-prefork forkd-fork nginx apache busybox lighttpd")
-# Needs: cargo, python3, nginx, apache2, busybox (apt-get install nginx-light apache2 busybox).
+# Needs: cargo, python3, nginx, apache2, busybox (installed from Debian when missing and run as
+# root, with their services kept from starting: benches/lib.sh's need_tool).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-16}
 BIG_CONNS=${BIG_CONNS:-4}
@@ -24,47 +27,26 @@ OUT=${OUT:-target/compare.md}
 SERVERS=${SERVERS:-"forkd-prefork forkd-fork nginx apache busybox lighttpd"}
 PORT=${PORT:-18461}
 
-for tool in python3 nginx apache2 busybox; do
-    command -v "$tool" >/dev/null || { echo "compare.sh: $tool is missing" >&2; exit 1; }
+need_tool python3
+for server in $SERVERS; do
+    case $server in
+    nginx) need_tool nginx ;;
+    apache) need_tool apache2 ;;
+    busybox) need_tool busybox ;;
+    esac
 done
 
 WORK=$(mktemp -d /tmp/forkd-compare.XXXXXX)
-# BIN_DIR=DIR uses forkd and forkd-loadgen from DIR instead of building them. The binaries are
-# copied so that a concurrent build cannot replace them mid-run.
-if [[ -z ${BIN_DIR:-} ]]; then
-    cargo build --release --bin forkd --bin forkd-loadgen >&2
-    BIN_DIR=target/release
-fi
-cp "$BIN_DIR/forkd" "$BIN_DIR/forkd-loadgen" "$WORK/"
-FORKD=$WORK/forkd
-LOADGEN=$WORK/forkd-loadgen
-SITE=$WORK/site
-mkdir -p "$SITE"
-chmod 755 "$WORK" "$SITE"
-head -c 2048 /dev/zero | tr '\0' 'x' > "$SITE/2k.html"
-head -c 1048576 /dev/urandom > "$SITE/1m.bin"
-chmod 644 "$SITE"/*
-
 SERVER_PID=
 cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_tree "$SERVER_PID"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-wait_port() {
-    local deadline=$((SECONDS + 20))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
-        if ((SECONDS > deadline)); then
-            echo "compare.sh: nothing listening on $PORT" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
-}
+# BIN_DIR=DIR uses forkd and forkd-loadgen from DIR instead of building them.
+bench_binaries forkd forkd-loadgen
+bench_site big
 
 # Starts server $1 in the foreground of a background job, in a session of its own (Apache's
 # master signals its whole process group on TERM, which would otherwise include this script);
@@ -81,23 +63,8 @@ start_server() {
         setsid "$FORKD" --listen "127.0.0.1:$PORT" --root "$SITE" --mode fork 2>"$dir/err" &
         ;;
     nginx)
-        mkdir -p "$dir/logs"
-        cat >"$dir/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes auto;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nodelay on;
-    types { text/html html; application/octet-stream bin; }
-    server { listen 127.0.0.1:$PORT; root $SITE; }
-}
-EOF
-        setsid nginx -c "$dir/nginx.conf" -p "$dir" 2>"$dir/err" &
+        nginx_conf "$dir" "$PORT"
+        setsid nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/logs/error.log" 2>"$dir/err" &
         ;;
     apache)
         local mods=/usr/lib/apache2/modules
@@ -153,12 +120,11 @@ EOF
         ;;
     esac
     SERVER_PID=$!
-    wait_port
+    wait_port "$PORT"
 }
 
 stop_server() {
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_tree "$SERVER_PID"
     SERVER_PID=
     # Let the port's sockets drain before the next server binds it.
     sleep 1
