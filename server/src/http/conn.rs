@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::MsgFlags;
 
 use super::answer;
-use super::clock::Clock;
+use super::clock::{self, Clock};
 use super::log::{self, Entry};
 use super::parse::{self, Body, Chunked, ChunkedError, Head};
 use super::respond::{self, Persist, Sender};
@@ -214,7 +214,8 @@ impl Conn<'_> {
     fn read_head(&mut self) -> Result<Option<Head>, u16> {
         // The first request's head is due a header timeout after the accept; later ones are
         // due a header timeout after their first byte, and may be awaited for the idle time.
-        let mut deadline = (self.served == 0).then(|| self.accepted + self.cfg.header_timeout);
+        let mut deadline =
+            (self.served == 0).then(|| clock::after(self.accepted, self.cfg.header_timeout));
         // Set once a stop is asked for while no byte of a next request is in: how long that
         // request is still awaited (a fresh connection's first request always is).
         let mut grace: Option<Instant> = None;
@@ -226,9 +227,10 @@ impl Conn<'_> {
                     Ok(None) => {}
                     Err(e) => return Err(e.status()),
                 }
-                deadline.get_or_insert_with(|| Instant::now() + self.cfg.header_timeout);
+                deadline
+                    .get_or_insert_with(|| clock::after(Instant::now(), self.cfg.header_timeout));
             } else if self.served > 0 && stop_requested() {
-                grace.get_or_insert_with(|| Instant::now() + RETIRE_GRACE);
+                grace.get_or_insert_with(|| clock::after(Instant::now(), RETIRE_GRACE));
             }
             input.make_room();
             let mut timeout = match deadline {
@@ -424,7 +426,10 @@ impl Conn<'_> {
             _ => 0,
         };
         let max_secs = cfg.max_body_bytes / cfg.min_send_rate.max(1);
-        let deadline = Instant::now() + cfg.header_timeout + Duration::from_secs(max_secs);
+        let allowed = cfg
+            .header_timeout
+            .saturating_add(Duration::from_secs(max_secs));
+        let deadline = clock::after(Instant::now(), allowed);
         loop {
             let avail = &input.buf[at..input.end];
             let (used, done) = match head.body {
@@ -470,8 +475,8 @@ impl Conn<'_> {
             return;
         }
         let start = Instant::now();
-        let full = start + self.cfg.linger_timeout;
-        let short = start + self.cfg.linger_timeout.min(RETIRE_DRAIN);
+        let full = clock::after(start, self.cfg.linger_timeout);
+        let short = clock::after(start, self.cfg.linger_timeout.min(RETIRE_DRAIN));
         let input = &mut self.input;
         loop {
             let deadline = if stop_requested() { short } else { full };

@@ -173,7 +173,8 @@ impl Sender {
 
     /// The latest moment `len` bytes may finish going out.
     fn deadline(&self, len: u64) -> Instant {
-        Instant::now() + self.timeout + Duration::from_secs(len / self.min_rate)
+        let allowed = Duration::from_secs(len / self.min_rate);
+        super::clock::after(Instant::now(), self.timeout.saturating_add(allowed))
     }
 
     /// Sends every byte of `bufs` (gathered, one syscall when the socket has room).
