@@ -6,6 +6,7 @@ mod util;
 mod answers;
 mod http;
 mod loadgen;
+mod panics;
 mod paths;
 mod rfc;
 mod robust;

@@ -3,6 +3,17 @@
 //! also how a supervisor or a previous incarnation hands a socket over. Inherited fds are taken
 //! once (the variables are removed) and validated before use.
 
+// Workers accept through it: a panic here kills the worker (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -86,17 +97,14 @@ fn take_inherited(fd: RawFd) -> Result<TcpListener, ListenError> {
         sock.set_cloexec(true)?;
         Ok(Ok(()))
     };
-    let verdict = check();
-    if let Ok(Ok(())) = verdict {
-        return Ok(sock.into());
-    }
-    // Not ours to use, and not ours to close either: something else may own that number.
-    let _ = std::os::fd::IntoRawFd::into_raw_fd(sock);
-    Err(bad(match verdict {
+    let reason = match check() {
+        Ok(Ok(())) => return Ok(sock.into()),
         Ok(Err(reason)) => reason,
         Err(e) => e.to_string(),
-        Ok(Ok(())) => unreachable!(),
-    }))
+    };
+    // Not ours to use, and not ours to close either: something else may own that number.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(sock);
+    Err(bad(reason))
 }
 
 /// The address a listener is bound to, as the kernel sees it (the real port after `:0`).

@@ -7,6 +7,18 @@
 //! and a reader tolerates a slot that is a moment stale. The mapping is never unmapped; it
 //! lives as long as the process, which is what makes handing out `&'static` sound.
 
+// Children count on it during every connection: a panic here kills the child (see
+// "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use std::fmt::Write as _;
 use std::io;
 use std::num::NonZeroUsize;
@@ -115,9 +127,15 @@ impl Crash {
 
     /// The Prometheus label value.
     pub fn label(self) -> &'static str {
-        CRASH_LABELS[self as usize]
+        CRASH_LABELS
+            .get(self as usize)
+            .copied()
+            .unwrap_or("other exit")
     }
 }
+
+// Every cause has a label and a counter: the last variant is the table's last entry.
+const _: () = assert!(Crash::OtherExit as usize + 1 == CRASH_LABELS.len());
 
 /// Room for rate-limited warnings (see [`warn_gate`]); an application picks indexes below it.
 pub const GATES: usize = 4;
@@ -169,7 +187,8 @@ pub fn install(app: &'static [Counter]) -> io::Result<()> {
     if DAEMON_COUNTERS.len() + app.len() > MAX_COUNTERS {
         return Err(io::Error::other("too many counters for the scoreboard"));
     }
-    let len = NonZeroUsize::new(std::mem::size_of::<Board>()).expect("board has a size");
+    let len = NonZeroUsize::new(std::mem::size_of::<Board>())
+        .ok_or_else(|| io::Error::other("the scoreboard has no size"))?;
     // SAFETY: a fresh anonymous mapping aliases nothing; zeroed memory is a valid `Board`
     // (every field is an atomic integer), and it is never unmapped, so `&'static` is sound.
     let board: &'static Board = unsafe {
@@ -191,35 +210,41 @@ fn board() -> Option<&'static Installed> {
 
 /// Counts one hit of a limit of the process template.
 pub fn hit(limit: Limit) {
-    if let Some(b) = board() {
-        b.board.counters[limit as usize].fetch_add(1, Relaxed);
+    if let Some(c) = board().and_then(|b| b.board.counters.get(limit as usize)) {
+        c.fetch_add(1, Relaxed);
     }
 }
 
 /// Counts one hit of the application's counter `i` (its index in the list it installed).
 pub fn app_hit(i: usize) {
-    if let Some(b) = board() {
-        if i < b.app.len() {
-            b.board.counters[DAEMON_COUNTERS.len() + i].fetch_add(1, Relaxed);
-        }
+    // Only a counter the application named: `install` made room for each of them.
+    let counter = board()
+        .filter(|b| i < b.app.len())
+        .and_then(|b| b.board.counters.get(DAEMON_COUNTERS.len() + i));
+    if let Some(c) = counter {
+        c.fetch_add(1, Relaxed);
     }
 }
 
 /// Current value of a template limit counter.
 pub fn hits(limit: Limit) -> u64 {
-    board().map_or(0, |b| b.board.counters[limit as usize].load(Relaxed))
+    board()
+        .and_then(|b| b.board.counters.get(limit as usize))
+        .map_or(0, |c| c.load(Relaxed))
 }
 
 /// Master: counts one child that ended for `cause`.
 pub(crate) fn crashed(cause: Crash) {
-    if let Some(b) = board() {
-        b.board.crashes[cause as usize].fetch_add(1, Relaxed);
+    if let Some(c) = board().and_then(|b| b.board.crashes.get(cause as usize)) {
+        c.fetch_add(1, Relaxed);
     }
 }
 
 /// Current count of child ends for `cause`.
 pub fn crashes(cause: Crash) -> u64 {
-    board().map_or(0, |b| b.board.crashes[cause as usize].load(Relaxed))
+    board()
+        .and_then(|b| b.board.crashes.get(cause as usize))
+        .map_or(0, |c| c.load(Relaxed))
 }
 
 /// Gates for processes with no board (tests, tools): per process instead of shared.
@@ -335,8 +360,10 @@ pub fn render(prefix: &str, generation: u64) -> String {
         "# HELP {prefix}_limit_hits_total Times each limit was hit."
     );
     let _ = writeln!(out, "# TYPE {prefix}_limit_hits_total counter");
-    for (i, c) in DAEMON_COUNTERS.iter().chain(b.app.iter()).enumerate() {
-        let v = b.board.counters[i].load(Relaxed);
+    // `install` refused more counters than the board holds, so the zip drops none.
+    let named = DAEMON_COUNTERS.iter().chain(b.app.iter());
+    for (c, v) in named.zip(&b.board.counters) {
+        let v = v.load(Relaxed);
         let _ = writeln!(out, "{prefix}_limit_hits_total{{limit=\"{}\"}} {v}", c.name);
     }
     let _ = writeln!(

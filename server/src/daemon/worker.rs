@@ -12,6 +12,18 @@
 //! reopen (it dropped privileges and may not open the file) calls [`retire`] and is replaced
 //! by one that inherits the master's new file.
 
+// A child runs this around every connection: a panic here kills it (see "Architecture
+// invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, RawFd};
@@ -154,11 +166,10 @@ pub(crate) fn accept_loop<S: Service>(
     let mut served = 0u64;
     let mut resource_pause = Duration::from_millis(10);
     while !stop_requested() {
-        let accepted = if listeners.len() == 1 {
+        let accepted = match listeners {
             // Blocking accept: the kernel hands each connection to one waiting worker.
-            super::listener::accept(&listeners[0])
-        } else {
-            accept_any(listeners)
+            [one] => super::listener::accept(one),
+            _ => accept_any(listeners),
         };
         match accepted {
             Ok((stream, peer)) => {

@@ -6,6 +6,17 @@
 //! It reads nothing from the socket and decides nothing about the connection: `conn` hands it
 //! a parsed head and whether the connection persists, and gets back what was sent.
 
+// A request path: a panic here kills the child serving it (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
@@ -205,7 +216,7 @@ pub(super) fn answer(
     };
 
     respond::start(&mut s.out, status, &env.cfg.server, env.date, persist);
-    let name = &s.path[..s.path.len() - usize::from(s.path.last() == Some(&0))];
+    let name = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
     content_type(&mut s.out, name);
     if let Some(m) = found.modified {
         use std::io::Write;
@@ -222,9 +233,14 @@ pub(super) fn answer(
         Content::Static(body) => {
             respond::content_length(&mut s.out, count);
             respond::end(&mut s.out);
-            // `byte_range` keeps `from + count` within `total`, the body's length.
-            let part = &body[from as usize..(from + count) as usize];
-            let part = if head_only { &part[..0] } else { part };
+            // `byte_range` keeps `from + count` within `total`, the body's length, so the
+            // error is never taken; it stands where a slice index would panic.
+            let part = usize::try_from(from)
+                .ok()
+                .and_then(|from| body.get(from..))
+                .and_then(|rest| rest.get(..usize::try_from(count).ok()?))
+                .ok_or(io::ErrorKind::UnexpectedEof)?;
+            let part = if head_only { &[] } else { part };
             tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(part)])?;
             Ok(Sent {
                 status,
@@ -239,20 +255,14 @@ pub(super) fn answer(
             Ok(Sent { status, body: 0 })
         }
         Content::File { file, .. } if count <= SMALL_FILE => {
-            use std::os::unix::fs::FileExt;
             let want = count as usize;
             if s.file.len() < want {
                 s.file.resize(want, 0);
             }
-            let mut got = 0;
-            while got < want {
-                match file.read_at(&mut s.file[got..want], from + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            // Just resized to hold `want` bytes: never the empty default.
+            let buf = s.file.get_mut(..want).unwrap_or_default();
+            let body = read_at_most(&file, buf, from)?;
+            let got = body.len();
             drop(file);
             if got < want && status == 206 {
                 // The file shrank under the range: the promised part cannot be sent.
@@ -261,10 +271,7 @@ pub(super) fn answer(
             // If the file shrank since fstat, the length sent is what was read.
             respond::content_length(&mut s.out, got as u64);
             respond::end(&mut s.out);
-            tx.send(
-                env.sock,
-                &mut [IoSlice::new(&s.out), IoSlice::new(&s.file[..got])],
-            )?;
+            tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(body)])?;
             Ok(Sent {
                 status,
                 body: got as u64,
@@ -280,6 +287,21 @@ pub(super) fn answer(
             })
         }
     }
+}
+
+/// Reads `file` from `at` until `buf` is full or the file ends; returns the part of `buf` read.
+fn read_at_most<'b>(file: &std::fs::File, buf: &'b mut [u8], at: u64) -> io::Result<&'b [u8]> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+        match file.read_at(rest, at + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf.get(..got).unwrap_or(buf))
 }
 
 /// `200` to OPTIONS: `Allow` and an empty body, stated with `Content-Length: 0` (RFC 9110
@@ -548,10 +570,11 @@ impl<'a> Iterator for Tags<'a> {
 /// `Content-Type` from the file name's extension; text is declared UTF-8.
 fn content_type(out: &mut Vec<u8>, name: &[u8]) {
     let file = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
-    let ext = match file.iter().rposition(|&b| b == b'.') {
-        Some(i) => &file[i + 1..],
-        None => &file[..0],
-    };
+    let ext = file
+        .iter()
+        .rposition(|&b| b == b'.')
+        .and_then(|i| file.get(i + 1..))
+        .unwrap_or_default();
     let mime = std::str::from_utf8(ext)
         .ok()
         .and_then(|e| mime_override(e).or_else(|| mime_guess::from_ext(e).first_raw()))
@@ -599,7 +622,8 @@ impl StackBuf {
     }
 
     fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        // `write_str` keeps `len` within `buf`.
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 

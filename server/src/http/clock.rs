@@ -2,8 +2,19 @@
 //! header (IMF-fixdate, by httpdate) and the access log's `[day/Mon/year:H:M:S +0000]`, which
 //! is cut from the same string so no calendar arithmetic is hand-rolled here.
 
+// A request path: a panic here kills the child serving it (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The latest instant httpdate can format (9999-12-31T23:59:59Z); it panics beyond.
 pub(super) const LAST_HTTP_DATE: Duration = Duration::from_secs(253_402_300_799);
@@ -12,6 +23,15 @@ pub(super) const LAST_HTTP_DATE: Duration = Duration::from_secs(253_402_300_799)
 const HTTP_LEN: usize = 29;
 /// `06/Nov/1994:08:49:37 +0000`: always 26 bytes.
 const CLF_LEN: usize = 26;
+
+/// The instant `d` after `from`, for deadlines made of configured durations. `Instant +
+/// Duration` panics when the sum leaves the clock's range, and a duration is a flag away from
+/// that (`--header-timeout 1e19`); a century is as good as forever for a deadline, and always
+/// fits a clock that counts from boot.
+pub(super) fn after(from: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    from.checked_add(d.min(CENTURY)).unwrap_or(from)
+}
 
 pub(super) struct Clock {
     secs: u64,
@@ -84,6 +104,16 @@ mod tests {
         c.set(UNIX_EPOCH + LAST_HTTP_DATE);
         assert_eq!(c.http(), b"Fri, 31 Dec 9999 23:59:59 GMT");
         assert_eq!(c.clf(), b"31/Dec/9999:23:59:59 +0000");
+    }
+
+    #[test]
+    fn deadlines_saturate_instead_of_panicking() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(after(now, Duration::MAX) > now + Duration::from_secs(1_000_000_000));
     }
 
     #[test]

@@ -19,6 +19,17 @@
 //! end rather than a reset. That last race cannot be closed from the server's side; the grace
 //! makes it need a client that pauses about as long as the grace and then sends.
 
+// A request path: a panic here kills the child serving it (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -27,7 +38,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::MsgFlags;
 
 use super::answer;
-use super::clock::Clock;
+use super::clock::{self, Clock};
 use super::log::{self, Entry};
 use super::parse::{self, Body, Chunked, ChunkedError, Head};
 use super::respond::{self, Persist, Sender};
@@ -214,21 +225,23 @@ impl Conn<'_> {
     fn read_head(&mut self) -> Result<Option<Head>, u16> {
         // The first request's head is due a header timeout after the accept; later ones are
         // due a header timeout after their first byte, and may be awaited for the idle time.
-        let mut deadline = (self.served == 0).then(|| self.accepted + self.cfg.header_timeout);
+        let mut deadline =
+            (self.served == 0).then(|| clock::after(self.accepted, self.cfg.header_timeout));
         // Set once a stop is asked for while no byte of a next request is in: how long that
         // request is still awaited (a fresh connection's first request always is).
         let mut grace: Option<Instant> = None;
         loop {
             let input = &mut self.input;
             if input.start < input.end {
-                match parse::parse(&input.buf[input.start..input.end], self.cfg) {
+                match parse::parse(input.pending(), self.cfg) {
                     Ok(Some(head)) => return Ok(Some(head)),
                     Ok(None) => {}
                     Err(e) => return Err(e.status()),
                 }
-                deadline.get_or_insert_with(|| Instant::now() + self.cfg.header_timeout);
+                deadline
+                    .get_or_insert_with(|| clock::after(Instant::now(), self.cfg.header_timeout));
             } else if self.served > 0 && stop_requested() {
-                grace.get_or_insert_with(|| Instant::now() + RETIRE_GRACE);
+                grace.get_or_insert_with(|| clock::after(Instant::now(), RETIRE_GRACE));
             }
             input.make_room();
             let mut timeout = match deadline {
@@ -303,17 +316,15 @@ impl Conn<'_> {
             send_failed(&self.peer, &e);
             return Next::Close;
         }
-        let pending = &self.input.buf[self.input.start..self.input.end];
-        let first = pending
-            .iter()
-            .position(|&b| b != b'\r' && b != b'\n')
-            .unwrap_or(pending.len());
-        let line = &pending[first..];
-        let line = &line[..line
-            .iter()
-            .position(|&b| b == b'\r' || b == b'\n')
-            .unwrap_or(line.len())
-            .min(LOGGED_LINE_MAX)];
+        // The first line, after any empty ones (RFC 9112 section 2.2 lets a client send
+        // CRLFs before a request), cut to a length a log line can bear.
+        let line = self
+            .input
+            .pending()
+            .split(|&b| b == b'\r' || b == b'\n')
+            .find(|l| !l.is_empty())
+            .unwrap_or_default();
+        let line = line.get(..LOGGED_LINE_MAX).unwrap_or(line);
         let entry = Entry {
             peer: self.peer.ip(),
             time: self.clock.clf(),
@@ -355,7 +366,8 @@ impl Conn<'_> {
             (true, _) => Persist::KeepAlive,
         };
 
-        let req = &self.input.buf[self.input.start..];
+        // `start` is where the head just parsed began, within the buffer.
+        let req = self.input.buf.get(self.input.start..).unwrap_or_default();
         let env = Env {
             cfg: self.cfg,
             root: self.root,
@@ -376,11 +388,12 @@ impl Conn<'_> {
                 return Next::Close;
             }
         };
-        let field = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &req[r]);
+        // The head's ranges were taken from `req` by the parser: `get` never misses.
+        let field = |r: &Option<std::ops::Range<usize>>| r.clone().and_then(|r| req.get(r));
         let entry = Entry {
             peer: self.peer.ip(),
             time: self.clock.clf(),
-            request: &req[head.line.clone()],
+            request: req.get(head.line.clone()).unwrap_or(b"-"),
             status: sent.status,
             body_bytes: sent.body,
             referer: field(&head.referer),
@@ -424,9 +437,13 @@ impl Conn<'_> {
             _ => 0,
         };
         let max_secs = cfg.max_body_bytes / cfg.min_send_rate.max(1);
-        let deadline = Instant::now() + cfg.header_timeout + Duration::from_secs(max_secs);
+        let allowed = cfg
+            .header_timeout
+            .saturating_add(Duration::from_secs(max_secs));
+        let deadline = clock::after(Instant::now(), allowed);
         loop {
-            let avail = &input.buf[at..input.end];
+            // After `compact` the head is at the front, so `at <= end`.
+            let avail = input.buf.get(at..input.end).unwrap_or_default();
             let (used, done) = match head.body {
                 Body::Chunked => match chunked.feed(avail) {
                     Ok(used) => (used, chunked.is_done()),
@@ -470,8 +487,8 @@ impl Conn<'_> {
             return;
         }
         let start = Instant::now();
-        let full = start + self.cfg.linger_timeout;
-        let short = start + self.cfg.linger_timeout.min(RETIRE_DRAIN);
+        let full = clock::after(start, self.cfg.linger_timeout);
+        let short = clock::after(start, self.cfg.linger_timeout.min(RETIRE_DRAIN));
         let input = &mut self.input;
         loop {
             let deadline = if stop_requested() { short } else { full };
@@ -494,6 +511,12 @@ impl Conn<'_> {
 }
 
 impl Input {
+    /// The received bytes not yet consumed.
+    fn pending(&self) -> &[u8] {
+        // `start <= end <= buf.len()` always holds; were it broken, nothing is pending.
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
     /// Makes room at the end of the buffer when it is full, keeping unread bytes.
     fn make_room(&mut self) {
         if self.start == self.end {
@@ -517,10 +540,9 @@ impl Input {
     /// of a connection does not wait at all when the request is already there, which is the
     /// common case, and so sets no timeout.
     fn fill(&mut self, sock: &TcpStream, timeout: Duration) -> io::Result<usize> {
-        let free = &mut self.buf[self.end..];
-        if free.is_empty() {
+        let Some(free) = self.buf.get_mut(self.end..).filter(|f| !f.is_empty()) else {
             return Err(io::Error::other("input buffer full"));
-        }
+        };
         if std::mem::take(&mut self.fresh) {
             match nix::sys::socket::recv(sock.as_raw_fd(), free, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => {

@@ -18,6 +18,17 @@
 //! dropped privileges and the new file is root's) keeps its old file and retires, so a new
 //! child inherits the master's new one.
 
+// A request path: a panic here kills the child serving it (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, Write};
 use std::net::IpAddr;
@@ -207,10 +218,11 @@ pub(super) fn format(out: &mut Vec<u8>, e: &Entry<'_>) {
 /// Copies client-controlled bytes so they cannot forge a field or a line: quotes,
 /// backslashes, control and non-ASCII bytes become `\xHH` (as Apache does).
 fn escape(out: &mut Vec<u8>, v: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // The lowercase hex digit of a nibble (below 16, so neither arm can overflow).
+    let hex = |n: u8| if n < 10 { b'0' + n } else { b'a' + (n - 10) };
     for &b in v {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            out.extend_from_slice(&[b'\\', b'x', hex(b >> 4), hex(b & 15)]);
         } else {
             out.push(b);
         }
@@ -277,7 +289,7 @@ mod tests {
         let path = dir.path().join("access.log");
         let log = AccessLog::open(&path).unwrap();
         let Sink::File { file, .. } = &log.sink else {
-            unreachable!()
+            panic!("a log opened by path writes to a file");
         };
         log.write_line(b"whole\n");
         // As if a write of "torn line\n" had stopped after 4 bytes.

@@ -3,6 +3,17 @@
 //! fuzzer and the property tests can hold it to its one promise: a part it names is always
 //! inside the representation.
 
+// A request path: a panic here kills the child serving it (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 /// What a `Range` field asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {
@@ -18,11 +29,10 @@ pub enum ByteRange {
 /// ranges, other units and invalid syntax get the whole representation, as a server may
 /// answer; a syntactically valid single range that starts past the end is 416.
 pub fn byte_range(v: &[u8], len: u64) -> ByteRange {
-    let Some(set) = v
-        .strip_prefix(b"bytes=")
-        .or_else(|| (v.len() > 6 && v[..6].eq_ignore_ascii_case(b"bytes=")).then(|| &v[6..]))
-    else {
-        return ByteRange::Whole;
+    // The unit is case-insensitive (RFC 9110 section 14.1).
+    let set = match v.split_at_checked(b"bytes=".len()) {
+        Some((unit, set)) if unit.eq_ignore_ascii_case(b"bytes=") => set,
+        _ => return ByteRange::Whole,
     };
     let mut specs = set
         .split(|&b| b == b',')
@@ -31,7 +41,8 @@ pub fn byte_range(v: &[u8], len: u64) -> ByteRange {
     let (Some(spec), None) = (specs.next(), specs.next()) else {
         return ByteRange::Whole;
     };
-    let Some(dash) = spec.iter().position(|&b| b == b'-') else {
+    let mut halves = spec.splitn(2, |&b| b == b'-');
+    let (Some(first), Some(last)) = (halves.next(), halves.next()) else {
         return ByteRange::Whole;
     };
     // Positions past what u64 holds are still valid syntax: they saturate, which reads as
@@ -45,7 +56,6 @@ pub fn byte_range(v: &[u8], len: u64) -> ByteRange {
                 .then(|| n.saturating_mul(10).saturating_add(u64::from(b - b'0')))
         })
     };
-    let (first, last) = (&spec[..dash], &spec[dash + 1..]);
     if first.is_empty() {
         // A suffix: the last `n` bytes. RFC 9110 section 14.1.1: a suffix is satisfiable when
         // `n` is not zero, even for an empty representation; that whole (empty)

@@ -7,6 +7,17 @@
 //! `SO_SNDTIMEO` (no progress) and a minimum average rate (slow progress) once it must wait,
 //! so a slow reader cannot pin a worker (incident 003).
 
+// A request path: a panic here kills the child serving it (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
@@ -173,7 +184,8 @@ impl Sender {
 
     /// The latest moment `len` bytes may finish going out.
     fn deadline(&self, len: u64) -> Instant {
-        Instant::now() + self.timeout + Duration::from_secs(len / self.min_rate)
+        let allowed = Duration::from_secs(len / self.min_rate);
+        super::clock::after(Instant::now(), self.timeout.saturating_add(allowed))
     }
 
     /// Sends every byte of `bufs` (gathered, one syscall when the socket has room).

@@ -4,6 +4,17 @@
 //! Each file's entity tag is a hash of its bytes computed at compile time; there is no
 //! meaningful modification time, so none is sent.
 
+// A request path: a panic here kills the child serving it (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 /// One embedded file.
 pub(super) struct Asset {
     /// Relative path, as `path::resolve` produces it.
@@ -13,13 +24,12 @@ pub(super) struct Asset {
     pub hash: u64,
 }
 
-const fn fnv1a(bytes: &[u8]) -> u64 {
+const fn fnv1a(mut bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
-    let mut i = 0;
-    while i < bytes.len() {
-        h ^= bytes[i] as u64;
+    while let [b, rest @ ..] = bytes {
+        h ^= *b as u64;
         h = h.wrapping_mul(0x100000001b3);
-        i += 1;
+        bytes = rest;
     }
     h
 }
@@ -55,22 +65,14 @@ pub(super) enum Lookup {
 /// Looks up `rel` (a file, or with `dir` a directory's index `index`).
 pub(super) fn lookup(rel: &str, index: &str) -> Lookup {
     let find = |p: &str| ASSETS.iter().find(|a| a.path == p);
-    let is_dir = rel.is_empty()
-        || ASSETS.iter().any(|a| {
-            a.path.len() > rel.len()
-                && a.path.starts_with(rel)
-                && a.path.as_bytes()[rel.len()] == b'/'
-        });
+    // What follows `rel/` in an asset's path, if it lies beneath `rel`.
+    let beneath = |a: &Asset| a.path.strip_prefix(rel).and_then(|r| r.strip_prefix('/'));
+    let is_dir = rel.is_empty() || ASSETS.iter().any(|a| beneath(a).is_some());
     if is_dir {
         let idx = if rel.is_empty() {
             find(index)
         } else {
-            ASSETS.iter().find(|a| {
-                a.path.len() == rel.len() + 1 + index.len()
-                    && a.path.starts_with(rel)
-                    && a.path.as_bytes()[rel.len()] == b'/'
-                    && a.path.ends_with(index)
-            })
+            ASSETS.iter().find(|a| beneath(a) == Some(index))
         };
         return Lookup::Dir(idx);
     }

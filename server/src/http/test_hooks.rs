@@ -6,6 +6,17 @@
 //! as a failed assertion in C code or a double free would. The variables are read once, in the
 //! master (`Site::prepare`), so a child pays a comparison per request and no lookup.
 
+// A request path: a panic here kills the child serving it (see "Architecture invariants").
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::indexing_slicing
+)]
+
 use super::parse::Head;
 
 #[cfg(feature = "test-hooks")]
@@ -33,8 +44,9 @@ mod on {
         });
     }
 
-    // The one intended panic in the request path: it is what the hook is for.
-    #[allow(clippy::panic)]
+    // The one intended panic in the request path: it is what the hook is for, and only
+    // `cargo test` builds have it.
+    #[expect(clippy::panic, reason = "a crash hook for the robustness tests")]
     pub(in crate::http) fn maybe_crash(req: &[u8], head: &Head) {
         let Some(hooks) = HOOKS.get() else {
             return;

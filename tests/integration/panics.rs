@@ -1,0 +1,48 @@
+//! Panics a request could reach, found while making the request paths deny what can panic
+//! (issue 7). Each test is the request that used to kill its child, now answered.
+//!
+//! Configured durations are unbounded (`--header-timeout 1e19` parses), and `Instant +
+//! Duration` panics when the sum leaves the clock's range: every deadline derived from the
+//! configuration used to be such a sum.
+
+use std::io::{Read, Write};
+
+use crate::util::{body_of, status_of, Server};
+
+#[test]
+fn a_header_timeout_beyond_the_clock_still_answers() {
+    let server = Server::start(&["--header-timeout", "1e19"]);
+    let (status, _) = server.get("/");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_body_deadline_beyond_the_clock_still_answers() {
+    // The time allowed for a body is the header timeout plus max-body-bytes / min-send-rate
+    // seconds, here u64::MAX seconds.
+    let server = Server::start(&[
+        "--max-body-bytes",
+        &u64::MAX.to_string(),
+        "--min-send-rate",
+        "1",
+    ]);
+    let resp = server
+        .raw(b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(status_of(&resp), 405);
+}
+
+#[test]
+fn a_send_timeout_beyond_the_clock_still_sends_a_large_file() {
+    // Larger than what goes out in one gathered send: `sendfile` with a send deadline.
+    let big = vec![b'x'; 256 * 1024];
+    let server = Server::with_site(&["--send-timeout", "1e19"], |root| {
+        std::fs::write(root.join("big.bin"), &big).unwrap();
+    });
+    let mut s = server.connect();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    assert_eq!(status_of(&resp), 200);
+    assert_eq!(body_of(&resp).len(), big.len());
+}
