@@ -185,6 +185,13 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
     }
 }
 
+/// The longest timeout accepted: a day is longer than any sane wait for a client or a drain.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Bounds of `--max-header-bytes`: a request line and a Host need room; past a mebibyte each
+/// connection's buffer is a memory hazard, not a feature.
+const MIN_HEADER_BYTES: usize = 256;
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
 /// A configuration error, worded for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -364,12 +371,34 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         ("--header-timeout", h.header_timeout),
         ("--keepalive-timeout", h.keepalive_timeout),
         ("--send-timeout", h.send_timeout),
+        ("--shutdown-timeout", settings.shutdown_timeout),
     ] {
-        if d.is_zero() {
+        if d.is_zero() && name != "--shutdown-timeout" {
             return Err(err(format!(
                 "{name} must be above zero (a timeout of 0 would disable it)"
             )));
         }
+        // A deadline is now plus the timeout: past what the clock holds, that sum panics.
+        if d > MAX_TIMEOUT {
+            return Err(err(format!(
+                "{name} {} is above the longest timeout forkd accepts ({})",
+                humantime::format_duration(d),
+                humantime::format_duration(MAX_TIMEOUT)
+            )));
+        }
+    }
+    // Buffers are sized from these at start; a size near usize::MAX would overflow.
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&h.max_header_bytes) {
+        return Err(err(format!(
+            "--max-header-bytes {} is outside {MIN_HEADER_BYTES}..={MAX_HEADER_BYTES}",
+            h.max_header_bytes
+        )));
+    }
+    if h.max_uri_bytes == 0 || h.max_uri_bytes > h.max_header_bytes {
+        return Err(err(format!(
+            "--max-uri-bytes {} must be between 1 and --max-header-bytes ({})",
+            h.max_uri_bytes, h.max_header_bytes
+        )));
     }
     Ok(Config {
         options: o,
@@ -493,6 +522,39 @@ mod tests {
         let file: File = toml::from_str("[server]\nallow-dot-path = [\"/.hg\"]\n").unwrap();
         let o = parse(&["--allow-dot-path", "/.well-known"]).over(file.server);
         assert_eq!(http(o).unwrap(), vec![".well-known"]);
+    }
+
+    #[test]
+    fn sizes_and_timeouts_are_bounded() {
+        for (args, needle) in [
+            (&["--header-timeout", "1e19"][..], "--header-timeout"),
+            (&["--send-timeout", "2days"], "--send-timeout"),
+            (&["--shutdown-timeout", "1e19"], "--shutdown-timeout"),
+            (&["--keepalive-timeout", "0"], "above zero"),
+            (
+                &["--max-header-bytes", "18446744073709551615"],
+                "--max-header-bytes",
+            ),
+            (&["--max-header-bytes", "10"], "--max-header-bytes"),
+            (&["--max-uri-bytes", "0"], "--max-uri-bytes"),
+            (
+                &["--max-uri-bytes", "20000", "--max-header-bytes", "16384"],
+                "--max-uri-bytes",
+            ),
+        ] {
+            let e = resolve(parse(args))
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"))
+                .0;
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        assert!(resolve(parse(&[
+            "--shutdown-timeout",
+            "0",
+            "--header-timeout",
+            "1d"
+        ]))
+        .is_ok());
     }
 
     #[test]

@@ -672,7 +672,11 @@ impl<D: Daemon> Master<'_, D> {
         );
         self.kill_all(Signal::SIGTERM);
         self.phase = Phase::Draining {
-            deadline: Instant::now() + self.settings.shutdown_timeout,
+            // Bounded by the configuration, but a template cannot count on that: an
+            // `Instant` past what the clock holds panics.
+            deadline: Instant::now()
+                .checked_add(self.settings.shutdown_timeout)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(24 * 3600)),
         };
     }
 
