@@ -16,7 +16,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(head chunked path range config)
+    targets=(head chunked path range conditional config)
 fi
 cargo +nightly --version >/dev/null
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz

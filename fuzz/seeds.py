@@ -41,6 +41,9 @@ path_lits = [l for l in literals(os.path.join(src, "http", "path.rs")) if l.star
 write("path", [bytes([0]) + p for p in path_lits] + [bytes([1]) + p for p in path_lits])
 range_lits = [l for l in literals(os.path.join(src, "http", "range.rs")) if l.lower().startswith(b"bytes") or l.startswith(b"items")]
 write("range", [struct.pack("<Q", n) + r for r in range_lits for n in (0, 10, 1000)])
+cond = [l for l in literals(os.path.join(src, "http", "conditional.rs")) if 0 < len(l) < 64]
+t = struct.pack("<Q", 784111777)
+write("conditional", [bytes([flags]) + t + b"\0".join(cond[i:i + 5]) for flags in (0x3f, 0x0b, 0x15) for i in range(0, len(cond), 3)])
 configs = [l for l in literals(os.path.join(src, "config.rs")) if l.startswith(b"[")]
 readme = open(os.path.join(here, "..", "README.md"), encoding="utf-8").read()
 configs += [m.encode() for m in re.findall(r"```toml\n(.*?)```", readme, re.S)]

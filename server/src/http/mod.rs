@@ -23,6 +23,7 @@
 
 mod answer;
 mod clock;
+pub mod conditional;
 mod conn;
 mod log;
 mod open;
