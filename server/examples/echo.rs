@@ -16,7 +16,9 @@ struct Echo;
 impl Service for Echo {
     fn serve(&mut self, stream: TcpStream, _peer: SocketAddr) -> u64 {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-        let mut out = stream.try_clone().expect("clone stream");
+        let Ok(mut out) = stream.try_clone() else {
+            return 0;
+        };
         let mut lines = 0;
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -42,11 +44,11 @@ impl Daemon for EchoDaemon {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let listen = args
-        .get(1)
-        .map_or("127.0.0.1:7007", String::as_str)
-        .parse()
-        .expect("ADDR:PORT");
+    let arg = args.get(1).map_or("127.0.0.1:7007", String::as_str);
+    let Ok(listen) = arg.parse() else {
+        eprintln!("echo: {arg:?} is not an ADDR:PORT");
+        std::process::exit(2);
+    };
     let mode = match args.get(2).map(String::as_str) {
         Some("fork") => Mode::Fork { max_children: 8 },
         _ => Mode::Prefork { workers: 2 },

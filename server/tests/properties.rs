@@ -6,6 +6,14 @@
 //! - a pipelined stream of requests with bodies (lengths and chunked, cut anywhere) is
 //!   framed exactly: every request is found where it starts, none is skipped or invented.
 
+// Test code: a failing property should panic, and nothing here runs in a worker.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use forkd::http::parse::{parse, Body, Chunked, Form, Head};
 use forkd::http::path::{resolve, Dots, Refusal};
 use forkd::http::range::{byte_range, ByteRange};

@@ -3,17 +3,6 @@
 //! also how a supervisor or a previous incarnation hands a socket over. Inherited fds are taken
 //! once (the variables are removed) and validated before use.
 
-// Workers accept through it: a panic here kills the worker (see "Architecture invariants").
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented,
-    clippy::indexing_slicing
-)]
-
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -418,7 +418,10 @@ impl<D: Daemon> Master<'_, D> {
     /// bound is reached.
     fn accept_burst(&mut self, i: usize) {
         for _ in 0..64 {
-            let accepted = listener::accept(&self.listeners[i]);
+            let Some(l) = self.listeners.get(i) else {
+                return;
+            };
+            let accepted = listener::accept(l);
             match accepted {
                 Ok((stream, peer)) => {
                     self.accept_pause = None;

@@ -20,9 +20,9 @@ impl Notifier {
         };
         std::env::remove_var("NOTIFY_SOCKET");
         let bytes = path.as_encoded_bytes();
-        let addr = match bytes.first() {
-            Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..])?,
-            Some(b'/') => SocketAddr::from_pathname(&path)?,
+        let addr = match bytes.split_first() {
+            Some((b'@', name)) => SocketAddr::from_abstract_name(name)?,
+            Some((b'/', _)) => SocketAddr::from_pathname(&path)?,
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,

@@ -349,7 +349,7 @@ fn read_large(path: &str) -> io::Result<String> {
     loop {
         match f.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Ok(n) => out.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -400,7 +400,11 @@ pub fn tcp_states_netlink(filter: &TcpFilter) -> io::Result<TcpStates> {
                     "netlink closed",
                 ));
             }
-            if parse_diag(&buf[..n as usize], filter, &mut states)? {
+            if parse_diag(
+                buf.get(..n as usize).unwrap_or_default(),
+                filter,
+                &mut states,
+            )? {
                 break;
             }
         }
@@ -436,33 +440,29 @@ pub fn diag_request(family: u8, seq: u32) -> Vec<u8> {
 /// Counts the sockets of one netlink datagram of a sock_diag dump into `states`. Returns true
 /// at the end of the dump; a kernel error message becomes that error.
 pub fn parse_diag(buf: &[u8], filter: &TcpFilter, states: &mut TcpStates) -> io::Result<bool> {
-    let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag message");
-    let mut pos = 0;
-    while pos + NLMSG_HDRLEN <= buf.len() {
-        let len = u32_at(buf, pos) as usize;
-        let kind = u16::from_ne_bytes([buf[pos + 4], buf[pos + 5]]);
-        if len < NLMSG_HDRLEN || pos + len > buf.len() {
+    let mut rest = buf;
+    while rest.len() >= NLMSG_HDRLEN {
+        let len = ne_u32(rest, 0).ok_or_else(bad)? as usize;
+        let kind = u16::from_ne_bytes(bytes_at(rest, 4).ok_or_else(bad)?);
+        if len < NLMSG_HDRLEN {
             return Err(bad());
         }
-        let body = &buf[pos + NLMSG_HDRLEN..pos + len];
+        let body = rest.get(NLMSG_HDRLEN..len).ok_or_else(bad)?;
         match kind {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
-                let errno = if body.len() >= 4 {
-                    u32_at(body, 0) as i32
-                } else {
-                    0
-                };
+                let errno = ne_u32(body, 0).unwrap_or(0) as i32;
                 return Err(io::Error::from_raw_os_error(-errno));
             }
             SOCK_DIAG_BY_FAMILY if body.len() >= DIAG_MSG_LEN => {
-                let state = TcpState::from_code(body[1]);
-                let entry = state.map(|state| TcpEntry {
-                    local_port: u16::from_be_bytes([body[4], body[5]]),
-                    remote_port: u16::from_be_bytes([body[6], body[7]]),
-                    state,
-                    inode: u64::from(u32_at(body, 68)),
+                let entry = body.get(1).and_then(|&code| {
+                    Some(TcpEntry {
+                        local_port: u16::from_be_bytes(bytes_at(body, 4)?),
+                        remote_port: u16::from_be_bytes(bytes_at(body, 6)?),
+                        state: TcpState::from_code(code)?,
+                        inode: u64::from(ne_u32(body, 68)?),
+                    })
                 });
                 if let Some(entry) = entry {
                     if filter.matches(&entry) {
@@ -473,9 +473,18 @@ pub fn parse_diag(buf: &[u8], filter: &TcpFilter, states: &mut TcpStates) -> io:
             _ => return Err(bad()),
         }
         // Messages are aligned to 4 bytes.
-        pos += (len + 3) & !3;
+        rest = rest.get(len.saturating_add(3) & !3..).unwrap_or_default();
     }
     Ok(false)
+}
+
+/// The `N` bytes of `b` at `at`, if it holds them.
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
+    bytes_at(b, at).map(u32::from_ne_bytes)
 }
 
 /// Adds the sockets of one `/proc/net/tcp`-format table that `filter` selects to `states`.

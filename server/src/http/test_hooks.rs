@@ -6,17 +6,6 @@
 //! as a failed assertion in C code or a double free would. The variables are read once, in the
 //! master (`Site::prepare`), so a child pays a comparison per request and no lookup.
 
-// A request path: a panic here kills the child serving it (see "Architecture invariants").
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented,
-    clippy::indexing_slicing
-)]
-
 use super::parse::Head;
 
 #[cfg(feature = "test-hooks")]
