@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use forkd::daemon::fork;
 use forkd::http::{parse, path, Config};
+use forkd_daemon::fork;
 use nix::sys::wait::{waitpid, WaitStatus};
 
 /// Request heads as clients send them: curl's minimum, a browser's, and one with many fields.

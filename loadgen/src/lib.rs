@@ -3,7 +3,7 @@
 //!
 //! `engine` makes the load (epoll loops, closed or open loop); `response` frames responses;
 //! `request` builds what is sent; `stats` counts; `watch` samples the target's process tree
-//! through `forkd::daemon::procfs` and judges flatness; `abuse` runs hostile clients beside the
+//! through `forkd_daemon::procfs` and judges flatness; `abuse` runs hostile clients beside the
 //! load; `report` writes the summary, JSON, CSV and SVG. [`main`] wires them to the command line
 //! and is the only place that prints or exits.
 
@@ -164,7 +164,7 @@ pub struct Args {
 
 /// Durations are read as forkd reads them: `250ms`, `10s`, `2m`, `1h30m` (humantime) or a
 /// plain number of seconds.
-pub use forkd::config::parse_duration;
+pub use forkd_daemon::units::parse_duration;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -437,7 +437,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
 }
 
 fn procfs_gone(e: &std::io::Error) -> bool {
-    forkd::daemon::procfs::is_gone(e)
+    forkd_daemon::procfs::is_gone(e)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Watching the server from outside while the load runs: a time series of throughput and of the
-//! target's process tree (through [`forkd::daemon::procfs`]), and the verdict on whether each
+//! target's process tree (through [`forkd_daemon::procfs`]), and the verdict on whether each
 //! resource stayed flat.
 //!
 //! The verdict is a least-squares line through the samples taken after the warm-up. A metric
@@ -11,7 +11,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use forkd::daemon::procfs::{self, TcpFilter, TcpStates};
+use forkd_daemon::procfs::{self, TcpFilter, TcpStates};
 
 /// One sample of the watched tree.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -108,7 +108,7 @@ pub struct Trend {
     pub flat: bool,
 }
 
-pub use forkd::daemon::trend::linear_fit;
+pub use forkd_daemon::trend::linear_fit;
 
 /// Judges one metric from `(t, value)` points already past the warm-up.
 pub fn trend(metric: &'static str, points: &[(f64, f64)], tolerance: f64) -> Option<Trend> {

@@ -9,9 +9,9 @@ use std::os::fd::AsFd;
 use clap::Parser;
 
 use crate::config::{self, Config, Options};
-use crate::daemon::{self, notify::Notifier, Daemon, Service, Settings};
 use crate::http;
 use crate::rootcheck;
+use forkd_daemon::{self as daemon, notify::Notifier, Daemon, Service, Settings};
 
 /// Invalid configuration: do not restart (the s6 convention forkd-supervisor follows).
 pub const EXIT_CONFIG: i32 = 100;
@@ -33,7 +33,7 @@ impl Service for StaticSite {
         self.site.prepare();
     }
 
-    fn counters(&self) -> &'static [crate::daemon::scoreboard::Counter] {
+    fn counters(&self) -> &'static [forkd_daemon::scoreboard::Counter] {
         &http::COUNTERS
     }
 

@@ -24,8 +24,8 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{Uid, User};
 
-use crate::daemon::fork;
-use crate::daemon::privdrop::{self, Credentials};
+use forkd_daemon::fork;
+use forkd_daemon::privdrop::{self, Credentials};
 
 /// What a probe found, as its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

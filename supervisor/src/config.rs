@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::units::{parse_duration, parse_size};
 use crate::watch::{Limit, Resource};
+use forkd_daemon::units::{parse_duration, parse_size};
 
 /// Supervises forkd (or any daemon) from the outside: restarts it with backoff and a budget,
 /// checks readiness and health, watches its fds, memory, processes and TCP sockets, and never

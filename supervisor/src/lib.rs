@@ -73,7 +73,7 @@
 //! loop), `child` (the only place that starts or signals processes), `notify` (the server side
 //! of the notify protocol), `probe` (the non-blocking HTTP probe and its "cannot observe"
 //! verdicts), `watch` (resource limits), `throttle` (backoff and budget), `reserve` (spare
-//! fds), `status` and `metrics` (what the outside sees), `units` (durations and sizes).
+//! fds), `status` and `metrics` (what the outside sees); durations and sizes are `forkd_daemon::units`.
 
 pub mod child;
 pub mod config;
@@ -84,7 +84,6 @@ pub mod probe;
 pub mod reserve;
 pub mod status;
 pub mod throttle;
-pub mod units;
 pub mod watch;
 
 use clap::Parser;
@@ -153,7 +152,7 @@ fn supervise(args: &config::RunArgs) -> i32 {
             return 2;
         }
     };
-    let signals = match forkd::daemon::signals::SignalPipe::install() {
+    let signals = match forkd_daemon::signals::SignalPipe::install() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("unable to install signal handlers: {e}");

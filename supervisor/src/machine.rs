@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant, SystemTime};
 
-use forkd::daemon::notify::Notifier;
-use forkd::daemon::procfs;
-use forkd::daemon::reap::{reap, ProcessEnd};
-use forkd::daemon::signals::{Event, SignalPipe};
+use forkd_daemon::notify::Notifier;
+use forkd_daemon::procfs;
+use forkd_daemon::reap::{reap, ProcessEnd};
+use forkd_daemon::signals::{Event, SignalPipe};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -26,8 +26,8 @@ use crate::probe::{self, Outcome, Probe};
 use crate::reserve::Reserve;
 use crate::status::{RestartRecord, Status};
 use crate::throttle::{Backoff, Budget};
-use crate::units::show_duration;
 use crate::watch::{self, Watch};
+use forkd_daemon::units::show_duration;
 
 /// Exit codes of the supervisor (s6's convention for 100 and 111).
 pub const EXIT_STOPPED: i32 = 0;

@@ -165,7 +165,7 @@ mod tests {
     fn accepts_only_its_process_group() {
         let s = NotifySocket::bind().unwrap();
         std::env::set_var("NOTIFY_SOCKET", s.env_value());
-        let n = forkd::daemon::notify::Notifier::from_env().unwrap();
+        let n = forkd_daemon::notify::Notifier::from_env().unwrap();
         n.send("READY=1").unwrap();
         n.send("WATCHDOG=1").unwrap();
         let mut rejected = 0;

@@ -59,7 +59,7 @@ impl Status {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         json.push(b'\n');
-        forkd::daemon::atomic::write_atomic(path, &json, 0o644)
+        forkd_daemon::atomic::write_atomic(path, &json, 0o644)
     }
 
     pub fn read(path: &Path) -> Result<Status, String> {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::time::{Duration, Instant};
 
-use forkd::daemon::procfs;
+use forkd_daemon::procfs;
 
 /// What is measured over the child's tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -293,7 +293,7 @@ fn slope_per_minute(
     if points.len() < 3 || span < window.as_secs_f64() * 0.8 {
         return None;
     }
-    forkd::daemon::trend::linear_fit(&points).map(|(slope, _)| slope * 60.0)
+    forkd_daemon::trend::linear_fit(&points).map(|(slope, _)| slope * 60.0)
 }
 
 #[cfg(test)]

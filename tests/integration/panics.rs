@@ -12,20 +12,24 @@ use std::time::Duration;
 
 use crate::util::{body_of, status_of, Proc, Server, FORKD};
 
-/// Durations past what a deadline can hold are refused at start, naming the flag (the
-/// deadlines saturate too, as `clock::after`'s unit test shows, for a template user that does
-/// not validate).
+/// Durations past what a deadline can hold are refused at start, naming the flag: past a
+/// year by the duration parser (a bad command line, exit 2), past a day by the configuration
+/// check (exit 100). The deadlines saturate too, as `clock::after`'s unit test shows, for a
+/// template user that does not validate.
 #[test]
 fn timeouts_beyond_the_clock_are_refused_at_start() {
     for flag in ["--header-timeout", "--send-timeout", "--shutdown-timeout"] {
-        let mut p = Proc::spawn(FORKD, &[flag, "1e19", "--listen", "127.0.0.1:0"]);
-        let status = p.wait_exit(Duration::from_secs(10));
-        assert_eq!(status.code(), Some(100), "{flag}");
-        let out = p.output().join("\n");
-        assert!(
-            out.contains(flag) && out.contains("longest timeout"),
-            "{flag}: {out}"
-        );
+        for (value, code, says) in [
+            ("1e19", 2, "at most a year"),
+            ("2d", 100, "longest timeout"),
+        ] {
+            let mut p = Proc::spawn(FORKD, &[flag, value, "--listen", "127.0.0.1:0"]);
+            let status = p.wait_exit(Duration::from_secs(10));
+            assert_eq!(status.code(), Some(code), "{flag} {value}");
+            // The reader thread may still be draining stderr when the exit is seen.
+            let line = p.wait_line(says, Duration::from_secs(5));
+            assert!(line.contains(flag), "{flag} {value}: {line}");
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use super::log::{self, Entry};
 use super::parse::{self, Body, Chunked, ChunkedError, Head};
 use super::respond::{self, Persist, Sender};
 use super::{Config, Docroot, Hit, Site};
-use crate::daemon::worker::stop_requested;
+use forkd_daemon::worker::stop_requested;
 
 /// Room after a maximal head for reading (and discarding) body bytes and pipelined requests.
 const BODY_ROOM: usize = 16 * 1024;

@@ -25,7 +25,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::daemon::{scoreboard, worker};
+use forkd_daemon::{scoreboard, worker};
 
 /// At most one warning about a failing access log per this long, across all children.
 const WARN_EVERY: Duration = Duration::from_secs(10);

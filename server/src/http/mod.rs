@@ -32,7 +32,7 @@ use std::time::Duration;
 pub use log::AccessLog;
 pub use respond::busy_response;
 
-use crate::daemon::scoreboard::{self, Counter};
+use forkd_daemon::scoreboard::{self, Counter};
 
 /// The limits the HTTP side counts on the daemon's scoreboard (incident 003: every limit hit
 /// visible from outside). The order is that of [`COUNTERS`].

@@ -1,4 +1,4 @@
-//! A line-echo daemon built on forkd's process template: the template brings the listener,
+//! A line-echo daemon built on the forkd process template: the template brings the listener,
 //! the prefork pool or fork per connection, signals, reaping and readiness; this file brings
 //! only what to do with one connection.
 //!
@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use forkd::daemon::{self, notify::Notifier, Daemon, Mode, Service, Settings};
+use forkd_daemon::{self as daemon, notify::Notifier, Daemon, Mode, Service, Settings};
 
 #[derive(Clone)]
 struct Echo;

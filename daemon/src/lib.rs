@@ -16,6 +16,7 @@ pub mod reap;
 pub mod scoreboard;
 pub mod signals;
 pub mod trend;
+pub mod units;
 pub mod worker;
 
 pub use master::{run, Daemon, Mode, Service, Settings, StartError};

@@ -1,15 +1,24 @@
-//! The two value syntaxes of the configuration, shared by flags and the TOML file: durations
-//! (`250ms`, `2s`, `1m30s`, `1h`; a bare number is seconds; the same parser as forkd's) and sizes (`512k`, `200MiB`, `1G`;
-//! binary multiples whatever the spelling, a bare number is bytes). Pure functions, so the
-//! table tests below pin every accepted and refused spelling.
+//! The two value syntaxes of every configuration built on the template, flags and TOML files
+//! alike: durations (`250ms`, `2s`, `1m30s`, `1h`, `2d`; a bare number is seconds, `0.5`
+//! included) and sizes (`512k`, `200MiB`, `1G`; binary multiples whatever the spelling, a
+//! bare number is bytes). One parser for forkd, its supervisor and its load generator, so a
+//! value means the same everywhere. Pure functions: the table tests pin every accepted and
+//! refused spelling.
 
 use std::time::Duration;
 
-/// Parses a duration the way forkd does (`100ms`, `2s`, `1h30m`, `2d`, or `3` seconds, via
-/// humantime), refusing anything over a year: such a value is a typo, not a setting.
+/// The longest duration any setting takes: more is a typo, not a setting.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
+
+/// Parses a duration (`100ms`, `2s`, `1h30m`, `2d` via humantime, or `3` and `0.5` seconds),
+/// refusing anything over [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = forkd::config::parse_duration(s)?;
-    if d > Duration::from_secs(365 * 86400) {
+    let d = match s.trim().parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))?,
+        Err(_) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{s:?}: {e} (try 10s, 500ms or 0.5)"))?,
+    };
+    if d > MAX_DURATION {
         return Err(format!("{s:?} is out of range (at most a year)"));
     }
     Ok(d)
@@ -68,6 +77,11 @@ mod tests {
             ("400d", None),
             ("2 fortnights", None),
             ("1e9h", None),
+            ("1e19", None),
+            ("soon", None),
+            ("-1", None),
+            ("250ms", Some(ms(250))),
+            ("2m", Some(ms(120_000))),
             ("10000000h", None),
         ];
         for (s, want) in cases {
