@@ -33,8 +33,8 @@ for t in "${targets[@]}"; do
         echo "fuzz target $t FAILED: reproducer in fuzz/artifacts/$t/" >&2
         exit 1
     fi
-    done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1)
-    execs=$(grep -E 'stat::number_of_executed_units' "$log" | awk '{print $2}')
+    done_line=$(grep -aE '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1)
+    execs=$(grep -aE 'stat::number_of_executed_units' "$log" | awk '{print $2}')
     cov=$(sed -nE 's/.*cov: ([0-9]+).*/\1/p' <<<"$done_line")
     ft=$(sed -nE 's/.*ft: ([0-9]+).*/\1/p' <<<"$done_line")
     corp=$(sed -nE 's/.*corp: ([0-9]+).*/\1/p' <<<"$done_line")
