@@ -56,7 +56,9 @@
 //! inherits none of them.
 //!
 //! A child never returns into the master's code: its body's result becomes its exit code
-//! through `_exit`, and a panic ends it with [`fork::EXIT_PANIC`] (70), in every build.
+//! through `_exit`, and a panic ends it with [`fork::EXIT_PANIC`] (70) in every build, since
+//! [`run`] installs [`fork::exit_children_on_panic`] (under `panic = "abort"` it would
+//! otherwise die of SIGABRT and dump core).
 //!
 //! # Example
 //!
