@@ -1,38 +1,53 @@
 //! A line-echo daemon built on the forkd process template: the template brings the listener,
 //! the prefork pool or fork per connection, signals, reaping and readiness; this file brings
-//! only what to do with one connection.
+//! only what to do with one connection. `daemon/README.md` walks through it.
 //!
-//! `cargo run --example echo -- 127.0.0.1:7007 [fork]`, then `nc 127.0.0.1 7007`.
+//! `cargo run -p forkd-daemon --example echo -- 127.0.0.1:7007 [fork]`, then `nc 127.0.0.1 7007`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use forkd_daemon::{self as daemon, notify::Notifier, Daemon, Mode, Service, Settings};
 
-#[derive(Clone)]
+/// How often a read blocked on a quiet client gives the child a chance to see a stop request,
+/// and how long a client may stay quiet before it is dropped.
+const TICK: Duration = Duration::from_secs(1);
+const IDLE: Duration = Duration::from_secs(30);
+
 struct Echo;
 
 impl Service for Echo {
-    fn serve(&mut self, stream: TcpStream, _peer: SocketAddr) -> u64 {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-        let Ok(mut out) = stream.try_clone() else {
-            return 0;
-        };
-        let mut lines = 0;
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if out.write_all(format!("{line}\n").as_bytes()).is_err()
-                || daemon::worker::stop_requested()
-            {
-                break;
+    fn serve(&mut self, mut stream: TcpStream, _peer: SocketAddr) -> u64 {
+        // SIGTERM interrupts a blocked read with EINTR, but it may also land just before the
+        // read starts; the tick bounds how long the child can miss it. (`BufRead::lines`
+        // would retry EINTR and sleep through the stop: hence the plain `read`.)
+        let _ = stream.set_read_timeout(Some(TICK));
+        let (mut buf, mut lines, mut idle) = ([0u8; 4096], 0, Duration::ZERO);
+        while !daemon::worker::stop_requested() && idle < IDLE {
+            match stream.read(&mut buf) {
+                Ok(n) => {
+                    let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+                        break;
+                    };
+                    if stream.write_all(bytes).is_err() {
+                        break;
+                    }
+                    lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                    idle = Duration::ZERO;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    idle += TICK;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
-            lines += 1;
         }
         lines
     }
 }
 
+/// SIGHUP: nothing to re-read, so a reload replaces the children with identical ones.
 struct EchoDaemon(Settings);
 
 impl Daemon for EchoDaemon {
@@ -63,8 +78,13 @@ fn main() {
         pid_file: None,
         metrics_file: None,
     };
+    // `READY=1` for systemd or forkd-supervisor when `NOTIFY_SOCKET` is set; nothing otherwise.
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        eprintln!("echo: {e}");
+        std::process::exit(100);
+    });
     let mut d = EchoDaemon(settings.clone());
-    match daemon::run(settings, Echo, &mut d, &Notifier::none()) {
+    match daemon::run(settings, Echo, &mut d, &notifier) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("echo: {e}");

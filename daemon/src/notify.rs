@@ -42,10 +42,6 @@ impl Notifier {
         Notifier { target: None }
     }
 
-    pub fn is_active(&self) -> bool {
-        self.target.is_some()
-    }
-
     /// Sends one notification such as `"READY=1\nSTATUS=serving"`.
     pub fn send(&self, state: &str) -> io::Result<()> {
         match &self.target {

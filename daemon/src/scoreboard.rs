@@ -112,14 +112,6 @@ impl Crash {
             },
         })
     }
-
-    /// The Prometheus label value.
-    pub fn label(self) -> &'static str {
-        CRASH_LABELS
-            .get(self as usize)
-            .copied()
-            .unwrap_or("other exit")
-    }
 }
 
 // Every cause has a label and a counter: the last variant is the table's last entry.
@@ -214,25 +206,11 @@ pub fn app_hit(i: usize) {
     }
 }
 
-/// Current value of a template limit counter.
-pub fn hits(limit: Limit) -> u64 {
-    board()
-        .and_then(|b| b.board.counters.get(limit as usize))
-        .map_or(0, |c| c.load(Relaxed))
-}
-
 /// Master: counts one child that ended for `cause`.
 pub(crate) fn crashed(cause: Crash) {
     if let Some(c) = board().and_then(|b| b.board.crashes.get(cause as usize)) {
         c.fetch_add(1, Relaxed);
     }
-}
-
-/// Current count of child ends for `cause`.
-pub fn crashes(cause: Crash) -> u64 {
-    board()
-        .and_then(|b| b.board.crashes.get(cause as usize))
-        .map_or(0, |c| c.load(Relaxed))
 }
 
 /// Gates for processes with no board (tests, tools): per process instead of shared.
@@ -394,12 +372,6 @@ pub fn render(prefix: &str, generation: u64) -> String {
     out
 }
 
-/// The meaning of each counter, for documentation and `--help`-like listings.
-pub fn describe() -> Vec<Counter> {
-    let app = board().map_or(&[][..], |b| b.app);
-    DAEMON_COUNTERS.iter().chain(app.iter()).copied().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,12 +431,10 @@ mod tests {
         assert_eq!(Crash::of(ProcessEnd::Exited(71)), Some(Crash::Setup));
         assert_eq!(Crash::of(ProcessEnd::Exited(1)), Some(Crash::OtherExit));
         assert_eq!(Crash::of(sig(Signal::SIGSEGV)), Some(Crash::Segv));
-        assert_eq!(
-            Crash::of(sig(Signal::SIGABRT)).map(Crash::label),
-            Some("SIGABRT")
-        );
+        assert_eq!(Crash::of(sig(Signal::SIGABRT)), Some(Crash::Abort));
+        assert_eq!(CRASH_LABELS[Crash::Abort as usize], "SIGABRT");
         assert_eq!(Crash::of(sig(Signal::SIGTERM)), Some(Crash::OtherSignal));
-        assert_eq!(Crash::Setup.label(), "exit 71");
+        assert_eq!(CRASH_LABELS[Crash::Setup as usize], "exit 71");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The child's side: what a prefork worker or a per-connection child does after `fork`, and
 //! what it can ask of the template.
 //!
-//! A child first makes itself a clean process ([`enter`]): it closes the master's fds, resets
+//! A child first makes itself a clean process (`enter`): it closes the master's fds, resets
 //! signal handling, asks to die with the master, and drops privileges. The master then asks it
 //! to finish with SIGTERM (graceful: end the request in flight, then close) or SIGINT (leave
 //! now). The SIGTERM handler is installed without `SA_RESTART`, so a blocking `accept`, `read`

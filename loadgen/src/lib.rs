@@ -15,12 +15,13 @@ pub mod response;
 pub mod stats;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use forkd_daemon::units;
 
 use crate::abuse::{AbuseConfig, AbuseMode};
 use crate::engine::{LoadConfig, Shared};
@@ -29,11 +30,14 @@ use crate::request::WeightedPath;
 use crate::stats::Tally;
 use crate::watch::{Point, Tolerance};
 
-/// Exit codes, beyond clap's 2 for a usage error.
+/// Exit codes.
 pub mod exit {
     pub const OK: i32 = 0;
     /// The run could not be made (bad target, cannot start threads, output not written).
     pub const FAILED: i32 = 1;
+    /// A bad command line: clap's own errors, and the combinations [`Args::check`](super::Args::check)
+    /// refuses, both before any load starts.
+    pub const USAGE: i32 = 2;
     /// `--assert-flat` and something grew, the target died, or there was too little to judge.
     pub const NOT_FLAT: i32 = 3;
 }
@@ -117,24 +121,26 @@ pub struct Args {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 
+    // The verdict's flags judge what --watch-pid samples: without it they would be ignored
+    // silently (clap's `requires` looks only at flags given, not at defaults).
     /// Samples before this are left out of the flatness verdict (caches, lazy allocation).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "watch_pid")]
     pub warmup: Duration,
 
     /// Exit with code 3 unless every watched metric stayed flat.
-    #[arg(long)]
+    #[arg(long, requires = "watch_pid")]
     pub assert_flat: bool,
 
     /// Allowed growth of fds, processes, zombies and CLOSE_WAIT sockets over the run.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "watch_pid")]
     pub fd_tolerance: u64,
 
     /// Allowed growth of RSS and PSS over the run, in percent of their mean...
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, requires = "watch_pid")]
     pub mem_tolerance_pct: f64,
 
     /// ...but never less than this many KiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, requires = "watch_pid")]
     pub mem_tolerance_kb: u64,
 
     /// Print the report as JSON instead of text.
@@ -154,12 +160,78 @@ pub struct Args {
     pub abuse: Vec<AbuseMode>,
 
     /// Hostile connections per abuse mode.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, requires = "abuse")]
     pub abuse_conns: usize,
 
     /// Requests each slow reader pipelines.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, requires = "abuse")]
     pub abuse_pipeline: usize,
+}
+
+/// The fewest samples after the warm-up that a line can be fitted through
+/// (`forkd_daemon::trend::linear_fit`).
+const MIN_SAMPLES: u32 = 3;
+
+impl Args {
+    /// Refuses what clap cannot see: values out of range, and combinations that would only fail
+    /// once the whole load had run. [`run`] calls it first; [`main`] before that, to exit
+    /// [`exit::USAGE`].
+    pub fn check(&self) -> Result<(), String> {
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err("--rate must be a positive number".into());
+        }
+        if self.interval.is_zero() {
+            return Err("--interval must be more than 0".into());
+        }
+        if self.assert_flat && self.watch_pid.is_none() {
+            return Err(
+                "--assert-flat judges what --watch-pid samples: give --watch-pid PID".into(),
+            );
+        }
+        // With a known duration, a warm-up that leaves too few samples is a certain "too
+        // little to judge", and exit 3, at the end of the run.
+        if let Some(d) = self.run_time().filter(|_| self.assert_flat) {
+            let needed = self.warmup + self.interval * (MIN_SAMPLES - 1);
+            if d < needed {
+                return Err(format!(
+                    "--assert-flat needs {MIN_SAMPLES} samples after the warm-up: --duration {} \
+                     is less than --warmup {} + {} x --interval {}",
+                    units::show_duration(d),
+                    units::show_duration(self.warmup),
+                    MIN_SAMPLES - 1,
+                    units::show_duration(self.interval),
+                ));
+            }
+        }
+        // The files are written after the load: a directory that does not exist would
+        // throw the whole run away.
+        for (flag, path) in [("--csv", &self.csv), ("--plot", &self.plot)] {
+            let Some(path) = path else { continue };
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(format!(
+                    "{flag} {}: {} is not a directory",
+                    path.display(),
+                    dir.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the load runs, when a duration bounds it: 10 s unless `-d` or `-n` says.
+    fn run_time(&self) -> Option<Duration> {
+        match (self.duration, self.requests) {
+            (None, None) => Some(Duration::from_secs(10)),
+            (d, _) => d,
+        }
+    }
 }
 
 /// Durations are read as forkd reads them: `250ms`, `10s`, `2m`, `1h30m` (humantime) or a
@@ -187,6 +259,13 @@ fn catch_interrupt() {
 /// Runs the command line and returns the exit code.
 pub fn main() -> i32 {
     let args = Args::parse();
+    if let Err(e) = args.check() {
+        // In clap's words and with its exit code, like every other usage error.
+        let _ = Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .print();
+        return exit::USAGE;
+    }
     match run(&args) {
         Ok(code) => code,
         Err(e) => {
@@ -198,20 +277,9 @@ pub fn main() -> i32 {
 
 /// Runs one load as `args` say, prints the report and writes the files.
 pub fn run(args: &Args) -> Result<i32, String> {
+    args.check()?;
     let target = request::parse_target(&args.url, args.allow_remote).map_err(|e| e.to_string())?;
-    if args.connections == 0 {
-        return Err("--connections must be at least 1".into());
-    }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err("--rate must be a positive number".into());
-    }
-    if args.interval.is_zero() {
-        return Err("--interval must be more than 0".into());
-    }
-    let duration = match (args.duration, args.requests) {
-        (None, None) => Some(Duration::from_secs(10)),
-        (d, _) => d,
-    };
+    let duration = args.run_time();
     let paths = if args.paths.is_empty() {
         vec![WeightedPath {
             path: target.path.clone(),
@@ -426,12 +494,9 @@ pub fn run(args: &Args) -> Result<i32, String> {
         report::plot(path, &title, &report.series)
             .map_err(|e| format!("unable to draw {}: {e}", path.display()))?;
     }
-    if args.assert_flat {
-        match &report.watch {
-            None => return Err("--assert-flat needs --watch-pid".into()),
-            Some(w) if !w.flat() => return Ok(exit::NOT_FLAT),
-            Some(_) => {}
-        }
+    // `check` made sure a watch report exists whenever a verdict is asked for.
+    if args.assert_flat && !report.watch.as_ref().is_some_and(WatchReport::flat) {
+        return Ok(exit::NOT_FLAT);
     }
     Ok(exit::OK)
 }
@@ -465,5 +530,83 @@ mod tests {
         assert!(
             Args::try_parse_from(["forkd-loadgen", "--path", "nope", "http://127.0.0.1/"]).is_err()
         );
+    }
+
+    /// Every refusal that used to wait for the end of the load, or never came: refused by clap
+    /// (`requires`) or by `check`, in either case before anything runs.
+    #[test]
+    fn combinations_are_refused_before_the_load() {
+        let url = "http://127.0.0.1:9/";
+        let refused_by_clap: &[&[&str]] = &[
+            &["--assert-flat"],
+            &["--warmup", "1s"],
+            &["--fd-tolerance", "3"],
+            &["--mem-tolerance-pct", "10"],
+            &["--mem-tolerance-kb", "10"],
+            &["--abuse-conns", "3"],
+            &["--abuse-pipeline", "3"],
+        ];
+        for args in refused_by_clap {
+            let argv = [&["forkd-loadgen"], *args, &[url]].concat();
+            let err = Args::try_parse_from(&argv).unwrap_err();
+            assert_eq!(err.exit_code(), exit::USAGE, "{argv:?}");
+        }
+        let check = |args: &[&str]| {
+            let argv = [&["forkd-loadgen"], args, &[url]].concat();
+            Args::try_parse_from(&argv).unwrap().check()
+        };
+        for (args, says) in [
+            (&["-c", "0"][..], "--connections"),
+            (&["--rate", "0"], "--rate"),
+            (&["--interval", "0s"], "--interval"),
+            (
+                &[
+                    "-d",
+                    "2s",
+                    "--watch-pid",
+                    "1",
+                    "--warmup",
+                    "2s",
+                    "--assert-flat",
+                ],
+                "needs 3 samples",
+            ),
+            // The default run time is 10 s.
+            (
+                &["--watch-pid", "1", "--warmup", "9s", "--assert-flat"],
+                "--duration 10s",
+            ),
+            (&["--csv", "/nonexistent/a.csv"], "--csv"),
+            (&["--plot", "/nonexistent/a.svg"], "--plot"),
+        ] {
+            let err = check(args).unwrap_err();
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+        for args in [
+            &[
+                "-d",
+                "2s",
+                "--watch-pid",
+                "1",
+                "--warmup",
+                "1s",
+                "--interval",
+                "500ms",
+                "--assert-flat",
+            ][..],
+            // A request count does not say how long the run is: nothing to refuse.
+            &[
+                "-n",
+                "10",
+                "--watch-pid",
+                "1",
+                "--warmup",
+                "1h",
+                "--assert-flat",
+            ],
+            &["--csv", "a.csv", "--plot", "/tmp/a.svg"],
+        ] {
+            assert_eq!(check(args), Ok(()), "{args:?}");
+        }
     }
 }

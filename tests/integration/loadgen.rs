@@ -226,3 +226,43 @@ fn refuses_remote_targets() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a loopback address"), "{err}");
 }
+
+/// A combination that cannot give a verdict is refused before the load, not after 30 s of it:
+/// exit 2 within a couple of seconds, with the message. No server is needed; port 9 is never
+/// connected to.
+#[test]
+fn bad_flag_combinations_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("missing/soak.csv");
+    let pid = std::process::id().to_string();
+    let url = "http://127.0.0.1:9/";
+    for (args, says) in [
+        (vec!["-d", "30s", "--assert-flat", url], "--watch-pid"),
+        (
+            vec![
+                "-d",
+                "30s",
+                "--watch-pid",
+                &pid,
+                "--warmup",
+                "30s",
+                "--assert-flat",
+                url,
+            ],
+            "samples after the warm-up",
+        ),
+        (
+            vec!["-d", "30s", "--csv", csv.to_str().unwrap(), url],
+            "is not a directory",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let mut proc = Proc::spawn(LOADGEN, &args);
+        let status = proc.wait_exit(Duration::from_secs(3));
+        assert_eq!(status.code(), Some(2), "{args:?}: {:?}", proc.output());
+        assert!(started.elapsed() < Duration::from_secs(3), "{args:?}");
+        eventually(Duration::from_secs(2), "the refusal on stderr", || {
+            proc.output().iter().any(|l| l.contains(says)).then_some(())
+        });
+    }
+}

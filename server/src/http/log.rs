@@ -72,8 +72,9 @@ impl AccessLog {
     }
 
     /// Opens the file again by name (after logrotate moved it away). On failure the old file
-    /// stays in use.
-    pub fn reopen(&mut self) -> io::Result<()> {
+    /// stays in use. The master does not call this: it opens a new `AccessLog` whole, from
+    /// the configuration it may just have reloaded.
+    fn reopen(&mut self) -> io::Result<()> {
         if let Sink::File { file, path } = &mut self.sink {
             *file = open_append(path)?;
         }

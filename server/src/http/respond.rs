@@ -91,8 +91,8 @@ pub(super) fn end(out: &mut Vec<u8>) {
 }
 
 /// A complete small error response in `out`: a head plus `"404 Not Found\n"` (the body is
-/// left out for HEAD, its length kept). `allow` adds the `Allow` field a 405 must carry.
-/// Returns the body length.
+/// left out for HEAD, its length kept). A 405 gets its `Allow` field here, so no caller can
+/// forget it (RFC 9110 section 15.5.6). Returns the length of the body put in `out`.
 pub(super) fn error(
     out: &mut Vec<u8>,
     status: u16,
