@@ -5,6 +5,7 @@
 //! readiness and privilege dropping.
 
 pub mod atomic;
+pub mod backoff;
 pub mod fork;
 pub mod limits;
 pub mod listener;

@@ -25,8 +25,9 @@ use crate::notify::NotifySocket;
 use crate::probe::{self, Outcome, Probe};
 use crate::reserve::Reserve;
 use crate::status::{RestartRecord, Status};
-use crate::throttle::{Backoff, Budget};
+use crate::throttle::Budget;
 use crate::watch::{self, Watch};
+use forkd_daemon::backoff::Backoff;
 use forkd_daemon::units::show_duration;
 
 /// Exit codes of the supervisor (s6's convention for 100 and 111).
