@@ -14,6 +14,7 @@ pub mod notify;
 pub mod privdrop;
 pub mod procfs;
 pub mod reap;
+pub mod resource;
 pub mod scoreboard;
 pub mod signals;
 pub mod trend;

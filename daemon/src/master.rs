@@ -24,7 +24,7 @@ use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
 use super::signals::{Event, SignalPipe};
-use super::{atomic, fork, listener, worker};
+use super::{atomic, fork, listener, resource, worker};
 
 /// What a daemon built on this template does with one accepted connection. It runs in a child
 /// process (a prefork worker or a per-connection child), never in the master.
@@ -443,7 +443,7 @@ impl<D: Daemon> Master<'_, D> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_resource_error(&e) => {
+                Err(e) if resource::is_exhausted(&e) => {
                     self.pause_accepting(&e);
                     return;
                 }
@@ -857,13 +857,6 @@ fn aftermath(end: ProcessEnd, asked_to_stop: bool, served: bool, lived: Duration
     } else {
         Aftermath::Replace(cause)
     }
-}
-
-fn is_resource_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// A worker's request budget, lowered by up to an eighth so that workers started together do
