@@ -533,7 +533,8 @@ pub fn parse_children(s: &str) -> impl Iterator<Item = i32> + '_ {
     s.split_whitespace().filter_map(|x| x.parse().ok())
 }
 
-/// A `Name:   123 kB` field of `/proc/PID/status` or `smaps_rollup`, in KiB.
+/// A `Name:   123 kB` field of `/proc/PID/status`, `smaps_rollup` or `/proc/meminfo`, in KiB:
+/// the one parser of these lines (`limits` reads its memory figures with it too).
 pub fn parse_status_kb(text: &str, field: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let rest = l.strip_prefix(field)?.strip_prefix(':')?;
@@ -658,6 +659,12 @@ mod tests {
             (rollup, "Pss", Some(812)),
             (rollup, "Pss_Anon", Some(400)),
             ("VmRSS:\tlots kB\n", "VmRSS", None),
+            (
+                "MemTotal:  8000 kB\nMemAvailable:    5120 kB\n",
+                "MemAvailable",
+                Some(5120),
+            ),
+            ("MemAvailable5:  1 kB\n", "MemAvailable", None),
         ];
         for (text, field, want) in cases {
             assert_eq!(parse_status_kb(text, field), *want, "{field}");

@@ -418,7 +418,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
         print!("{}", report.human());
     }
     if let Some(path) = &args.csv {
-        report::write_atomic(path, report::csv(&report.series).as_bytes())
+        forkd_daemon::atomic::write_atomic(path, report::csv(&report.series).as_bytes(), 0o644)
             .map_err(|e| format!("unable to write {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.plot {
