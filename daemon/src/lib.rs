@@ -6,6 +6,7 @@
 
 pub mod atomic;
 pub mod backoff;
+pub mod exec;
 pub mod fork;
 pub mod limits;
 pub mod listener;
