@@ -7,6 +7,9 @@
 //! load; `report` writes the summary, JSON, CSV and SVG. [`main`] wires them to the command line
 //! and is the only place that prints or exits.
 
+// Raw system calls live in forkd-daemon, behind documented safe wrappers (or in nix).
+#![forbid(unsafe_code)]
+
 pub mod abuse;
 pub mod engine;
 pub mod report;

@@ -4,8 +4,8 @@
 //! The child gets its own process group (so the whole tree can be killed at once), default
 //! signal dispositions and an empty mask (a supervisor's ignored SIGPIPE must not leak into a
 //! server), `PR_SET_PDEATHSIG` so it hears of a supervisor that died, and only fds 0-2: every
-//! other fd is marked close-on-exec in the child, whoever opened it (all of it
-//! `forkd_daemon::exec::start_clean`, which keeps the `unsafe` of `pre_exec` out of here). The supervisor's
+//! other fd is marked close-on-exec in the child, whoever opened it. All of that is
+//! `forkd_daemon::exec::start_clean`, the safe face of `pre_exec`. The supervisor's
 //! environment for itself (`NOTIFY_SOCKET`, `WATCHDOG_*`, `LISTEN_*` from systemd) is replaced
 //! by what the child should see.
 

@@ -6,7 +6,7 @@
 //! atomically with the open, so swapping a directory for a symlink between a check and the
 //! open wins nothing. Symlinks that stay inside the root are followed, but then the dot rule is
 //! checked again on what was actually opened: a `link -> .git` must not serve `.git/config`
-//! as `/link/config`. The system calls are nix's safe wrappers: this crate holds no `unsafe`.
+//! as `/link/config`. Both system calls go through nix's safe wrappers.
 
 use std::ffi::CStr;
 use std::fs::File;
