@@ -20,6 +20,7 @@ pub mod scoreboard;
 pub mod signals;
 pub mod trend;
 pub mod units;
+pub mod wait;
 pub mod worker;
 
 pub use master::{run, Daemon, Mode, Service, Settings, StartError};

@@ -24,7 +24,7 @@ use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
 use super::signals::{Event, SignalPipe};
-use super::{atomic, fork, listener, resource, worker};
+use super::{atomic, fork, listener, resource, wait, worker};
 
 /// What a daemon built on this template does with one accepted connection. It runs in a child
 /// process (a prefork worker or a per-connection child), never in the master.
@@ -688,11 +688,10 @@ impl<D: Daemon> Master<'_, D> {
         let _ = self.notifier.send("STOPPING=1");
         self.stop_listening();
         self.kill_all(Signal::SIGINT);
-        let end = Instant::now() + FAST_STOP_GRACE;
-        while !self.children.is_empty() && Instant::now() < end {
+        wait::until(FAST_STOP_GRACE, Duration::from_millis(5), || {
             self.reap_children();
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            self.children.is_empty()
+        });
         self.kill_all(Signal::SIGKILL);
         self.wait_all_children();
         0
