@@ -134,6 +134,8 @@
 //! durations and sizes, [`limits`] says how many children fit in memory.
 
 pub mod atomic;
+pub mod backoff;
+pub mod exec;
 pub mod fork;
 pub mod limits;
 pub mod listener;
@@ -142,10 +144,12 @@ pub mod notify;
 pub mod privdrop;
 pub mod procfs;
 pub mod reap;
+pub mod resource;
 pub mod scoreboard;
 pub mod signals;
 pub mod trend;
 pub mod units;
+pub mod wait;
 pub mod worker;
 
 pub use master::{run, Daemon, Mode, Service, Settings, StartError};

@@ -4,6 +4,8 @@
 
 use std::io;
 
+use crate::procfs::parse_status_kb;
+
 /// Never more than this many children, whatever the memory says.
 pub const CHILDREN_CAP: usize = 1024;
 
@@ -18,7 +20,7 @@ const KERNEL_PER_CHILD: u64 = 512 * 1024;
 /// v2 limit minus usage when one is set (a container's own ceiling, incident 003).
 pub fn available_memory() -> io::Result<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    let mut avail = kb_field(&meminfo, "MemAvailable")
+    let mut avail = parse_status_kb(&meminfo, "MemAvailable")
         .ok_or_else(|| io::Error::other("no MemAvailable in /proc/meminfo"))?
         * 1024;
     if let Some(cg) = cgroup_headroom() {
@@ -41,21 +43,12 @@ fn cgroup_headroom() -> Option<u64> {
     Some(max.saturating_sub(cur))
 }
 
-fn kb_field(text: &str, field: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// The estimated cost of one child: the master's resident size (a child starts as a copy and
 /// dirties its share of it over time) plus kernel memory per connection.
 pub fn child_cost() -> u64 {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| kb_field(&s, "VmRSS"))
+        .and_then(|s| parse_status_kb(&s, "VmRSS"))
         .unwrap_or(4096)
         * 1024;
     rss + KERNEL_PER_CHILD

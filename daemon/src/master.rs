@@ -18,12 +18,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::backoff::Backoff;
 use super::notify::Notifier;
 use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
 use super::signals::{Event, SignalPipe};
-use super::{atomic, fork, listener, worker};
+use super::{atomic, fork, listener, resource, wait, worker};
 
 /// What a daemon built on this template does with one accepted connection. It runs in a child
 /// process (a prefork worker or a per-connection child), never in the master.
@@ -140,8 +141,11 @@ struct ChildInfo {
     stopping: bool,
 }
 
-/// A worker that lives less than this and fails counts as dying fast.
+/// A worker that lives less than this and fails counts as dying fast; one that lives longer
+/// forgives the fast deaths before it.
 const FAST_DEATH: Duration = Duration::from_secs(1);
+/// The first pause before respawning a worker that died fast, doubled for each one after.
+const RESPAWN_DELAY: Duration = Duration::from_millis(100);
 /// The longest pause between respawns of workers that keep dying fast.
 const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(10);
 /// How long accepting pauses after it failed for want of fds or memory, at first.
@@ -163,7 +167,8 @@ struct Master<'a, D: Daemon> {
     children: HashMap<Pid, ChildInfo>,
     generation: u64,
     phase: Phase,
-    fast_deaths: u32,
+    /// Counts workers that died fast before serving; decides when the next may start.
+    respawn: Backoff,
     respawn_at: Option<Instant>,
     /// Workers that crashed while serving and are owed a replacement regardless of the
     /// respawn throttle.
@@ -195,7 +200,7 @@ pub fn run<D: Daemon>(
         children: HashMap::new(),
         generation: 0,
         phase: Phase::Running,
-        fast_deaths: 0,
+        respawn: Backoff::exact(RESPAWN_DELAY, MAX_RESPAWN_DELAY, FAST_DEATH),
         respawn_at: None,
         replace_now: 0,
         accept_pause: None,
@@ -438,7 +443,7 @@ impl<D: Daemon> Master<'_, D> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_resource_error(&e) => {
+                Err(e) if resource::is_exhausted(&e) => {
                     self.pause_accepting(&e);
                     return;
                 }
@@ -596,9 +601,7 @@ impl<D: Daemon> Master<'_, D> {
             Aftermath::Clean => {
                 if is_worker {
                     tracing::debug!("worker {pid} {end} after {lived:.1?}");
-                    if lived >= FAST_DEATH {
-                        self.fast_deaths = 0;
-                    }
+                    self.respawn.note_run(lived);
                 }
                 return;
             }
@@ -614,10 +617,8 @@ impl<D: Daemon> Master<'_, D> {
                 );
             }
             Aftermath::Throttle(_) if is_worker && running => {
-                self.fast_deaths = (self.fast_deaths + 1).min(16);
                 scoreboard::hit(Limit::RespawnThrottled);
-                let delay = (Duration::from_millis(50) * (1 << self.fast_deaths.min(10)))
-                    .min(MAX_RESPAWN_DELAY);
+                let delay = self.respawn.next_delay(lived);
                 self.respawn_at = Some(Instant::now() + delay);
                 tracing::error!("{what} {pid} {end} after {lived:.1?}; respawning in {delay:?}");
             }
@@ -647,7 +648,7 @@ impl<D: Daemon> Master<'_, D> {
             }
             if owed {
                 self.replace_now -= 1;
-            } else if self.fast_deaths > 0 {
+            } else if self.respawn.failures() > 0 {
                 // One at a time while workers keep dying, each after the throttle delay.
                 break;
             }
@@ -687,11 +688,10 @@ impl<D: Daemon> Master<'_, D> {
         let _ = self.notifier.send("STOPPING=1");
         self.stop_listening();
         self.kill_all(Signal::SIGINT);
-        let end = Instant::now() + FAST_STOP_GRACE;
-        while !self.children.is_empty() && Instant::now() < end {
+        wait::until(FAST_STOP_GRACE, Duration::from_millis(5), || {
             self.reap_children();
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            self.children.is_empty()
+        });
         self.kill_all(Signal::SIGKILL);
         self.wait_all_children();
         0
@@ -754,7 +754,7 @@ impl<D: Daemon> Master<'_, D> {
                 self.service = service;
                 self.service.prepare();
                 self.generation += 1;
-                self.fast_deaths = 0;
+                self.respawn.reset();
                 self.respawn_at = None;
                 self.retire_old_generations();
                 tracing::info!(
@@ -856,13 +856,6 @@ fn aftermath(end: ProcessEnd, asked_to_stop: bool, served: bool, lived: Duration
     } else {
         Aftermath::Replace(cause)
     }
-}
-
-fn is_resource_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// A worker's request budget, lowered by up to an eighth so that workers started together do

@@ -360,51 +360,35 @@ fn read_large(path: &str) -> io::Result<String> {
 /// Like [`tcp_states_matching`], through a `NETLINK_SOCK_DIAG` dump of every TCP socket of each
 /// address family (the filter is applied here, not by kernel bytecode, to keep this small).
 pub fn tcp_states_netlink(filter: &TcpFilter) -> io::Result<TcpStates> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: socket(2) takes no pointers; a non-negative result is a new fd we own below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
+    use nix::sys::socket::{
+        recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
     };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` was just returned by the kernel and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
     let mut states = TcpStates::default();
     let mut buf = vec![0u8; 64 * 1024];
     for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
         let req = diag_request(family, seq);
-        // SAFETY: `req` is a valid buffer of `req.len()` bytes for the duration of the call. An
-        // unconnected netlink socket sends to the kernel (port 0).
-        let sent = unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // An unconnected netlink socket sends to the kernel (port 0).
+        send(fd.as_raw_fd(), &req, MsgFlags::empty())?;
         loop {
-            // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
+            let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "netlink closed",
                 ));
             }
-            if parse_diag(
-                buf.get(..n as usize).unwrap_or_default(),
-                filter,
-                &mut states,
-            )? {
+            if parse_diag(buf.get(..n).unwrap_or_default(), filter, &mut states)? {
                 break;
             }
         }
@@ -533,7 +517,8 @@ pub fn parse_children(s: &str) -> impl Iterator<Item = i32> + '_ {
     s.split_whitespace().filter_map(|x| x.parse().ok())
 }
 
-/// A `Name:   123 kB` field of `/proc/PID/status` or `smaps_rollup`, in KiB.
+/// A `Name:   123 kB` field of `/proc/PID/status`, `smaps_rollup` or `/proc/meminfo`, in KiB:
+/// the one parser of these lines (`limits` reads its memory figures with it too).
 pub fn parse_status_kb(text: &str, field: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let rest = l.strip_prefix(field)?.strip_prefix(':')?;
@@ -658,6 +643,12 @@ mod tests {
             (rollup, "Pss", Some(812)),
             (rollup, "Pss_Anon", Some(400)),
             ("VmRSS:\tlots kB\n", "VmRSS", None),
+            (
+                "MemTotal:  8000 kB\nMemAvailable:    5120 kB\n",
+                "MemAvailable",
+                Some(5120),
+            ),
+            ("MemAvailable5:  1 kB\n", "MemAvailable", None),
         ];
         for (text, field, want) in cases {
             assert_eq!(parse_status_kb(text, field), *want, "{field}");

@@ -176,12 +176,7 @@ pub(crate) fn accept_loop<S: Service>(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) =>
-            {
+            Err(e) if super::resource::is_exhausted(&e) => {
                 // The connection stays queued; retrying at once would spin.
                 tracing::warn!(
                     "worker {}: accept failed ({e}); pausing {resource_pause:?}",

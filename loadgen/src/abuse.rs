@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde_json::{json, Value};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -168,7 +169,7 @@ pub fn run(cfg: &AbuseConfig, stop: &AtomicBool) -> AbuseReport {
     let mut conns: Vec<Hostile> = Vec::new();
     let mut cut_total = 0.0;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    let mut ready: Vec<bool> = Vec::new();
     let mut second = Instant::now();
     let mut opened_this_second = 0;
     while !stop.load(Relaxed) {
@@ -261,20 +262,14 @@ pub fn run(cfg: &AbuseConfig, stop: &AtomicBool) -> AbuseReport {
             }
         }
 
-        // Wait for the server to answer or cut; slow readers only watch for a cut.
-        pollfds.clear();
-        for c in &conns {
-            let events = if cfg.mode == AbuseMode::SlowReader {
-                libc::POLLRDHUP
-            } else {
-                libc::POLLIN | libc::POLLRDHUP
-            };
-            pollfds.push(libc::pollfd {
-                fd: c.stream.as_raw_fd(),
-                events,
-                revents: 0,
-            });
-        }
+        // Wait for the server to answer or cut; slow readers only watch for a cut. nix has no
+        // name for POLLRDHUP, so it is passed as its bit.
+        let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+        let events = if cfg.mode == AbuseMode::SlowReader {
+            rdhup
+        } else {
+            PollFlags::POLLIN | rdhup
+        };
         let wait = conns
             .iter()
             .map(|c| c.next_step)
@@ -283,17 +278,27 @@ pub fn run(cfg: &AbuseConfig, stop: &AtomicBool) -> AbuseReport {
                 t.saturating_duration_since(Instant::now())
             })
             .min(Duration::from_millis(100));
-        // SAFETY: `pollfds` is a valid array of that many pollfd entries for the whole call.
-        let n = unsafe {
-            libc::poll(
-                pollfds.as_mut_ptr(),
-                pollfds.len() as libc::nfds_t,
-                wait.as_millis() as i32,
-            )
-        };
-        if n > 0 {
-            for (i, p) in pollfds.iter().enumerate() {
-                if p.revents == 0 || closed.iter().any(|c| c.0 == i) {
+        // Which connections have something to say; the poll set borrows `conns`, so it ends
+        // before they are read.
+        ready.clear();
+        {
+            let mut pollfds: Vec<PollFd<'_>> = conns
+                .iter()
+                .map(|c| PollFd::new(c.stream.as_fd(), events))
+                .collect();
+            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+            if poll(&mut pollfds, timeout).is_ok_and(|n| n > 0) {
+                ready.extend(
+                    pollfds
+                        .iter()
+                        // `None` is a bit nix does not name (POLLRDHUP): woken all the same.
+                        .map(|p| p.revents() != Some(PollFlags::empty())),
+                );
+            }
+        }
+        if !ready.is_empty() {
+            for (i, &woke) in ready.iter().enumerate() {
+                if !woke || closed.iter().any(|c| c.0 == i) {
                     continue;
                 }
                 let c = &mut conns[i];

@@ -16,12 +16,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::response::{ResponseParser, Step};
@@ -210,7 +211,7 @@ impl Worker {
     }
 
     fn run(mut self) -> io::Result<Tally> {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut events = vec![EpollEvent::empty(); 256];
         let grace = self.cfg.timeout.min(Duration::from_secs(2));
         if self.open.is_none() {
             let now = Instant::now();
@@ -250,9 +251,9 @@ impl Worker {
             // epoll_wait counts whole milliseconds; a sub-millisecond wait for the next due
             // request is slept instead, so open-loop sends are not late by up to 1 ms.
             let n = if wait >= Duration::from_millis(1) || wait.is_zero() {
-                self.epoll.wait(&mut events, wait.as_millis() as i32)?
+                self.epoll.wait(&mut events, wait)?
             } else {
-                let n = self.epoll.wait(&mut events, 0)?;
+                let n = self.epoll.wait(&mut events, Duration::ZERO)?;
                 if n == 0 {
                     std::thread::sleep(wait);
                 }
@@ -262,8 +263,7 @@ impl Worker {
                 now = Instant::now();
             }
             for ev in &events[..n] {
-                let (token, flags) = (ev.u64, ev.events);
-                self.on_event(token as usize, flags, now);
+                self.on_event(ev.data() as usize, ev.events(), now);
             }
             if now >= next_sweep {
                 self.sweep(now);
@@ -382,11 +382,12 @@ impl Worker {
         self.tally.connects += 1;
         match open_socket(self.cfg.addr) {
             Ok((stream, in_progress)) => {
-                let fd = stream.as_raw_fd();
                 // Edge-triggered, both directions, once per connection: no epoll_ctl per request.
-                let flags =
-                    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-                if let Err(_e) = self.epoll.add(fd, flags, i as u64) {
+                let flags = EpollFlags::EPOLLIN
+                    | EpollFlags::EPOLLOUT
+                    | EpollFlags::EPOLLRDHUP
+                    | EpollFlags::EPOLLET;
+                if let Err(_e) = self.epoll.add(stream.as_fd(), flags, i as u64) {
                     return self.fail(i, ErrorKind::Connect, now);
                 }
                 let c = &mut self.conns[i];
@@ -424,16 +425,19 @@ impl Worker {
         c.phase = Phase::Reading;
     }
 
-    fn on_event(&mut self, i: usize, flags: u32, now: Instant) {
-        let readable = flags
-            & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
-            != 0;
+    fn on_event(&mut self, i: usize, flags: EpollFlags, now: Instant) {
+        let readable = flags.intersects(
+            EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLHUP
+                | EpollFlags::EPOLLERR,
+        );
         match self.conns[i].phase {
             Phase::Connecting => {
                 let c = &mut self.conns[i];
                 let stream = c.stream.as_ref().expect("connecting without a socket");
                 match stream.take_error() {
-                    Ok(None) if flags & libc::EPOLLOUT as u32 != 0 => {
+                    Ok(None) if flags.contains(EpollFlags::EPOLLOUT) => {
                         c.phase = Phase::Writing { written: 0 };
                         self.write(i, now);
                     }
@@ -602,46 +606,26 @@ fn open_socket(addr: SocketAddr) -> io::Result<(TcpStream, bool)> {
     Ok((socket.into(), in_progress))
 }
 
-/// A minimal epoll handle: this crate needs add and wait only (closing a socket removes it).
-struct Epoll {
-    fd: OwnedFd,
-}
+/// The epoll calls this crate makes, add and wait only (closing a socket removes it), over
+/// nix's safe handle.
+struct Epoll(nix::sys::epoll::Epoll);
 
 impl Epoll {
     fn new() -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let ep = nix::sys::epoll::Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        Ok(Epoll(ep))
     }
 
-    fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: `ev` is a valid epoll_event for the duration of the call; the kernel copies it.
-        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    fn add(&self, fd: BorrowedFd<'_>, events: EpollFlags, token: u64) -> io::Result<()> {
+        Ok(self.0.add(fd, EpollEvent::new(events, token))?)
     }
 
-    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
-        let max = events.len().min(i32::MAX as usize) as i32;
-        // SAFETY: the kernel writes at most `max` entries into `events`, which has that many.
-        let n =
-            unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(0);
-            }
-            return Err(e);
+    fn wait(&self, events: &mut [EpollEvent], timeout: Duration) -> io::Result<usize> {
+        let timeout = EpollTimeout::try_from(timeout).unwrap_or(EpollTimeout::MAX);
+        match self.0.wait(events, timeout) {
+            Ok(n) => Ok(n),
+            Err(nix::errno::Errno::EINTR) => Ok(0),
+            Err(e) => Err(e.into()),
         }
-        Ok(n as usize)
     }
 }

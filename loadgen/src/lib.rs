@@ -7,6 +7,9 @@
 //! load; `report` writes the summary, JSON, CSV and SVG. [`main`] wires them to the command line
 //! and is the only place that prints or exits.
 
+// Raw system calls live in forkd-daemon, behind documented safe wrappers (or in nix).
+#![forbid(unsafe_code)]
+
 pub mod abuse;
 pub mod engine;
 pub mod report;
@@ -17,7 +20,7 @@ pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
@@ -238,22 +241,21 @@ impl Args {
 /// plain number of seconds.
 pub use forkd_daemon::units::parse_duration;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Relaxed);
-}
-
-/// Ctrl-C stops the load and still reports, as wrk does; a second Ctrl-C kills.
-fn catch_interrupt() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_interrupt),
-        SaFlags::SA_RESETHAND,
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
+/// Ctrl-C stops the load and still reports, as wrk does; a second Ctrl-C kills. Returns the
+/// flag the first one sets; the handlers are installed once per process, however many runs.
+fn catch_interrupt() -> Arc<AtomicBool> {
+    static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    INTERRUPTED
+        .get_or_init(|| {
+            use signal_hook::{consts::SIGINT, flag};
+            let flag = Arc::new(AtomicBool::new(false));
+            // Handlers run in the order they were registered: the first Ctrl-C finds the
+            // flag clear and sets it, the second finds it set and gets the default action.
+            let _ = flag::register_conditional_default(SIGINT, Arc::clone(&flag));
+            let _ = flag::register(SIGINT, Arc::clone(&flag));
+            flag
+        })
+        .clone()
 }
 
 /// Runs the command line and returns the exit code.
@@ -329,7 +331,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
         None => None,
     };
 
-    catch_interrupt();
+    let interrupted = catch_interrupt();
     let shared = Arc::new(Shared::new(threads));
     let abuse_stop = Arc::new(AtomicBool::new(false));
     let abuse_threads: Vec<_> = args
@@ -363,7 +365,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
     loop {
         let finished = handles.iter().all(|h| h.is_finished());
         let now = Instant::now();
-        let over = deadline.is_some_and(|d| now >= d) || INTERRUPTED.load(Relaxed);
+        let over = deadline.is_some_and(|d| now >= d) || interrupted.load(Relaxed);
         if over {
             shared.stop.store(true, Relaxed);
         }
@@ -486,7 +488,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
         print!("{}", report.human());
     }
     if let Some(path) = &args.csv {
-        report::write_atomic(path, report::csv(&report.series).as_bytes())
+        forkd_daemon::atomic::write_atomic(path, report::csv(&report.series).as_bytes(), 0o644)
             .map_err(|e| format!("unable to write {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.plot {

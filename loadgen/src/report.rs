@@ -2,7 +2,6 @@
 //! the CSV time series and the SVG plot. Nothing here measures anything.
 
 use std::fmt::Write as _;
-use std::io;
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -342,29 +341,6 @@ pub fn csv(series: &[Point]) -> String {
         s.push('\n');
     }
     s
-}
-
-/// Writes `contents` to `path` atomically (temp file in the same directory, fsync, rename), so a
-/// reader never sees half a report.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
 }
 
 /// One panel of the plot: its caption and its named lines.

@@ -6,6 +6,9 @@
 //! `http` is the application: parsing, safe paths, responses, one connection's life.
 //! `config` turns flags and the TOML file into both, and `cli` runs them.
 
+// Raw system calls live in forkd-daemon, behind documented safe wrappers (or in nix).
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod http;

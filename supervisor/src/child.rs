@@ -4,7 +4,8 @@
 //! The child gets its own process group (so the whole tree can be killed at once), default
 //! signal dispositions and an empty mask (a supervisor's ignored SIGPIPE must not leak into a
 //! server), `PR_SET_PDEATHSIG` so it hears of a supervisor that died, and only fds 0-2: every
-//! other fd is marked close-on-exec in the child, whoever opened it. The supervisor's
+//! other fd is marked close-on-exec in the child, whoever opened it. All of that is
+//! `forkd_daemon::exec::start_clean`, the safe face of `pre_exec`. The supervisor's
 //! environment for itself (`NOTIFY_SOCKET`, `WATCHDOG_*`, `LISTEN_*` from systemd) is replaced
 //! by what the child should see.
 
@@ -14,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use forkd_daemon::procfs;
+use forkd_daemon::{exec, procfs};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 
@@ -36,7 +37,6 @@ pub fn spawn(
     notify: &OsStr,
     watchdog: Option<Duration>,
 ) -> io::Result<Running> {
-    let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
         .env("NOTIFY_SOCKET", notify)
@@ -49,12 +49,7 @@ pub fn spawn(
     if let Some(w) = watchdog {
         cmd.env("WATCHDOG_USEC", w.as_micros().to_string());
     }
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed; it makes only raw syscalls (sigprocmask, rt_sigaction, prctl, getppid,
-    // close_range) on stack values, allocates nothing and takes no lock.
-    unsafe {
-        cmd.pre_exec(move || restore_child_state(parent));
-    }
+    exec::start_clean(&mut cmd);
     let child = cmd.spawn()?;
     let pid = Pid::from_raw(child.id() as i32);
     // Dropping the handle neither waits nor kills; the reap loop collects the child.
@@ -68,58 +63,6 @@ pub fn spawn(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     })
-}
-
-/// Runs in the child between fork and exec (tini's `restore_signals`, plus fd hygiene).
-fn restore_child_state(parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY (for the block): plain syscalls on stack memory, all async-signal-safe.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The raw system call, because the C library refuses to touch the two real-time
-        // signals it reserves for itself, and a disposition of SIG_IGN for them would survive
-        // exec. A zeroed kernel `sigaction` is SIG_DFL with no flags and an empty mask.
-        let dfl = [0u64; 4];
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    dfl.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    8usize,
-                );
-            }
-        }
-        // A supervisor killed with SIGKILL cannot stop its child; the kernel tells the child.
-        if libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        // The supervisor may have died before the prctl above took effect.
-        if libc::getppid() != parent {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        // Only 0-2 pass: whatever else is open (inherited from our own parent, or opened
-        // without CLOEXEC by a library) closes at exec. std's error pipe is CLOEXEC already.
-        // Kernels before 5.11 refuse the flag; then only our own CLOEXEC discipline applies.
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
-    }
-    Ok(())
 }
 
 /// Sends `sig` to the child itself (a graceful stop or a forwarded HUP/USR1: forkd's master

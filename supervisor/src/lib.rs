@@ -75,6 +75,9 @@
 //! verdicts), `watch` (resource limits), `throttle` (backoff and budget), `reserve` (spare
 //! fds), `status` and `metrics` (what the outside sees); durations and sizes are `forkd_daemon::units`.
 
+// Raw system calls live in forkd-daemon, behind documented safe wrappers (or in nix).
+#![forbid(unsafe_code)]
+
 pub mod child;
 pub mod config;
 pub mod machine;

@@ -16,7 +16,6 @@ use forkd_daemon::reap::{reap, ProcessEnd};
 use forkd_daemon::signals::{Event, SignalPipe};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 use crate::child::{self, Running};
 use crate::config::{Config, Readiness, Recycle};
@@ -25,9 +24,11 @@ use crate::notify::NotifySocket;
 use crate::probe::{self, Outcome, Probe};
 use crate::reserve::Reserve;
 use crate::status::{RestartRecord, Status};
-use crate::throttle::{Backoff, Budget};
+use crate::throttle::Budget;
 use crate::watch::{self, Watch};
+use forkd_daemon::backoff::Backoff;
 use forkd_daemon::units::show_duration;
+use forkd_daemon::wait;
 
 /// Exit codes of the supervisor (s6's convention for 100 and 111).
 pub const EXIT_STOPPED: i32 = 0;
@@ -953,21 +954,16 @@ fn sweep_descendants() {
     for p in &left {
         let _ = nix::sys::signal::kill(*p, Signal::SIGTERM);
     }
-    let end = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < end && !child::descendants().is_empty() {
+    let gone = || {
         reap(|_, _| {});
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        child::descendants().is_empty()
+    };
+    wait::until(Duration::from_secs(1), SWEEP_TICK, gone);
     for p in child::descendants() {
         let _ = nix::sys::signal::kill(p, Signal::SIGKILL);
     }
-    let end = Instant::now() + Duration::from_secs(2);
-    loop {
-        reap(|_, _| {});
-        let still: Vec<Pid> = child::descendants();
-        if still.is_empty() || Instant::now() >= end {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait::until(Duration::from_secs(2), SWEEP_TICK, gone);
 }
+
+/// How often the final sweep looks for descendants that are still there.
+const SWEEP_TICK: Duration = Duration::from_millis(20);

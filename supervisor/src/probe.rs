@@ -28,19 +28,11 @@ pub enum Outcome {
     CannotObserve(String),
 }
 
-/// The errors that are the prober's own trouble, not the target's.
+/// The errors that are the prober's own trouble, not the target's: out of fds or memory (the
+/// daemon crate's one list), or out of ephemeral ports.
 pub fn observer_fault(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOBUFS
-                | libc::ENOMEM
-                | libc::EADDRNOTAVAIL
-                | libc::EAGAIN
-        )
-    )
+    forkd_daemon::resource::is_exhausted(e)
+        || matches!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL | libc::EAGAIN))
 }
 
 fn classify(what: &str, e: io::Error) -> Outcome {

@@ -6,16 +6,16 @@
 //! atomically with the open, so swapping a directory for a symlink between a check and the
 //! open wins nothing. Symlinks that stay inside the root are followed, but then the dot rule is
 //! checked again on what was actually opened: a `link -> .git` must not serve `.git/config`
-//! as `/link/config`. Only this module holds `unsafe` for the HTTP side.
+//! as `/link/config`. Both system calls go through nix's safe wrappers.
 
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
 use super::path::{self, Dots};
@@ -57,14 +57,12 @@ fn file_flags() -> OFlag {
 /// itself, which `path::resolve` already checked. Only when that meets a symlink (`ELOOP`) is
 /// the file opened again following symlinks, and its real place beneath the root read back.
 pub(super) fn beneath(root: BorrowedFd<'_>, rel: &CStr, dots: Dots<'_>) -> Result<File, Refused> {
-    let fd = match openat2_beneath(root, rel, libc::RESOLVE_NO_SYMLINKS) {
+    let fd = match openat2_beneath(root, rel, ResolveFlag::RESOLVE_NO_SYMLINKS) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            let fd = openat2_beneath(root, rel, 0)?;
-            let mut root_buf = [0u8; PATH_BUF];
-            let mut file_buf = [0u8; PATH_BUF];
-            match real_rel(root, fd.as_fd(), &mut root_buf, &mut file_buf) {
-                Some(real) if path::dots_allowed(real, dots) => fd,
+            let fd = openat2_beneath(root, rel, ResolveFlag::empty())?;
+            match real_rel(root, fd.as_fd()) {
+                Some(real) if path::dots_allowed(&real, dots) => fd,
                 Some(_) => return Err(Refused::Hidden),
                 // Where the symlinks led cannot be read back (no `/proc`, in a chroot say):
                 // refuse every symlinked path, as the fallback below does.
@@ -89,89 +87,41 @@ fn fallback(root: BorrowedFd<'_>, rel: &CStr, dots: Dots<'_>) -> Result<OwnedFd,
     Ok(walk_nofollow(root, rel)?)
 }
 
-/// Room for a path read back from `/proc` (`PATH_MAX`).
-const PATH_BUF: usize = libc::PATH_MAX as usize;
-
 /// Where `file` lies beneath `root`: its path relative to the root's, both read back from
 /// `/proc/self/fd` in this process (so both as seen from its current root, chroot or not).
 /// Read each time rather than cached: it is the rare, symlinked path, and a root renamed
 /// since would otherwise make every symlinked file look outside it. `None` when either cannot
 /// be read or the file's path does not start with the root's (the root renamed between the
 /// two reads, say): the caller then refuses.
-fn real_rel<'a>(
-    root: BorrowedFd<'_>,
-    file: BorrowedFd<'_>,
-    root_buf: &mut [u8; PATH_BUF],
-    file_buf: &'a mut [u8; PATH_BUF],
-) -> Option<&'a [u8]> {
-    let root_path = fd_path(root, root_buf).ok()?;
-    let file_path = fd_path(file, file_buf).ok()?;
-    let rest = file_path.strip_prefix(root_path)?;
+fn real_rel(root: BorrowedFd<'_>, file: BorrowedFd<'_>) -> Option<Vec<u8>> {
+    let root_path = fd_path(root).ok()?;
+    let file_path = fd_path(file).ok()?;
+    let rest = file_path.strip_prefix(root_path.as_slice())?;
     if root_path == b"/" {
-        return Some(rest);
+        return Some(rest.to_vec());
     }
     match rest {
-        [] => Some(rest),
-        [b'/', beneath @ ..] => Some(beneath),
+        [] => Some(Vec::new()),
+        [b'/', beneath @ ..] => Some(beneath.to_vec()),
         _ => None,
     }
 }
 
-/// The path `/proc/self/fd/N` names for `fd`, read into `buf` without allocating.
-fn fd_path<'a>(fd: BorrowedFd<'_>, buf: &'a mut [u8; PATH_BUF]) -> io::Result<&'a [u8]> {
-    use std::io::Write;
-    // Zeroed, so the name is NUL-terminated whatever length the number has.
-    let mut link = [0u8; 32];
-    write!(link.as_mut_slice(), "/proc/self/fd/{}", fd.as_raw_fd())?;
-    // SAFETY: `link` is NUL-terminated (written into a zeroed array shorter than it) and
-    // `buf` is a writable buffer of exactly `buf.len()` bytes; both outlive the call, and
-    // readlink writes at most that many bytes, without a terminator.
-    let n = unsafe { libc::readlink(link.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
-    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-    if n >= buf.len() {
-        // Possibly truncated.
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
-    buf.get(..n)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENAMETOOLONG))
-}
-
-/// `struct open_how` of `<linux/openat2.h>`; libc's is `non_exhaustive`, so it cannot be
-/// built with a literal.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
+/// The path `/proc/self/fd/N` names for `fd`.
+fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(nix::fcntl::readlink(link.as_str())?.into_vec())
 }
 
 /// `openat2(root, rel, {flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | extra})`.
-fn openat2_beneath(root: BorrowedFd<'_>, rel: &CStr, extra: u64) -> io::Result<OwnedFd> {
-    let how = OpenHow {
-        flags: file_flags().bits() as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | extra,
-    };
+fn openat2_beneath(root: BorrowedFd<'_>, rel: &CStr, extra: ResolveFlag) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(file_flags())
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS | extra);
     loop {
-        // SAFETY: the arguments are a live directory fd (borrowed for the call), a
-        // NUL-terminated path that outlives the call, and a pointer to a properly laid out
-        // `open_how` together with its exact size; the kernel only reads them.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                rel.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if ret >= 0 {
-            // SAFETY: the kernel just returned this descriptor and nothing else owns it.
-            return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match nix::fcntl::openat2(root, rel, how) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return Ok(r?),
         }
     }
 }
@@ -311,26 +261,21 @@ mod tests {
     fn real_rel_reads_the_place_beneath_the_root() {
         let (d, fd) = tree();
         let file = beneath(fd.as_fd(), &c("dir-link/b.txt"), NO_DOTS).unwrap();
-        let (mut rb, mut fb) = ([0u8; PATH_BUF], [0u8; PATH_BUF]);
         assert_eq!(
-            real_rel(fd.as_fd(), file.as_fd(), &mut rb, &mut fb),
+            real_rel(fd.as_fd(), file.as_fd()).as_deref(),
             Some(&b"sub/b.txt"[..])
         );
         let same = root(&d.path().join("www")).unwrap();
         assert_eq!(
-            real_rel(fd.as_fd(), same.as_fd(), &mut rb, &mut fb),
+            real_rel(fd.as_fd(), same.as_fd()).as_deref(),
             Some(&b""[..])
         );
         // A sibling whose name merely starts like the root's is not beneath it.
         std::fs::create_dir(d.path().join("www2")).unwrap();
         let sibling = root(&d.path().join("www2")).unwrap();
+        assert_eq!(real_rel(fd.as_fd(), sibling.as_fd()), None);
         assert_eq!(
-            real_rel(fd.as_fd(), sibling.as_fd(), &mut rb, &mut fb),
-            None
-        );
-        let mut buf = [0u8; PATH_BUF];
-        assert_eq!(
-            fd_path(fd.as_fd(), &mut buf).unwrap(),
+            fd_path(fd.as_fd()).unwrap(),
             d.path().join("www").as_os_str().as_bytes()
         );
     }
