@@ -52,6 +52,9 @@ pub fn exit_children_on_panic() {
 /// `body` is moved into this call, so whatever it owns (an accepted connection, say) is
 /// dropped in the parent when `spawn` returns: the parent cannot keep a copy by mistake.
 pub fn spawn<F: FnOnce() -> i32>(body: F) -> nix::Result<Pid> {
+    // Whoever forks (the master, or a probe before the master runs) gets exit code 70 for a
+    // panicking child, never a SIGABRT and a core dump under `panic = "abort"`.
+    exit_children_on_panic();
     debug_assert!(
         single_threaded(),
         "fork from a multi-threaded process: the child could inherit a held lock"

@@ -6,7 +6,7 @@
 //! have changed) forkd checks, as that user, that it can search the root (refused: exit 100)
 //! and read its index file (a warning: a site may have no index at its top).
 //!
-//! How: started as root, a short probe child forked through `daemon::fork::spawn` drops
+//! How: started as root, a short probe child forked through `forkd_daemon::fork::spawn` drops
 //! privileges exactly as every child does (`privdrop::drop_to`: chroot, groups, gid, uid)
 //! and opens through the inherited root descriptor, as children do. Computing the answer from
 //! `stat` with the target uid, gid and groups was the alternative; it would miss ACLs, LSMs

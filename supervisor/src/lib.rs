@@ -4,10 +4,11 @@
 //! # Theory of operation
 //!
 //! The supervisor is one single-threaded process: a state machine around one `poll` with one
-//! deadline (as s6-supervise and runsv are). Signals arrive through forkd's self-pipe
-//! (`daemon::signals`), children are reaped by forkd's `waitpid` loop (`daemon::reap`), the
-//! child's tree is sampled with forkd's `daemon::procfs`, and the status file is written with
-//! `daemon::atomic`. The supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphans
+//! deadline (as s6-supervise and runsv are). It is built on the same process template as
+//! forkd, the crate `forkd_daemon`: signals arrive through its self-pipe (`signals`), children
+//! are reaped by its `waitpid` loop (`reap`), started clean by `exec::start_clean`, the child's
+//! tree is sampled with `procfs`, restarts back off with `backoff`, and the status file is
+//! written with `atomic`. The supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphans
 //! of the child are re-parented to it and reaped, so there is never a zombie, and at exit it
 //! ends every descendant it still has.
 //!
@@ -72,7 +73,7 @@
 //! `config` (flags and the `[supervisor]` TOML section), `machine` (the state machine and the
 //! loop), `child` (the only place that starts or signals processes), `notify` (the server side
 //! of the notify protocol), `probe` (the non-blocking HTTP probe and its "cannot observe"
-//! verdicts), `watch` (resource limits), `throttle` (backoff and budget), `reserve` (spare
+//! verdicts), `watch` (resource limits), `throttle` (the restart budget; the backoff is `forkd_daemon::backoff`), `reserve` (spare
 //! fds), `status` and `metrics` (what the outside sees); durations and sizes are `forkd_daemon::units`.
 
 // Raw system calls live in forkd-daemon, behind documented safe wrappers (or in nix).
