@@ -33,7 +33,8 @@ pub struct Options {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Check the configuration, print what would run, and exit.
+    /// Check the configuration, print the effective one (every key as a [server] section,
+    /// each with where its value came from: default, file or flag), and exit.
     #[arg(long)]
     #[serde(skip)]
     pub check_config: bool,
