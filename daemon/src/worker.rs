@@ -24,6 +24,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use super::master::Service;
 use super::privdrop::{self, Credentials};
 use super::scoreboard;
+use super::signals::{child_table, ChildAction};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static REOPEN: AtomicBool = AtomicBool::new(false);
@@ -62,17 +63,27 @@ extern "C" fn on_usr1(_: libc::c_int) {
     REOPEN.store(true, Ordering::Relaxed);
 }
 
-/// Turns a freshly forked copy of the master into a child: closes the master-only fds in
-/// `close`, resets signals, dies with the master, drops privileges. On failure returns the
-/// exit code the child should end with.
+/// Turns a freshly forked copy of the master into a child: resets signals, closes the
+/// master-only fds in `close`, unblocks signals, dies with the master, drops privileges. On
+/// failure returns the exit code the child should end with.
+///
+/// Order matters. The child starts with every signal blocked (`fork::spawn`), so nothing is
+/// delivered until the end of the signal setup. Every signal of the master's table gets the
+/// child's action first; only then are the master's fds, its self-pipe among them, closed,
+/// so that no handler of the master can ever write into a closed fd number that the child
+/// may reuse for a client socket. Unblocking comes last: a signal that arrived since the fork
+/// is delivered then, to the child's own handler.
 pub(crate) fn enter(close: &[RawFd], creds: Option<&Credentials>, slot: usize) -> Result<(), i32> {
     scoreboard::enter_slot(slot);
+    reset_signals().map_err(|e| fail("reset signals", e))?;
     for &fd in close {
         // SAFETY: these fds belong to master state that this child never uses nor drops (it
         // ends in `_exit`), so closing the numbers cannot cause a double close.
         unsafe { libc::close(fd) };
     }
-    reset_signals().map_err(|e| fail("reset signals", e))?;
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| fail("unblock signals", e.into()))?;
     let master = nix::unistd::getppid();
     if let Some(c) = creds {
         privdrop::drop_to(c).map_err(|e| fail(&format!("drop privileges to {:?}", c.name), e))?;
@@ -94,41 +105,23 @@ fn fail(what: &str, e: io::Error) -> i32 {
     EXIT_SETUP
 }
 
-/// The signal table of a child: TERM asks for a graceful end (no SA_RESTART, so blocking
-/// calls return EINTR), INT and QUIT end it at once (default action), USR1 asks for a log
-/// reopen (SA_RESTART: it need not wake anything, the flag is looked at before the next log
-/// line), HUP is the master's business and is ignored, PIPE stays ignored (EPIPE is handled),
-/// XFSZ is ignored so a log over `RLIMIT_FSIZE` fails a write with EFBIG instead of killing
-/// the child, and the mask inherited from the master is cleared.
+/// Gives every signal of the master's table, and the ignored ones, the child's action
+/// (`signals::child_table`): TERM asks for a graceful end (no SA_RESTART, so blocking calls
+/// return EINTR), USR1 for a log reopen (SA_RESTART: the flag is looked at before the next log
+/// line), INT and QUIT end the child at once, HUP is the master's business, PIPE and XFSZ stay
+/// ignored (EPIPE and EFBIG are handled). The mask is left to the caller.
 fn reset_signals() -> io::Result<()> {
-    let term = SigAction::new(
-        SigHandler::Handler(on_term),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    let usr1 = SigAction::new(
-        SigHandler::Handler(on_usr1),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    let ign = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    let table = [
-        (Signal::SIGTERM, &term),
-        (Signal::SIGINT, &dfl),
-        (Signal::SIGQUIT, &dfl),
-        (Signal::SIGCHLD, &dfl),
-        (Signal::SIGHUP, &ign),
-        (Signal::SIGUSR1, &usr1),
-        (Signal::SIGPIPE, &ign),
-        (Signal::SIGXFSZ, &ign),
-    ];
-    for (sig, action) in table {
+    for (sig, action) in child_table() {
+        let (handler, flags) = match action {
+            ChildAction::Stop => (SigHandler::Handler(on_term), SaFlags::empty()),
+            ChildAction::Reopen => (SigHandler::Handler(on_usr1), SaFlags::SA_RESTART),
+            ChildAction::Default => (SigHandler::SigDfl, SaFlags::empty()),
+            ChildAction::Ignore => (SigHandler::SigIgn, SaFlags::empty()),
+        };
         // SAFETY: the only handlers installed are `on_term` and `on_usr1`, each one atomic
         // store, which is async-signal-safe.
-        unsafe { sigaction(sig, action) }?;
+        unsafe { sigaction(sig, &SigAction::new(handler, flags, SigSet::empty())) }?;
     }
-    SigSet::empty().thread_set_mask()?;
     Ok(())
 }
 

@@ -54,6 +54,7 @@ impl Daemon for Forkd {
 
     fn reload(&mut self) -> Result<(Settings, StaticSite), String> {
         let cfg = config::load(&self.flags).map_err(|e| e.to_string())?;
+        log_notices(&cfg);
         let site = build_site(&cfg)?;
         if cfg.options.log_level != self.log_level {
             // The tracing subscriber is installed once per process.
@@ -101,6 +102,14 @@ fn build_site(cfg: &Config) -> Result<StaticSite, String> {
     })
 }
 
+/// A flag that wins over a file key the operator may just have edited, or a key the mode in
+/// force does not read, is said at start and at every reload rather than applied silently.
+fn log_notices(cfg: &Config) {
+    for notice in &cfg.notices {
+        tracing::warn!("{notice}");
+    }
+}
+
 fn init_tracing(filter: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match filter {
@@ -128,6 +137,7 @@ pub fn main() -> i32 {
     };
     // After the file is read, so that its log-level counts too.
     init_tracing(cfg.options.log_level.as_deref());
+    log_notices(&cfg);
     let site = match build_site(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -136,8 +146,18 @@ pub fn main() -> i32 {
         }
     };
     if flags.check_config {
-        println!("configuration ok: {:?}", cfg.settings);
-        return 0;
+        // Not `print!`, which panics when stdout is closed.
+        use std::io::Write;
+        return match std::io::stdout()
+            .lock()
+            .write_all(cfg.describe().as_bytes())
+        {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("forkd: unable to print the configuration: {e}");
+                EXIT_CONFIG
+            }
+        };
     }
     if cfg.options.root.is_none() {
         tracing::info!("no --root given: serving the embedded demo site");

@@ -2,6 +2,11 @@
 //! `[server]`), flags winning. Both fill the same [`Options`], so a key is spelled the same in
 //! both places (`--header-timeout` is `header-timeout` in the file). Every error names the bad
 //! key or value. A reload re-reads the file and applies the original flags on top again.
+//!
+//! The merge cannot forget a key: one macro (`options_keys!`) lists the fields of [`Options`]
+//! and expands to code that names each of them without `..`, so a new field that is not listed
+//! does not compile. The same list gives [`Config::describe`] (what `--check-config` prints)
+//! and the notices of file keys a flag overrides.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +33,8 @@ pub struct Options {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Check the configuration, print what would run, and exit.
+    /// Check the configuration, print the effective one (every key as a [server] section,
+    /// each with where its value came from: default, file or flag), and exit.
     #[arg(long)]
     #[serde(skip)]
     pub check_config: bool,
@@ -190,61 +196,340 @@ const MAX_HEADER_BYTES: usize = 1024 * 1024;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-impl Options {
-    /// Flags on top of the file: every field the command line set wins.
-    fn over(self, file: Options) -> Options {
-        macro_rules! pick {
-            ($($f:ident),*) => { Options { $($f: self.$f.or(file.$f),)* ..self } };
+/// Where a key's effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File,
+    Flag,
+}
+
+impl Origin {
+    fn describe(self) -> &'static str {
+        match self {
+            Origin::Default => "default",
+            Origin::File => "from file",
+            Origin::Flag => "from flag",
         }
-        let listen = if self.listen.is_empty() {
-            file.listen.clone()
+    }
+}
+
+/// One scalar value as the file spells it and as the command line spells it.
+trait Scalar {
+    /// TOML text: `8`, `"10s"`, `"/srv/www"`.
+    fn toml(&self) -> String;
+    /// Command-line words, one `--key WORD` each (a list repeats its flag).
+    fn words(&self) -> Vec<String>;
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A word as a shell would need it to survive: empty or spaced words are quoted.
+fn shell_word(s: &str) -> String {
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '\'') {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    } else {
+        s.to_string()
+    }
+}
+
+macro_rules! scalar_by_display {
+    ($($t:ty),*) => {$(
+        impl Scalar for $t {
+            fn toml(&self) -> String {
+                self.to_string()
+            }
+            fn words(&self) -> Vec<String> {
+                vec![self.to_string()]
+            }
+        }
+    )*};
+}
+scalar_by_display!(usize, u64);
+
+impl Scalar for String {
+    fn toml(&self) -> String {
+        toml_string(self)
+    }
+    fn words(&self) -> Vec<String> {
+        vec![shell_word(self)]
+    }
+}
+
+impl Scalar for PathBuf {
+    fn toml(&self) -> String {
+        toml_string(&self.to_string_lossy())
+    }
+    fn words(&self) -> Vec<String> {
+        vec![shell_word(&self.to_string_lossy())]
+    }
+}
+
+impl Scalar for SocketAddr {
+    fn toml(&self) -> String {
+        toml_string(&self.to_string())
+    }
+    fn words(&self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl Scalar for Duration {
+    fn toml(&self) -> String {
+        toml_string(&humantime::format_duration(*self).to_string())
+    }
+    fn words(&self) -> Vec<String> {
+        vec![shell_word(&humantime::format_duration(*self).to_string())]
+    }
+}
+
+impl Scalar for ModeName {
+    fn toml(&self) -> String {
+        toml_string(self.name())
+    }
+    fn words(&self) -> Vec<String> {
+        vec![self.name().to_string()]
+    }
+}
+
+impl<T: Scalar> Scalar for Vec<T> {
+    fn toml(&self) -> String {
+        let items: Vec<String> = self.iter().map(Scalar::toml).collect();
+        format!("[{}]", items.join(", "))
+    }
+    fn words(&self) -> Vec<String> {
+        match self.is_empty() {
+            // `--allow-dot-path ''` is how the command line gives an empty list.
+            true => vec![shell_word("")],
+            false => self.iter().flat_map(Scalar::words).collect(),
+        }
+    }
+}
+
+/// A field of [`Options`]: whether a source gave it, how the two sources merge, how it prints.
+trait Key {
+    /// True when this source gave a value (a flag on the command line, a key in the file).
+    fn is_set(&self) -> bool;
+    /// The value as TOML text; `None` when unset.
+    fn toml(&self) -> Option<String>;
+    /// The value as the command line gives it: `--listen A --listen B`, `--allow-root`.
+    fn flag(&self, name: &str) -> String;
+    /// The flag's value if the command line gave one, else the file's.
+    fn merge(flag: Self, file: Self) -> Self
+    where
+        Self: Sized,
+    {
+        if flag.is_set() {
+            flag
         } else {
-            self.listen.clone()
-        };
-        let allow_root = self.allow_root || file.allow_root;
-        Options {
-            listen,
-            allow_root,
-            ..pick!(
-                root,
-                mode,
-                workers,
-                max_children,
-                max_requests_per_worker,
-                shutdown_timeout,
-                header_timeout,
-                keepalive_timeout,
-                send_timeout,
-                min_send_rate,
-                max_header_bytes,
-                max_uri_bytes,
-                max_body_bytes,
-                max_requests_per_connection,
-                allow_dot_path,
-                access_log,
-                pid_file,
-                user,
-                chroot,
-                log_level
-            )
+            file
+        }
+    }
+}
+
+fn flag_words(name: &str, words: Vec<String>) -> String {
+    let flags: Vec<String> = words.iter().map(|w| format!("--{name} {w}")).collect();
+    flags.join(" ")
+}
+
+impl<T: Scalar> Key for Option<T> {
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+    fn toml(&self) -> Option<String> {
+        self.as_ref().map(Scalar::toml)
+    }
+    fn flag(&self, name: &str) -> String {
+        flag_words(name, self.as_ref().map(Scalar::words).unwrap_or_default())
+    }
+}
+
+/// `listen`: an empty list is no value (the command line cannot give an empty list).
+impl<T: Scalar> Key for Vec<T> {
+    fn is_set(&self) -> bool {
+        !self.is_empty()
+    }
+    fn toml(&self) -> Option<String> {
+        Some(Scalar::toml(self))
+    }
+    fn flag(&self, name: &str) -> String {
+        flag_words(name, self.iter().flat_map(Scalar::words).collect())
+    }
+}
+
+/// A switch: only `true` is a value a flag can give, so only `true` counts as given.
+impl Key for bool {
+    fn is_set(&self) -> bool {
+        *self
+    }
+    fn toml(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+    fn flag(&self, name: &str) -> String {
+        format!("--{name}")
+    }
+}
+
+/// The one list of `Options`' fields. Both expansions name every field without `..`: the
+/// merge builds an `Options` literal and the key view destructures one, so a field added to
+/// `Options` but not here does not compile, and cannot be merged by one and forgotten by the
+/// other (as `metrics-file` once was). Key names are the field names in kebab-case, as clap
+/// (`--max-children`) and serde (`max-children`) spell them.
+macro_rules! options_keys {
+    (flag_only: $($only:ident),*; keys: $($f:ident),* $(,)?) => {
+        impl Options {
+            /// Flags on top of the file: every key the command line gave wins.
+            fn over(self, file: Options) -> Options {
+                Options {
+                    $($only: self.$only,)*
+                    $($f: Key::merge(self.$f, file.$f),)*
+                }
+            }
+
+            /// Every key of the file and the command line, in `--help` order.
+            fn keys(&self) -> Vec<(String, &dyn Key)> {
+                let Options { $($only: _,)* $($f,)* } = self;
+                vec![$((stringify!($f).replace('_', "-"), $f as &dyn Key),)*]
+            }
+        }
+    };
+}
+
+options_keys!(
+    flag_only: config, check_config;
+    keys:
+        listen,
+        root,
+        mode,
+        workers,
+        max_children,
+        max_requests_per_worker,
+        shutdown_timeout,
+        header_timeout,
+        keepalive_timeout,
+        send_timeout,
+        min_send_rate,
+        max_header_bytes,
+        max_uri_bytes,
+        max_body_bytes,
+        max_requests_per_connection,
+        allow_dot_path,
+        access_log,
+        pid_file,
+        metrics_file,
+        user,
+        chroot,
+        allow_root,
+        log_level,
+);
+
+impl ModeName {
+    fn name(self) -> &'static str {
+        match self {
+            ModeName::Prefork => "prefork",
+            ModeName::Fork => "fork",
+        }
+    }
+
+    /// Keys that only the other mode reads: accepted (one file may serve both modes), but
+    /// said to have no effect.
+    fn unused_keys(self) -> &'static [&'static str] {
+        match self {
+            ModeName::Prefork => &["max-children"],
+            ModeName::Fork => &["workers", "max-requests-per-worker"],
         }
     }
 }
 
 /// Everything needed to run, resolved and checked.
 pub struct Config {
+    /// Flags merged over the file, before defaults.
     pub options: Options,
     pub settings: Settings,
     pub http: http::Config,
+    /// Every key with the value in force, defaults included.
+    effective: Options,
+    /// Where each key's value came from, by key name.
+    origins: Vec<(String, Origin)>,
+    /// One line per file key a flag overrides with another value, and per key that has no
+    /// effect in this configuration: what an operator who edited the file must be told.
+    pub notices: Vec<String>,
+}
+
+impl Config {
+    /// The effective configuration as `--check-config` prints it: a `[server]` section that
+    /// forkd reads back as is, one key per line in `--help` order, `key = value  # ORIGIN`
+    /// where ORIGIN is `default`, `from file` or `from flag` (with `, not used in MODE mode`
+    /// for a key of the other mode); a key with no value is a comment, `# key: not set  #
+    /// default`.
+    pub fn describe(&self) -> String {
+        let mode = self.effective.mode.unwrap_or(ModeName::Prefork);
+        let mut out = String::from(
+            "# forkd: effective configuration (a flag wins over the file, the file over the default)\n[server]\n",
+        );
+        for (name, value) in self.effective.keys() {
+            let origin = self
+                .origins
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map_or(Origin::Default, |(_, o)| *o);
+            let unused = if mode.unused_keys().contains(&name.as_str()) {
+                format!(", not used in {} mode", mode.name())
+            } else {
+                String::new()
+            };
+            let line = match value.toml() {
+                Some(v) => format!("{name} = {v}  # {}{unused}\n", origin.describe()),
+                None => format!("# {name}: not set  # {}{unused}\n", origin.describe()),
+            };
+            out.push_str(&line);
+        }
+        out
+    }
 }
 
 /// Reads the file named by `--config` (if any), merges the flags on top, and checks it all.
 pub fn load(flags: &Options) -> Result<Config, ConfigError> {
-    let file = match &flags.config {
-        Some(path) => read_file(path)?,
-        None => Options::default(),
+    match &flags.config {
+        Some(path) => merge(flags, Some((path, read_file(path)?))),
+        None => merge(flags, None),
+    }
+}
+
+/// Merges, records where each value came from and which file keys the flags override, then
+/// resolves.
+fn merge(flags: &Options, file: Option<(&Path, Options)>) -> Result<Config, ConfigError> {
+    let (path, file) = match file {
+        Some((path, o)) => (Some(path), o),
+        None => (None, Options::default()),
     };
-    resolve(flags.clone().over(file))
+    let mut origins = Vec::new();
+    let mut notices = Vec::new();
+    for ((name, flag), (_, in_file)) in flags.keys().into_iter().zip(file.keys()) {
+        let origin = match (flag.is_set(), in_file.is_set()) {
+            (true, _) => Origin::Flag,
+            (false, true) => Origin::File,
+            (false, false) => Origin::Default,
+        };
+        if let (Some(path), true, true) = (path, flag.is_set(), in_file.is_set()) {
+            if flag.toml() != in_file.toml() {
+                notices.push(format!(
+                    "{} overrides {name} = {} from {}",
+                    flag.flag(&name),
+                    in_file.toml().unwrap_or_default(),
+                    path.display()
+                ));
+            }
+        }
+        origins.push((name, origin));
+    }
+    let mut cfg = resolve(flags.clone().over(file))?;
+    notices.append(&mut cfg.notices);
+    cfg.notices = notices;
+    cfg.origins = origins;
+    Ok(cfg)
 }
 
 fn read_file(path: &Path) -> Result<Options, ConfigError> {
@@ -266,7 +551,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Options, ConfigError> {
 
 /// A file's text with `flags` on top, checked as [`load`] checks it (for the fuzzer).
 pub fn from_text(path: &Path, text: &str, flags: &Options) -> Result<Config, ConfigError> {
-    resolve(flags.clone().over(parse_file(path, text)?))
+    merge(flags, Some((path, parse_file(path, text)?)))
 }
 
 /// One line that names the file, the line and what is wrong there (toml's own rendering spans
@@ -284,6 +569,87 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// A pool size given for either mode: at least one, and (for the mode in force) within what
+/// memory holds; the default is derived from the CPUs and memory.
+fn children(
+    given: Option<usize>,
+    active: bool,
+    flag: &str,
+    available: u64,
+    cost: u64,
+    default: impl FnOnce() -> usize,
+) -> Result<usize, ConfigError> {
+    match given {
+        Some(0) => Err(ConfigError(format!(
+            "{flag} 0: at least one child is needed"
+        ))),
+        Some(n) if active => {
+            limits::check_children(n, available, cost, flag).map_err(ConfigError)?;
+            Ok(n)
+        }
+        Some(n) => Ok(n),
+        None => Ok(default()),
+    }
+}
+
+/// Combinations that cannot work, refused before anything starts (a bind, a fork, a file
+/// written), so that they are exit 100 with the key named rather than a failure at run time
+/// that looks temporary (111) or no failure at all.
+fn check_combinations(o: &Options, listen: &[SocketAddr]) -> Result<(), ConfigError> {
+    let err = |s: String| Err(ConfigError(s));
+    for (i, a) in listen.iter().enumerate() {
+        // Port 0 asks for any free port: twice is two sockets, not a conflict.
+        if a.port() != 0 && listen.iter().skip(i + 1).any(|b| b == a) {
+            return err(format!(
+                "--listen {a} is given twice (the second bind would fail with \"address in use\")"
+            ));
+        }
+    }
+    let mut files: Vec<(&str, PathBuf)> = Vec::new();
+    if let Some(p) = &o.pid_file {
+        files.push(("--pid-file", p.clone()));
+    }
+    if let Some(p) = &o.metrics_file {
+        files.push(("--metrics-file", p.clone()));
+    }
+    if let Some(p) = o
+        .access_log
+        .as_deref()
+        .filter(|p| !matches!(*p, "-" | "off"))
+    {
+        files.push(("--access-log", PathBuf::from(p)));
+    }
+    for (i, (flag, path)) in files.iter().enumerate() {
+        if let Some((other, _)) = files.iter().skip(i + 1).find(|(_, p)| p == path) {
+            return err(format!(
+                "{flag} and {other} name the same file {} (each would overwrite the other)",
+                path.display()
+            ));
+        }
+    }
+    // Written by the master (pid file at start, metrics every second) with a rename in the
+    // same directory: a missing directory would fail only after the bind, or every second.
+    for (flag, path) in files.iter().filter(|(f, _)| *f != "--access-log") {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return err(format!(
+                "{flag} {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    if let Some(filter) = &o.log_level {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+            return err(format!("--log-level {filter:?}: {e}"));
+        }
+    }
+    Ok(())
+}
+
 fn resolve(o: Options) -> Result<Config, ConfigError> {
     let err = |s: String| ConfigError(s);
     let listen = if o.listen.is_empty() {
@@ -291,52 +657,58 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
     } else {
         o.listen.clone()
     };
+    check_combinations(&o, &listen)?;
     let available = limits::available_memory()
         .map_err(|e| err(format!("unable to read available memory: {e}")))?;
     let cost = limits::child_cost();
-    let mode = match o.mode.unwrap_or(ModeName::Prefork) {
-        ModeName::Prefork => {
-            let workers = match o.workers {
-                Some(0) => {
-                    return Err(err("--workers 0: the pool needs at least one worker".into()))
-                }
-                Some(n) => {
-                    limits::check_children(n, available, cost, "--workers").map_err(err)?;
-                    n
-                }
-                None => {
-                    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-                    (cpus * 8)
-                        .max(16)
-                        .min(limits::default_children(available, cost))
-                }
-            };
-            Mode::Prefork { workers }
-        }
-        ModeName::Fork => {
-            let max_children = match o.max_children {
-                Some(0) => {
-                    return Err(err("--max-children 0: at least one child is needed".into()))
-                }
-                Some(n) => {
-                    limits::check_children(n, available, cost, "--max-children").map_err(err)?;
-                    n
-                }
-                None => limits::default_children(available, cost),
-            };
-            Mode::Fork { max_children }
-        }
+    let mode_name = o.mode.unwrap_or(ModeName::Prefork);
+    let workers = children(
+        o.workers,
+        mode_name == ModeName::Prefork,
+        "--workers",
+        available,
+        cost,
+        || {
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            (cpus * 8)
+                .max(16)
+                .min(limits::default_children(available, cost))
+        },
+    )?;
+    let max_children = children(
+        o.max_children,
+        mode_name == ModeName::Fork,
+        "--max-children",
+        available,
+        cost,
+        || limits::default_children(available, cost),
+    )?;
+    let mode = match mode_name {
+        ModeName::Prefork => Mode::Prefork { workers },
+        ModeName::Fork => Mode::Fork { max_children },
     };
-    let credentials = privdrop::resolve(
-        o.user.as_deref().unwrap_or("nobody"),
-        o.chroot.clone(),
-        o.allow_root,
-    )
-    .map_err(|e| err(e.to_string()))?;
+    let mut notices = Vec::new();
+    for (name, value) in o.keys() {
+        if value.is_set() && mode_name.unused_keys().contains(&name.as_str()) {
+            notices.push(format!(
+                "{name} = {} has no effect in {} mode",
+                value.toml().unwrap_or_default(),
+                mode_name.name()
+            ));
+        }
+    }
+    let user = o.user.clone().unwrap_or_else(|| "nobody".to_string());
+    let credentials =
+        privdrop::resolve(&user, o.chroot.clone(), o.allow_root).map_err(|e| err(e.to_string()))?;
+    if credentials.is_none() && o.user.is_some() {
+        notices.push(format!(
+            "--user {user} has no effect: forkd was not started as root, so children run as its own user"
+        ));
+    }
     let settings = Settings {
         name: "forkd",
         mode,
-        listen,
+        listen: listen.clone(),
         max_requests_per_worker: o.max_requests_per_worker.unwrap_or(100_000),
         shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
         credentials,
@@ -393,10 +765,44 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             h.max_uri_bytes, h.max_header_bytes
         )));
     }
+    // No `..` here either: a new key must say what its value in force is.
+    let effective =
+        Options {
+            config: o.config.clone(),
+            check_config: o.check_config,
+            listen,
+            root: o.root.clone(),
+            mode: Some(mode_name),
+            workers: Some(workers),
+            max_children: Some(max_children),
+            max_requests_per_worker: Some(settings.max_requests_per_worker),
+            shutdown_timeout: Some(settings.shutdown_timeout),
+            header_timeout: Some(h.header_timeout),
+            keepalive_timeout: Some(h.keepalive_timeout),
+            send_timeout: Some(h.send_timeout),
+            min_send_rate: Some(h.min_send_rate),
+            max_header_bytes: Some(h.max_header_bytes),
+            max_uri_bytes: Some(h.max_uri_bytes),
+            max_body_bytes: Some(h.max_body_bytes),
+            max_requests_per_connection: Some(h.max_requests_per_connection),
+            allow_dot_path: Some(h.dot_allow.iter().map(|p| format!("/{p}/")).collect()),
+            access_log: Some(o.access_log.clone().unwrap_or_else(|| "off".to_string())),
+            pid_file: o.pid_file.clone(),
+            metrics_file: o.metrics_file.clone(),
+            user: Some(user),
+            chroot: o.chroot.clone(),
+            allow_root: o.allow_root,
+            log_level: Some(o.log_level.clone().unwrap_or_else(|| {
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string())
+            })),
+        };
     Ok(Config {
         options: o,
         settings,
         http: h,
+        effective,
+        origins: Vec::new(),
+        notices,
     })
 }
 
@@ -446,6 +852,108 @@ mod tests {
         assert_eq!(o.workers, Some(5));
         assert_eq!(o.keepalive_timeout, Some(Duration::from_secs(2)));
         assert_eq!(o.header_timeout, Some(Duration::from_millis(1500)));
+    }
+
+    /// The merge's list of keys is the command line's list of flags, spelled the same.
+    #[test]
+    fn every_flag_is_a_key() {
+        use clap::CommandFactory;
+        let flags: Vec<String> = Options::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .filter(|l| !["config", "check-config", "help", "version"].contains(&l.as_str()))
+            .collect();
+        let keys: Vec<String> = Options::default().keys().into_iter().map(|k| k.0).collect();
+        assert_eq!(flags, keys);
+    }
+
+    #[test]
+    fn metrics_file_in_the_file_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m.prom");
+        let text = format!("[server]\nmetrics-file = {:?}\n", m.to_str().unwrap());
+        let cfg = from_text(Path::new("f.toml"), &text, &parse(&[])).unwrap();
+        assert_eq!(cfg.settings.metrics_file.as_deref(), Some(m.as_path()));
+        assert!(cfg.describe().contains(&format!(
+            "metrics-file = {:?}  # from file\n",
+            m.to_str().unwrap()
+        )));
+    }
+
+    #[test]
+    fn flags_over_file_keys_are_noticed() {
+        let text = "[server]\nworkers = 8\nlisten = [\"127.0.0.1:0\"]\nallow-root = true\n";
+        let flags = parse(&["--workers", "4", "--listen", "127.0.0.1:0", "--allow-root"]);
+        let cfg = from_text(Path::new("forkd.toml"), text, &flags).unwrap();
+        // Only where the values differ.
+        assert_eq!(
+            cfg.notices,
+            vec!["--workers 4 overrides workers = 8 from forkd.toml".to_string()]
+        );
+        let cfg = from_text(
+            Path::new("forkd.toml"),
+            "[server]\nallow-dot-path = [\"/.a\"]\n",
+            &parse(&["--allow-dot-path", ""]),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.notices,
+            vec![
+                "--allow-dot-path '' overrides allow-dot-path = [\"/.a\"] from forkd.toml"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn contradictions_are_refused_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("same");
+        let f = f.to_str().unwrap();
+        for (args, needle) in [
+            (
+                vec!["--listen", "127.0.0.1:8080", "--listen", "127.0.0.1:8080"],
+                "--listen 127.0.0.1:8080 is given twice",
+            ),
+            (
+                vec!["--pid-file", f, "--metrics-file", f],
+                "--pid-file and --metrics-file name the same file",
+            ),
+            (
+                vec!["--metrics-file", f, "--access-log", f],
+                "--metrics-file and --access-log name the same file",
+            ),
+            (
+                vec!["--pid-file", "/nonexistent-dir/forkd.pid"],
+                "--pid-file /nonexistent-dir/forkd.pid: directory /nonexistent-dir does not exist",
+            ),
+            (
+                vec!["--metrics-file", "/nonexistent-dir/m.prom"],
+                "--metrics-file /nonexistent-dir/m.prom: directory",
+            ),
+            (vec!["--log-level", "info,[["], "--log-level"),
+            (vec!["--mode", "fork", "--workers", "0"], "--workers 0"),
+        ] {
+            let e = resolve(parse(&args))
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"))
+                .0;
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        // Port 0 twice is two ephemeral ports, not a conflict.
+        assert!(resolve(parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0"
+        ]))
+        .is_ok());
+        // A key of the other mode is accepted but said to have no effect.
+        let cfg = resolve(parse(&["--mode", "fork", "--workers", "4"])).unwrap();
+        assert_eq!(
+            cfg.notices,
+            vec!["workers = 4 has no effect in fork mode".to_string()]
+        );
     }
 
     #[test]

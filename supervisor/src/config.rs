@@ -4,7 +4,6 @@
 //!
 //! This module only builds a [`Config`]; it opens no socket and starts nothing.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -250,60 +249,89 @@ impl fmt::Display for At {
     }
 }
 
-/// The scalar keys, spelled as flags and as keys of the file (kebab-case, like forkd's).
-const KEYS: &[&str] = &[
-    "health-url",
-    "health-interval",
-    "health-timeout",
-    "health-threshold",
-    "readiness",
-    "ready-timeout",
-    "watchdog",
-    "backoff-base",
-    "backoff-cap",
-    "stable-after",
-    "max-restarts",
-    "restart-window",
-    "stop-timeout",
-    "recycle",
-    "slope-window",
-    "sample-interval",
-    "port",
-    "status-file",
-    "metrics-listen",
-];
+/// The one list of the scalar keys (one value each; `limits`, `slopes` and `command` are
+/// tables and lists, handled apart). Every expansion names each field without `..`: the
+/// flags are read by destructuring [`RunArgs`] whole, a flag is laid over the file's value
+/// field by field, and `build` destructures the result whole, so a field of `RunArgs` that is
+/// not listed here, or a listed key that `build` does not parse, does not compile. Key names
+/// are the field names in kebab-case, as the flags are spelled.
+macro_rules! scalar_keys {
+    ($($f:ident),* $(,)?) => {
+        /// Each scalar key's text and where it came from, before parsing.
+        #[derive(Default)]
+        struct Scalars {
+            $($f: Option<(String, At)>,)*
+        }
 
-/// Values gathered from both sources before parsing; a flag replaces a file value.
+        impl Scalars {
+            /// The key names, as the file and the flags spell them.
+            fn names() -> Vec<String> {
+                vec![$(stringify!($f).replace('_', "-"),)*]
+            }
+
+            /// The slot of a file key, `None` for an unknown one.
+            fn slot(&mut self, key: &str) -> Option<&mut Option<(String, At)>> {
+                $(if key == stringify!($f).replace('_', "-") {
+                    return Some(&mut self.$f);
+                })*
+                None
+            }
+
+            /// `flags` over `self`: a flag replaces the file's value.
+            fn over(self, flags: Scalars) -> Scalars {
+                Scalars { $($f: flags.$f.or(self.$f),)* }
+            }
+        }
+
+        impl RunArgs {
+            /// The scalar flags the command line gave.
+            fn scalars(&self) -> Scalars {
+                let RunArgs { config: _, limits: _, slopes: _, command: _, $($f,)* } = self;
+                let at = |key: &str| At { key: key.replace('_', "-"), source: Source::Flag };
+                Scalars { $($f: $f.clone().map(|v| (v, at(stringify!($f)))),)* }
+            }
+        }
+    };
+}
+
+scalar_keys!(
+    health_url,
+    health_interval,
+    health_timeout,
+    health_threshold,
+    readiness,
+    ready_timeout,
+    watchdog,
+    backoff_base,
+    backoff_cap,
+    stable_after,
+    max_restarts,
+    restart_window,
+    stop_timeout,
+    recycle,
+    slope_window,
+    sample_interval,
+    port,
+    status_file,
+    metrics_listen,
+);
+
+/// Values gathered from both sources before parsing.
 #[derive(Default)]
 struct Raw {
-    scalars: BTreeMap<&'static str, (String, Source)>,
+    scalars: Scalars,
     limits: Vec<(String, Source)>,
     slopes: Vec<(String, Source)>,
     command: Option<Vec<OsString>>,
 }
 
-impl Raw {
-    fn take(&mut self, key: &'static str) -> Option<(String, At)> {
-        self.scalars.remove(key).map(|(v, source)| {
-            (
-                v,
-                At {
-                    key: key.to_string(),
-                    source,
-                },
-            )
-        })
-    }
-}
-
-/// Parses `key`'s value with `parse`, or returns `default` when it was not given.
+/// Parses a key's value with `parse`, or returns `default` when it was not given.
 fn get<T>(
-    raw: &mut Raw,
-    key: &'static str,
+    given: Option<(String, At)>,
     default: T,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
-    match raw.take(key) {
+    match given {
         Some((v, at)) => parse(&v).map_err(|message| ConfigError::Value { at, message }),
         None => Ok(default),
     }
@@ -382,15 +410,13 @@ fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
                     }
                 }
             }
-            k => match KEYS.iter().find(|known| **known == k) {
-                Some(known) => {
-                    raw.scalars.insert(known, (scalar_text(value), src()));
-                }
+            k => match raw.scalars.slot(k) {
+                Some(slot) => *slot = Some((scalar_text(value), at(k))),
                 None => {
                     return Err(ConfigError::UnknownKey {
                         path: path.to_path_buf(),
                         key: k.to_string(),
-                        known: format!("command, limits, slopes, {}", KEYS.join(", ")),
+                        known: format!("command, limits, slopes, {}", Scalars::names().join(", ")),
                     })
                 }
             },
@@ -404,32 +430,6 @@ fn scalar_text(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-impl RunArgs {
-    fn flags(&self) -> Vec<(&'static str, &Option<String>)> {
-        vec![
-            ("health-url", &self.health_url),
-            ("health-interval", &self.health_interval),
-            ("health-timeout", &self.health_timeout),
-            ("health-threshold", &self.health_threshold),
-            ("readiness", &self.readiness),
-            ("ready-timeout", &self.ready_timeout),
-            ("watchdog", &self.watchdog),
-            ("backoff-base", &self.backoff_base),
-            ("backoff-cap", &self.backoff_cap),
-            ("stable-after", &self.stable_after),
-            ("max-restarts", &self.max_restarts),
-            ("restart-window", &self.restart_window),
-            ("stop-timeout", &self.stop_timeout),
-            ("recycle", &self.recycle),
-            ("slope-window", &self.slope_window),
-            ("sample-interval", &self.sample_interval),
-            ("port", &self.port),
-            ("status-file", &self.status_file),
-            ("metrics-listen", &self.metrics_listen),
-        ]
     }
 }
 
@@ -447,7 +447,8 @@ pub fn status_path(
         read_file(path, &mut raw)?;
     }
     Ok(raw
-        .take("status-file")
+        .scalars
+        .status_file
         .map(|(v, _)| PathBuf::from(v))
         .or_else(default_status_file))
 }
@@ -473,82 +474,101 @@ pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
     if let Some(path) = &args.config {
         read_file(path, &mut raw)?;
     }
-    for (key, value) in args.flags() {
-        if let Some(v) = value {
-            raw.scalars.insert(key, (v.clone(), Source::Flag));
-        }
+    raw.scalars = std::mem::take(&mut raw.scalars).over(args.scalars());
+    // A flag's limit replaces the file's limit of the same resource (and kind), as any flag
+    // wins over its key; limits of other resources in the file still apply.
+    for (file, flags, slope) in [
+        (&mut raw.limits, &args.limits, false),
+        (&mut raw.slopes, &args.slopes, true),
+    ] {
+        let given: Vec<&str> = flags.iter().map(|f| limit_key(f)).collect();
+        file.retain(|(text, _)| {
+            let key = limit_key(text);
+            let kept = !given.contains(&key);
+            if !kept {
+                tracing::warn!(
+                    "--{} {key}=... overrides {}.{key} from the file",
+                    if slope { "slope" } else { "limit" },
+                    if slope { "slopes" } else { "limits" }
+                );
+            }
+            kept
+        });
+        file.extend(flags.iter().map(|l| (l.clone(), Source::Flag)));
     }
-    raw.limits
-        .extend(args.limits.iter().map(|l| (l.clone(), Source::Flag)));
-    raw.slopes
-        .extend(args.slopes.iter().map(|l| (l.clone(), Source::Flag)));
     if !args.command.is_empty() {
         raw.command = Some(args.command.clone());
     }
     build(raw, args.config.as_deref())
 }
 
-fn build(mut raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
-    let health = get(&mut raw, "health-url", None, |s| {
-        parse_health_url(s).map(Some)
-    })?;
-    let health_interval = get(
-        &mut raw,
-        "health-interval",
-        Duration::from_secs(2),
-        positive,
-    )?;
-    let health_timeout = get(&mut raw, "health-timeout", Duration::from_secs(1), positive)?;
-    let health_threshold = get(&mut raw, "health-threshold", 3, count(1))?;
-    let readiness = get(&mut raw, "readiness", Readiness::Auto, |s| match s {
+/// The resource named by `KEY=VALUE`.
+fn limit_key(text: &str) -> &str {
+    text.split('=').next().unwrap_or("").trim()
+}
+
+// Every key destructured above must be parsed: forgetting one is an error, not a warning.
+#[deny(unused_variables)]
+fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
+    let Scalars {
+        health_url,
+        health_interval,
+        health_timeout,
+        health_threshold,
+        readiness,
+        ready_timeout,
+        watchdog,
+        backoff_base,
+        backoff_cap,
+        stable_after,
+        max_restarts,
+        restart_window,
+        stop_timeout,
+        recycle,
+        slope_window,
+        sample_interval,
+        port,
+        status_file,
+        metrics_listen,
+    } = raw.scalars;
+    let health = get(health_url, None, |s| parse_health_url(s).map(Some))?;
+    let health_interval = get(health_interval, Duration::from_secs(2), positive)?;
+    let health_timeout = get(health_timeout, Duration::from_secs(1), positive)?;
+    let health_threshold = get(health_threshold, 3, count(1))?;
+    let readiness = get(readiness, Readiness::Auto, |s| match s {
         "auto" => Ok(Readiness::Auto),
         "notify" => Ok(Readiness::Notify),
         "port" => Ok(Readiness::Port),
         "none" => Ok(Readiness::None),
         other => Err(format!("{other:?} is not one of auto, notify, port, none")),
     })?;
-    let ready_timeout = get(&mut raw, "ready-timeout", Duration::from_secs(30), positive)?;
-    let watchdog = get(&mut raw, "watchdog", None, |s| positive(s).map(Some))?;
-    let backoff_base = get(
-        &mut raw,
-        "backoff-base",
-        Duration::from_millis(100),
-        positive,
-    )?;
-    let backoff_cap = get(&mut raw, "backoff-cap", Duration::from_secs(30), positive)?;
-    let stable_after = get(&mut raw, "stable-after", Duration::from_secs(10), positive)?;
-    let max_restarts = get(&mut raw, "max-restarts", 10, count(0))?;
-    let restart_window = get(
-        &mut raw,
-        "restart-window",
-        Duration::from_secs(60),
-        positive,
-    )?;
-    let stop_timeout = get(&mut raw, "stop-timeout", Duration::from_secs(10), positive)?;
-    let recycle = get(&mut raw, "recycle", Recycle::Restart, |s| match s {
+    let ready_timeout = get(ready_timeout, Duration::from_secs(30), positive)?;
+    let watchdog = get(watchdog, None, |s| positive(s).map(Some))?;
+    let backoff_base = get(backoff_base, Duration::from_millis(100), positive)?;
+    let backoff_cap = get(backoff_cap, Duration::from_secs(30), positive)?;
+    let stable_after = get(stable_after, Duration::from_secs(10), positive)?;
+    let max_restarts = get(max_restarts, 10, count(0))?;
+    let restart_window = get(restart_window, Duration::from_secs(60), positive)?;
+    let stop_timeout = get(stop_timeout, Duration::from_secs(10), positive)?;
+    let recycle = get(recycle, Recycle::Restart, |s| match s {
         "restart" => Ok(Recycle::Restart),
         "hup" => Ok(Recycle::Hup),
         other => Err(format!("{other:?} is not one of restart, hup")),
     })?;
-    let slope_window = get(&mut raw, "slope-window", Duration::from_secs(60), positive)?;
-    let sample_interval = get(
-        &mut raw,
-        "sample-interval",
-        Duration::from_secs(1),
-        positive,
-    )?;
-    let port = get(&mut raw, "port", None, |s| match s.trim().parse::<u16>() {
+    let slope_window = get(slope_window, Duration::from_secs(60), positive)?;
+    let sample_interval = get(sample_interval, Duration::from_secs(1), positive)?;
+    let port = get(port, None, |s| match s.trim().parse::<u16>() {
         Ok(p) if p > 0 => Ok(Some(p)),
         _ => Err(format!("{s:?} is not a TCP port (1-65535)")),
     })?;
-    let status_file = get(&mut raw, "status-file", default_status_file(), |s| {
+    let status_file = get(status_file, default_status_file(), |s| {
         if s.is_empty() {
             Err("must not be empty".into())
         } else {
             Ok(Some(PathBuf::from(s)))
         }
     })?;
-    let metrics_listen = get(&mut raw, "metrics-listen", None, |s| {
+    let metrics_listen = get(metrics_listen, None, |s| {
         let addr: SocketAddr = s
             .parse()
             .map_err(|_| format!("{s:?} is not an address such as 127.0.0.1:9101"))?;
@@ -598,6 +618,30 @@ fn build(mut raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError
         return Err(ConfigError::Other(
             "TCP limits need --port or --health-url to know which port to count".into(),
         ));
+    }
+    // `watch` fits a slope through at least three samples spanning most of the window: a
+    // shorter window never holds them, and the slope limit would silently never fire.
+    if limits.iter().any(|l| l.slope) && slope_window < sample_interval * 3 {
+        return Err(ConfigError::Other(format!(
+            "slope-window ({slope_window:?}) holds fewer than three samples at sample-interval \
+             ({sample_interval:?}): a slope limit would never fire; make the window at least \
+             three intervals"
+        )));
+    }
+    // The status file is rewritten about once a second, by a rename in its directory: a
+    // missing directory would fail every second instead of once, here.
+    if let Some(path) = &status_file {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(ConfigError::Other(format!(
+                "status-file {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            )));
+        }
     }
 
     let command = resolve_command(raw.command, config_file)?;
@@ -717,7 +761,12 @@ fn resolve_command(
             c
         }
     };
-    if command[0] == "forkd" {
+    let Some(program) = command.first() else {
+        return Err(ConfigError::Other(
+            "the command to supervise is empty".into(),
+        ));
+    };
+    if program == "forkd" {
         if let Some(sibling) = std::env::current_exe()
             .ok()
             .and_then(|exe| Some(exe.parent()?.join("forkd")))
@@ -729,6 +778,18 @@ fn resolve_command(
                 "no forkd next to this program nor on PATH; give the command after --".into(),
             ));
         }
+    } else if !runnable(Path::new(program)) {
+        // Found only at the first start, this would be a spawn failure per restart until the
+        // budget is spent, then exit 111 ("try again later") for what is a typo.
+        return Err(ConfigError::Other(format!(
+            "command {:?} is not an executable file{}",
+            program,
+            if program.to_string_lossy().contains('/') {
+                ""
+            } else {
+                " on PATH"
+            }
+        )));
     }
     Ok(command)
 }
@@ -738,6 +799,20 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// What `execvp` would run: a path with a `/` as is, else the first match on PATH; it must be
+/// a file with an execute bit.
+fn runnable(program: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.as_os_str().to_string_lossy().contains('/') {
+        return executable(program);
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
 }
 
 #[cfg(test)]
@@ -835,6 +910,175 @@ mod tests {
         std::fs::write(&f, "[supervisor.limits]\nfds = 'many'\n").unwrap();
         let err = args(&["-c", path, "--", "/bin/true"]).unwrap_err();
         assert!(err.contains("supervisor.limits.fds in"), "{err}");
+    }
+
+    /// The long flags of the run mode, as clap has them.
+    fn run_flags() -> Vec<String> {
+        use clap::CommandFactory;
+        Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .filter(|l| !["help", "version", "config"].contains(&l.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn every_scalar_flag_is_a_key() {
+        let mut flags = run_flags();
+        flags.retain(|f| f != "limit" && f != "slope");
+        assert_eq!(flags, Scalars::names());
+    }
+
+    /// Every key set in the file and no flag: each is in force. A flag added to the supervisor
+    /// but not to this file fails the test.
+    #[test]
+    fn every_key_of_the_file_is_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("forkd.toml");
+        let status = dir.path().join("status.json");
+        let text = format!(
+            "[supervisor]\n\
+             health-url = 'http://127.0.0.1:8089/healthz'\n\
+             health-interval = '3s'\n\
+             health-timeout = '500ms'\n\
+             health-threshold = 4\n\
+             readiness = 'port'\n\
+             ready-timeout = '7s'\n\
+             watchdog = '9s'\n\
+             backoff-base = '200ms'\n\
+             backoff-cap = '20s'\n\
+             stable-after = '11s'\n\
+             max-restarts = 6\n\
+             restart-window = '2m'\n\
+             stop-timeout = '4s'\n\
+             recycle = 'hup'\n\
+             slope-window = '30s'\n\
+             sample-interval = '2s'\n\
+             port = 8090\n\
+             status-file = {status:?}\n\
+             metrics-listen = '127.0.0.1:9109'\n\
+             command = ['/bin/sleep', '100']\n\
+             [supervisor.limits]\nfds = 500\nrss = '64MiB'\n\
+             [supervisor.slopes]\nprocesses = 60\n"
+        );
+        std::fs::write(&f, &text).unwrap();
+        // The file's keys, with its tables named as their flags are.
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let keys: Vec<String> = doc["supervisor"]
+            .as_table()
+            .unwrap()
+            .keys()
+            .map(|k| match k.as_str() {
+                "limits" => "limit".to_string(),
+                "slopes" => "slope".to_string(),
+                k => k.to_string(),
+            })
+            .collect();
+        for flag in run_flags() {
+            assert!(
+                keys.contains(&flag),
+                "--{flag} is not set in this test's file"
+            );
+        }
+        assert!(keys.contains(&"command".to_string()));
+
+        let c = args(&["-c", f.to_str().unwrap()]).unwrap();
+        let secs = Duration::from_secs;
+        let h = c.health.as_ref().unwrap();
+        assert_eq!((h.addr.port(), h.path.as_str()), (8089, "/healthz"));
+        assert_eq!(c.health_interval, secs(3));
+        assert_eq!(c.health_timeout, Duration::from_millis(500));
+        assert_eq!(c.health_threshold, 4);
+        assert_eq!(c.readiness, Readiness::Port);
+        assert_eq!(c.ready_timeout, secs(7));
+        assert_eq!(c.watchdog, Some(secs(9)));
+        assert_eq!(c.backoff_base, Duration::from_millis(200));
+        assert_eq!(c.backoff_cap, secs(20));
+        assert_eq!(c.stable_after, secs(11));
+        assert_eq!(c.max_restarts, 6);
+        assert_eq!(c.restart_window, secs(120));
+        assert_eq!(c.stop_timeout, secs(4));
+        assert_eq!(c.recycle, Recycle::Hup);
+        assert_eq!(c.slope_window, secs(30));
+        assert_eq!(c.sample_interval, secs(2));
+        assert_eq!(c.port, Some(8090));
+        assert_eq!(c.status_file.as_deref(), Some(status.as_path()));
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9109".parse().unwrap()));
+        assert_eq!(c.command, vec![OsString::from("/bin/sleep"), "100".into()]);
+        let mut limits: Vec<(Resource, u64, bool)> = c
+            .limits
+            .iter()
+            .map(|l| (l.resource, l.value, l.slope))
+            .collect();
+        limits.sort_by_key(|l| (l.0.key(), l.2));
+        assert_eq!(
+            limits,
+            vec![
+                (Resource::Fds, 500, false),
+                (Resource::Processes, 60, true),
+                (Resource::Rss, 64 << 20, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_limit_flag_replaces_the_files_limit_of_that_resource() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("forkd.toml");
+        std::fs::write(
+            &f,
+            "[supervisor]\ncommand = ['/bin/true']\n[supervisor.limits]\nfds = 500\nrss = '1G'\n",
+        )
+        .unwrap();
+        let c = args(&["-c", f.to_str().unwrap(), "--limit", "fds=2000"]).unwrap();
+        let mut limits: Vec<(Resource, u64)> =
+            c.limits.iter().map(|l| (l.resource, l.value)).collect();
+        limits.sort_by_key(|l| l.0.key());
+        assert_eq!(
+            limits,
+            vec![(Resource::Fds, 2000), (Resource::Rss, 1 << 30)]
+        );
+    }
+
+    #[test]
+    fn contradictions_are_refused_before_the_child_starts() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--slope", "fds=60", "--slope-window", "2s", "--sample-interval", "1s"],
+                "slope-window (2s) holds fewer than three samples",
+            ),
+            (
+                &["--status-file", "/nonexistent-dir/status.json"],
+                "status-file /nonexistent-dir/status.json: directory /nonexistent-dir does not exist",
+            ),
+        ];
+        for (flags, want) in cases {
+            let mut all = flags.to_vec();
+            all.extend(["--", "/bin/true"]);
+            let err = args(&all).unwrap_err();
+            assert!(err.contains(want), "{flags:?}: {err}");
+        }
+        // A slope window of three intervals is enough; without slopes the window is moot.
+        assert!(args(&[
+            "--slope",
+            "fds=60",
+            "--slope-window",
+            "3s",
+            "--",
+            "/bin/true"
+        ])
+        .is_ok());
+        assert!(args(&["--slope-window", "1s", "--", "/bin/true"]).is_ok());
+        let err = args(&["--", "/nonexistent/daemon"]).unwrap_err();
+        assert!(
+            err.contains("\"/nonexistent/daemon\" is not an executable file"),
+            "{err}"
+        );
+        let err = args(&["--", "no-such-daemon-anywhere"]).unwrap_err();
+        assert!(err.contains("not an executable file on PATH"), "{err}");
+        let err = args(&["--", "/etc/passwd"]).unwrap_err();
+        assert!(err.contains("not an executable file"), "{err}");
+        assert!(args(&["--", "sh", "-c", "true"]).is_ok());
     }
 
     #[test]

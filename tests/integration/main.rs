@@ -4,6 +4,7 @@
 mod util;
 
 mod answers;
+mod config;
 mod http;
 mod loadgen;
 mod panics;

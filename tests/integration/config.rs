@@ -1,0 +1,381 @@
+//! Configuration as the operator meets it: every key of the file is in force (and
+//! `--check-config` says so), a flag that wins over an edited file key is logged, and a child
+//! takes none of the master's signal handlers.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::{self, eventually, Proc, Server, FORKD};
+
+/// The long flags `forkd --help` lists: the clap command's arguments, as the binary has them.
+fn help_flags() -> BTreeSet<String> {
+    let out = Command::new(FORKD).arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let l = l.split_once(", ").map_or(l, |(_, rest)| rest);
+            let flag = l.strip_prefix("--")?;
+            Some(
+                flag.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .next()?
+                    .to_string(),
+            )
+        })
+        .filter(|f| !["help", "version", "config", "check-config"].contains(&f.as_str()))
+        .collect()
+}
+
+fn check_config(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(FORKD)
+        .args(args)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The line `--check-config` printed for `key`, if any.
+fn line_of<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+    out.lines()
+        .find(|l| l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key}: ")))
+}
+
+/// Every key set in the file, no flag: each one is in force, from the file. A key added to
+/// forkd's flags and not to the table below fails this test.
+#[test]
+fn every_key_of_the_file_is_in_force() {
+    let as_root = nix::unistd::Uid::effective().is_root();
+    let dir = tempfile::tempdir().unwrap();
+    // Children run as another user (as root) and must be able to search their way to the root.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = dir.path().to_str().unwrap();
+    std::fs::create_dir(dir.path().join("site")).unwrap();
+    let q = |s: &str| format!("{s:?}");
+    // (key, as written in the file, as --check-config prints it)
+    let mut keys: Vec<(&str, String, String)> = vec![
+        (
+            "listen",
+            r#"["127.0.0.1:18081", "127.0.0.2:18082"]"#.into(),
+            r#"["127.0.0.1:18081", "127.0.0.2:18082"]"#.into(),
+        ),
+        ("root", q(&format!("{d}/site")), q(&format!("{d}/site"))),
+        ("mode", q("fork"), q("fork")),
+        ("workers", "3".into(), "3".into()),
+        ("max-children", "5".into(), "5".into()),
+        ("max-requests-per-worker", "77".into(), "77".into()),
+        ("shutdown-timeout", q("3s"), q("3s")),
+        ("header-timeout", "1.5".into(), q("1s 500ms")),
+        ("keepalive-timeout", q("2s"), q("2s")),
+        ("send-timeout", q("4s"), q("4s")),
+        ("min-send-rate", "1000".into(), "1000".into()),
+        ("max-header-bytes", "4096".into(), "4096".into()),
+        ("max-uri-bytes", "1000".into(), "1000".into()),
+        ("max-body-bytes", "2048".into(), "2048".into()),
+        ("max-requests-per-connection", "9".into(), "9".into()),
+        (
+            "allow-dot-path",
+            r#"["/.well-known", "/.hg/"]"#.into(),
+            r#"["/.well-known/", "/.hg/"]"#.into(),
+        ),
+        (
+            "access-log",
+            q(&format!("{d}/access.log")),
+            q(&format!("{d}/access.log")),
+        ),
+        (
+            "pid-file",
+            q(&format!("{d}/forkd.pid")),
+            q(&format!("{d}/forkd.pid")),
+        ),
+        (
+            "metrics-file",
+            q(&format!("{d}/metrics.prom")),
+            q(&format!("{d}/metrics.prom")),
+        ),
+        ("user", q("daemon"), q("daemon")),
+        ("allow-root", "true".into(), "true".into()),
+        ("log-level", q("warn"), q("warn")),
+    ];
+    // Only root may chroot; as another user that key is refused, and tested where it can be.
+    if as_root {
+        keys.push(("chroot", q(d), q(d)));
+    }
+
+    let named: BTreeSet<String> = keys.iter().map(|k| k.0.to_string()).collect();
+    let mut flags = help_flags();
+    if !as_root {
+        flags.remove("chroot");
+    }
+    assert_eq!(
+        flags, named,
+        "every flag of `forkd --help` must be set in this test's file"
+    );
+
+    let mut text = String::from("[server]\n");
+    for (key, value, _) in &keys {
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    let file = dir.path().join("every-key.toml");
+    std::fs::write(&file, &text).unwrap();
+    let (code, out, err) = check_config(&["--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    for (key, _, printed) in &keys {
+        let line = line_of(&out, key).unwrap_or_else(|| panic!("no line for {key}:\n{out}"));
+        let want = format!("{key} = {printed}  # from file");
+        assert!(
+            line.starts_with(&want),
+            "{key}: want {want:?}, got {line:?}"
+        );
+    }
+    assert_eq!(
+        line_of(&out, "workers").unwrap(),
+        "workers = 3  # from file, not used in fork mode"
+    );
+    assert!(
+        err.contains("workers = 3 has no effect in fork mode"),
+        "{err}"
+    );
+
+    // The output is itself a configuration: read back, it says the same, all from the file.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &out).unwrap();
+    let (code, out2, err2) = check_config(&["--config", again.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err2}");
+    assert_eq!(out2, out);
+}
+
+/// With no file and no flag, every key is printed with its default, in a stable format.
+#[test]
+fn check_config_prints_defaults_and_flags() {
+    let (code, out, err) = check_config(&["--workers", "2", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("# forkd: effective configuration"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "[server]");
+    for flag in help_flags() {
+        assert!(line_of(&out, &flag).is_some(), "no line for {flag}:\n{out}");
+    }
+    assert_eq!(
+        line_of(&out, "workers").unwrap(),
+        "workers = 2  # from flag"
+    );
+    assert_eq!(
+        line_of(&out, "listen").unwrap(),
+        r#"listen = ["127.0.0.1:0"]  # from flag"#
+    );
+    assert_eq!(
+        line_of(&out, "mode").unwrap(),
+        r#"mode = "prefork"  # default"#
+    );
+    assert_eq!(
+        line_of(&out, "keepalive-timeout").unwrap(),
+        r#"keepalive-timeout = "5s"  # default"#
+    );
+    assert_eq!(
+        line_of(&out, "pid-file").unwrap(),
+        "# pid-file: not set  # default"
+    );
+}
+
+/// `metrics-file` in `[server]` was accepted and ignored; now the master writes it.
+#[test]
+fn metrics_file_from_the_file_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics.prom");
+    let conf = dir.path().join("forkd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nworkers = 1\nmetrics-file = {:?}\n",
+            metrics.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let _server = Server::start(&["--config", conf.to_str().unwrap()]);
+    let text = eventually(Duration::from_secs(5), "the metrics file", || {
+        std::fs::read_to_string(&metrics).ok()
+    });
+    assert!(text.contains("forkd_"), "{text}");
+}
+
+/// A flag wins over the file on reload too, and forkd says so instead of applying it silently.
+#[test]
+fn reload_logs_a_flag_that_overrides_the_edited_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("f.toml");
+    std::fs::write(&conf, "[server]\nworkers = 2\n").unwrap();
+    let server = Server::start(&["--config", conf.to_str().unwrap(), "--workers", "2"]);
+    assert!(
+        !server.proc.output().iter().any(|l| l.contains("overrides")),
+        "same value in both: nothing to say"
+    );
+    std::fs::write(&conf, "[server]\nworkers = 3\n").unwrap();
+    server.proc.signal(Signal::SIGHUP);
+    let want = format!("--workers 2 overrides workers = 3 from {}", conf.display());
+    let line = server.proc.wait_line(&want, Duration::from_secs(5));
+    assert!(line.contains("WARN"), "{line}");
+    server
+        .proc
+        .wait_line("reloaded configuration", Duration::from_secs(5));
+    eventually(Duration::from_secs(5), "2 workers after the reload", || {
+        (util::children(server.pid()).len() == 2).then_some(())
+    });
+}
+
+/// A signal set from a `SigCgt:`-style line of `/proc/PID/status`.
+fn sigset(pid: i32, field: &str) -> BTreeSet<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap()
+        .trim();
+    let mask = u64::from_str_radix(hex, 16).unwrap();
+    (1..=64).filter(|s| mask & (1u64 << (s - 1)) != 0).collect()
+}
+
+/// The pipes among `pid`'s fds, with how many of its fds point at each.
+fn pipes(pid: i32) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in util::fds(pid) {
+        if let Some((_, target)) = l.split_once(" -> ").filter(|(_, t)| t.starts_with("pipe:")) {
+            *out.entry(target.to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The master's self-pipe: the pipe it holds both ends of (an fd inherited from whoever ran
+/// the test is one end only).
+fn self_pipe(master: i32) -> String {
+    let both: Vec<String> = pipes(master)
+        .into_iter()
+        .filter(|(_, n)| *n == 2)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(both.len(), 1, "the master's self-pipe: {both:?}");
+    both[0].clone()
+}
+
+/// Checks a child of `master`: of all the signals the master catches, the child catches only
+/// its own TERM and USR1 (every other one is default or ignored), blocks none, and holds none
+/// of the master's pipes.
+fn check_child(master: i32, child: i32) {
+    let caught = sigset(master, "SigCgt");
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+    ] {
+        assert!(
+            caught.contains(&(sig as i32)),
+            "the master catches {sig}: {caught:?}"
+        );
+    }
+    let own: BTreeSet<i32> = [Signal::SIGTERM as i32, Signal::SIGUSR1 as i32].into();
+    // Rust's runtime catches SEGV and BUS in every process (its stack-overflow guard).
+    let runtime: BTreeSet<i32> = [Signal::SIGSEGV as i32, Signal::SIGBUS as i32].into();
+    let child_caught: BTreeSet<i32> = sigset(child, "SigCgt")
+        .difference(&runtime)
+        .copied()
+        .collect();
+    assert_eq!(
+        child_caught, own,
+        "child {child} catches only its own signals"
+    );
+    let ignored = sigset(child, "SigIgn");
+    for sig in [Signal::SIGHUP, Signal::SIGPIPE, Signal::SIGXFSZ] {
+        assert!(
+            ignored.contains(&(sig as i32)),
+            "child ignores {sig}: {ignored:?}"
+        );
+    }
+    assert!(
+        sigset(child, "SigBlk").is_empty(),
+        "child {child} blocks signals"
+    );
+    let pipe = self_pipe(master);
+    assert!(
+        !pipes(child).contains_key(&pipe),
+        "child {child} keeps the master's self-pipe {pipe}"
+    );
+}
+
+/// Waits until `child` has installed its handlers and unblocked signals (`worker::enter`).
+fn settled(child: i32) {
+    eventually(Duration::from_secs(5), "the child's handlers", || {
+        let ready = sigset(child, "SigCgt").contains(&(Signal::SIGUSR1 as i32))
+            && sigset(child, "SigBlk").is_empty();
+        ready.then_some(())
+    });
+}
+
+#[test]
+fn children_take_none_of_the_masters_signal_handlers() {
+    let prefork = Server::start(&["--workers", "1"]);
+    let worker = eventually(Duration::from_secs(5), "a worker", || {
+        util::children(prefork.pid()).first().copied()
+    });
+    settled(worker);
+    check_child(prefork.pid(), worker);
+    // The child's TERM is its own: with the master's handler it would only write a byte into
+    // a closed pipe and serve on.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), Signal::SIGTERM).unwrap();
+    eventually(Duration::from_secs(5), "the worker replaced", || {
+        let kids = util::children(prefork.pid());
+        (kids.len() == 1 && kids[0] != worker).then_some(())
+    });
+
+    let fork = Server::start(&["--mode", "fork", "--max-children", "4"]);
+    // A connection that stays open keeps its child alive while we look at it.
+    let _conn = fork.connect();
+    let child = eventually(Duration::from_secs(5), "a per-connection child", || {
+        util::children(fork.pid()).first().copied()
+    });
+    settled(child);
+    check_child(fork.pid(), child);
+}
+
+/// A combination that cannot work is refused with exit 100 before anything starts.
+#[test]
+fn contradictions_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same");
+    let same = same.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["--listen", "127.0.0.1:18090", "--listen", "127.0.0.1:18090"],
+            "given twice",
+        ),
+        (
+            vec!["--pid-file", same, "--metrics-file", same],
+            "name the same file",
+        ),
+        (
+            vec!["--metrics-file", "/nonexistent-dir/m.prom"],
+            "does not exist",
+        ),
+    ] {
+        let mut p = Proc::spawn(FORKD, &args);
+        let status = p.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(100), "{args:?}: {:?}", p.output());
+        // The reader thread may still hold the last line when the exit is seen.
+        let line = p.wait_line(needle, Duration::from_secs(5));
+        assert!(line.contains(args[0]), "{args:?}: {line}");
+    }
+    assert!(!Path::new(same).exists());
+}
