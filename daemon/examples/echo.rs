@@ -4,44 +4,27 @@
 //!
 //! `cargo run -p forkd-daemon --example echo -- 127.0.0.1:7007 [fork]`, then `nc 127.0.0.1 7007`.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use forkd_daemon::{self as daemon, notify::Notifier, Daemon, Mode, Service, Settings};
+use forkd_daemon::{self as daemon, notify::Notifier, worker, Daemon, Mode, Service, Settings};
 
-/// How often a read blocked on a quiet client gives the child a chance to see a stop request,
-/// and how long a client may stay quiet before it is dropped.
-const TICK: Duration = Duration::from_secs(1);
+/// A client that stays quiet this long is dropped.
 const IDLE: Duration = Duration::from_secs(30);
 
 struct Echo;
 
 impl Service for Echo {
     fn serve(&mut self, mut stream: TcpStream, _peer: SocketAddr) -> u64 {
-        // SIGTERM interrupts a blocked read with EINTR, but it may also land just before the
-        // read starts; the tick bounds how long the child can miss it. (`BufRead::lines`
-        // would retry EINTR and sleep through the stop: hence the plain `read`.)
-        let _ = stream.set_read_timeout(Some(TICK));
-        let (mut buf, mut lines, mut idle) = ([0u8; 4096], 0, Duration::ZERO);
-        while !daemon::worker::stop_requested() && idle < IDLE {
-            match stream.read(&mut buf) {
-                Ok(n) => {
-                    let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
-                        break;
-                    };
-                    if stream.write_all(bytes).is_err() {
-                        break;
-                    }
-                    lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-                    idle = Duration::ZERO;
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    idle += TICK;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break,
+        let (mut buf, mut lines) = ([0u8; 4096], 0);
+        // Ends when the client closes, stays quiet for IDLE, or the master asks us to stop.
+        while let Ok(n @ 1..) = worker::read_or_stop(&mut stream, &mut buf, IDLE) {
+            let bytes = buf.get(..n).unwrap_or_default();
+            if stream.write_all(bytes).is_err() {
+                break;
             }
+            lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
         }
         lines
     }

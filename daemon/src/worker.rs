@@ -39,6 +39,36 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
+/// How often [`read_or_stop`] looks at [`stop_requested`] while the client is quiet.
+const READ_TICK: Duration = Duration::from_secs(1);
+
+/// Reads what the client sends, for a service that waits on its client between requests:
+/// returns `Ok(0)` when the client closed, when it sent nothing for `idle`, or when the master
+/// asked this child to stop. A SIGTERM interrupts a blocked read, but it may also land just
+/// before the read starts, so the read wakes every second to look (a `BufRead` would retry
+/// `EINTR` and sleep through the stop). Sets the stream's read timeout.
+pub fn read_or_stop(stream: &mut TcpStream, buf: &mut [u8], idle: Duration) -> io::Result<usize> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(READ_TICK))?;
+    let mut quiet = Duration::ZERO;
+    while !stop_requested() && quiet < idle {
+        match stream.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                quiet = quiet.saturating_add(READ_TICK);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(0)
+}
+
 /// The child leaves as if the master had sent SIGTERM: it finishes the request in flight,
 /// answers the next one of its connection with `Connection: close`, and exits 0, and a prefork
 /// master starts a replacement. For a child that can no longer do its job as the master

@@ -483,7 +483,7 @@ fn example_echo_daemon_reuses_the_template() {
         .unwrap()
         .port();
     for mode in ["prefork", "fork"] {
-        let proc = Proc::spawn(
+        let mut proc = Proc::spawn(
             echo.to_str().unwrap(),
             &[&format!("127.0.0.1:{port}"), mode],
         );
@@ -494,6 +494,17 @@ fn example_echo_daemon_reuses_the_template() {
         let mut got = [0u8; 12];
         s.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello\nworld\n", "mode {mode}");
+        // A quiet client does not hold up a graceful stop: the child sees the stop request
+        // within its read tick, far inside the 5 s shutdown timeout that ends in SIGKILL.
+        let started = Instant::now();
+        proc.signal(Signal::SIGTERM);
+        let status = proc.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "mode {mode}: {status:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "mode {mode}: a graceful stop with a quiet client took {:?}",
+            started.elapsed()
+        );
         drop(s);
         drop(proc);
         // Let the port go before the next mode binds it.
