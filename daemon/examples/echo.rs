@@ -60,6 +60,9 @@ fn main() {
         credentials: None,
         pid_file: None,
         metrics_file: None,
+        // A quiet client is what its test stops it with: no deferred accept, no limit.
+        defer_accept: Duration::ZERO,
+        max_conns_per_client: 0,
     };
     // `READY=1` for systemd or forkd-supervisor when `NOTIFY_SOCKET` is set; nothing otherwise.
     let notifier = Notifier::from_env().unwrap_or_else(|e| {

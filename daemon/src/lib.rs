@@ -110,6 +110,8 @@
 //!         credentials: None,
 //!         pid_file: None,
 //!         metrics_file: None,
+//!         defer_accept: Duration::ZERO,
+//!         max_conns_per_client: 0,
 //!     };
 //!     let mut daemon = Fixed(settings.clone());
 //!     let code = match forkd_daemon::run(settings, Echo, &mut daemon, &Notifier::none()) {

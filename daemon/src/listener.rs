@@ -96,6 +96,37 @@ fn take_inherited(fd: RawFd) -> Result<TcpListener, ListenError> {
     Err(bad(reason))
 }
 
+/// Asks the kernel to hand a connection to `accept` only once its first bytes have arrived,
+/// waiting up to about `wait` for them (`TCP_DEFER_ACCEPT`, Apache's `AcceptFilter http data`,
+/// nginx's `deferred`). A client that connects and sends nothing then costs a request socket in
+/// the kernel's SYN queue, not a worker (prefork) nor a child (fork mode). Zero turns it off.
+///
+/// The kernel counts the wait in SYN-ACK retransmissions, rounding `wait` up to 1, 3, 7, 15,
+/// 31... seconds; when they run out it hands the connection over anyway, so a worker must still
+/// expect a socket with no data (its header timeout handles that). A connection completed by a
+/// SYN cookie (the SYN queue overflowed) skips the wait. Protocols where the server speaks
+/// first cannot use this; HTTP clients always speak first.
+pub fn set_defer_accept(l: &TcpListener, wait: std::time::Duration) -> io::Result<()> {
+    // Whole seconds, rounded up so that a sub-second wait does not turn the option off.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs: libc::c_int = secs.try_into().unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; the fd is the
+    // listener's own, open for as long as `l` is borrowed.
+    let rc = unsafe {
+        libc::setsockopt(
+            l.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The address a listener is bound to, as the kernel sees it (the real port after `:0`).
 pub fn local_addr(l: &TcpListener) -> io::Result<SocketAddr> {
     l.local_addr()
@@ -120,4 +151,45 @@ pub fn accept(l: &TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> 
         .as_socket()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     Ok((sock.into(), peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    /// A connection that sends nothing is not handed to `accept`; its first byte hands it over.
+    #[test]
+    fn deferred_accept_waits_for_data() {
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        set_defer_accept(&l, Duration::from_millis(1500)).unwrap();
+        let mut secs: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the live local `secs`.
+        let rc = unsafe {
+            libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&mut secs as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        // Rounded up to 2 s, then to what SYN-ACK retransmissions give: 3 s.
+        assert_eq!(secs, 3);
+        l.set_nonblocking(true).unwrap();
+        let addr = local_addr(&l).unwrap();
+        let mut quiet = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let e = accept(&l).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        quiet.write_all(b"G").unwrap();
+        let got = crate::wait::until(Duration::from_secs(2), Duration::from_millis(10), || {
+            accept(&l).is_ok()
+        });
+        assert!(got, "a connection with data is accepted");
+        set_defer_accept(&l, Duration::ZERO).unwrap();
+    }
 }

@@ -8,7 +8,7 @@
 //! the listeners first, drains, then ends.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, RawFd};
 use std::path::PathBuf;
@@ -107,6 +107,13 @@ pub struct Settings {
     /// Where the master publishes the scoreboard in the Prometheus text format, rewritten
     /// atomically every second.
     pub metrics_file: Option<PathBuf>,
+    /// A connection reaches a child only once its client has sent something, or after about
+    /// this long (`TCP_DEFER_ACCEPT`, see [`listener::set_defer_accept`]); zero turns it off.
+    pub defer_accept: Duration,
+    /// The most connections one client address (an IPv6 /64) may hold at once in children;
+    /// beyond it a connection gets [`Service::busy_response`] at once (0: no limit). Counted on
+    /// the scoreboard, so it holds across all prefork workers.
+    pub max_conns_per_client: usize,
 }
 
 /// Why the master could not start.
@@ -209,10 +216,12 @@ pub fn run<D: Daemon>(
         next_metrics: None,
     };
     m.prepare_listeners().map_err(StartError::ListenerSetup)?;
+    m.defer_accept();
     fork::warm_up();
     fork::exit_children_on_panic();
     m.service.prepare();
     scoreboard::install(m.service.counters()).map_err(StartError::Scoreboard)?;
+    scoreboard::set_capacity(m.settings.mode.bound());
     if let Some(path) = m.settings.pid_file.clone() {
         let text = format!("{}\n", std::process::id());
         atomic::write_atomic(&path, text.as_bytes(), 0o644)
@@ -265,6 +274,20 @@ impl<D: Daemon> Master<'_, D> {
             }
         }
         Ok(())
+    }
+
+    /// Sets `TCP_DEFER_ACCEPT` on every listener, inherited ones included (it can be set on a
+    /// listening socket at any time). A kernel that refuses it costs the protection, not the
+    /// service: logged, not fatal.
+    fn defer_accept(&self) {
+        for l in &self.listeners {
+            if let Err(e) = listener::set_defer_accept(l, self.settings.defer_accept) {
+                tracing::warn!(
+                    "unable to set TCP_DEFER_ACCEPT on {}: {e}; silent connections will reach children",
+                    listener::local_addr(l).map_or("?".into(), |a| a.to_string())
+                );
+            }
+        }
     }
 
     fn serve(&mut self) -> Result<i32, StartError> {
@@ -470,19 +493,9 @@ impl<D: Daemon> Master<'_, D> {
     }
 
     /// Answers a connection refused for want of a child slot, without forking and without
-    /// blocking: whatever the client already sent is read first, so that closing does not
-    /// turn into a reset that could destroy the answer in flight.
-    fn refuse(&self, mut stream: TcpStream) {
-        let answer = self.service.busy_response();
-        if stream.set_nonblocking(true).is_ok() {
-            let mut sink = [0u8; 4096];
-            let _ = stream.read(&mut sink);
-            if !answer.is_empty() {
-                let _ = stream.write(answer);
-            }
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-        }
-        // `stream` is dropped here: closed in the master at once.
+    /// blocking (see [`worker::refuse`]); closed in the master at once.
+    fn refuse(&self, stream: TcpStream) {
+        worker::refuse(stream, self.service.busy_response());
     }
 
     fn spawn_conn(&mut self, stream: TcpStream, peer: SocketAddr) {
@@ -492,6 +505,12 @@ impl<D: Daemon> Master<'_, D> {
             return self.refuse(stream);
         };
         scoreboard::prepare(slot);
+        // Counted here, before the fork, by the one process that accepts: a client over its
+        // limit costs no fork, and no two processes race on its count. Given back at reap.
+        if !scoreboard::admit(slot, peer.ip(), self.settings.max_conns_per_client) {
+            self.free_slots.push(slot);
+            return self.refuse(stream);
+        }
         let creds = self.settings.credentials.as_ref();
         let service = &mut self.service;
         // The connection moves into the child's body; `spawn` drops that body in the master
@@ -513,13 +532,14 @@ impl<D: Daemon> Master<'_, D> {
         };
         scoreboard::prepare(slot);
         let budget = jittered(self.settings.max_requests_per_worker, self.spawned);
+        let per_client = self.settings.max_conns_per_client;
         let creds = self.settings.credentials.as_ref();
         let (listeners, service) = (&self.listeners, &mut self.service);
         let spawned = fork::spawn(move || {
             if let Err(code) = worker::enter(&close, creds, slot) {
                 return code;
             }
-            worker::accept_loop(listeners, service, budget)
+            worker::accept_loop(listeners, service, budget, per_client)
         });
         self.record_spawn(spawned, slot)
     }
@@ -753,6 +773,8 @@ impl<D: Daemon> Master<'_, D> {
                 self.settings = new;
                 self.service = service;
                 self.service.prepare();
+                scoreboard::set_capacity(self.settings.mode.bound());
+                self.defer_accept();
                 self.generation += 1;
                 self.respawn.reset();
                 self.respawn_at = None;

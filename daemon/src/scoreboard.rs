@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
@@ -40,9 +41,12 @@ pub enum Limit {
     ForkFailed,
     /// Workers died soon after start, so respawning was slowed down.
     RespawnThrottled,
+    /// A connection was refused because its client address already held
+    /// `Settings::max_conns_per_client` connections.
+    PerClient,
 }
 
-const DAEMON_COUNTERS: [Counter; 4] = [
+const DAEMON_COUNTERS: [Counter; 5] = [
     Counter {
         name: "children_bound",
         help: "connections refused because every child slot was taken",
@@ -58,6 +62,10 @@ const DAEMON_COUNTERS: [Counter; 4] = [
     Counter {
         name: "respawn_throttled",
         help: "workers that died fast, slowing respawns",
+    },
+    Counter {
+        name: "per_client",
+        help: "connections refused because their client address held too many already",
     },
 ];
 
@@ -126,11 +134,28 @@ pub const SLOTS: usize = CHILDREN_CAP;
 /// Room for the daemon's counters and the application's.
 const MAX_COUNTERS: usize = 64;
 
+/// Entries of the per-client table: four per child slot. Every counted connection is held by
+/// a child and a child holds one, so at most a quarter of the entries is ever in use, and a
+/// probe window of [`PROBE`] entries practically always has a free one (all 16 taken at a
+/// quarter load: about 1 in 4 billion). 32 KiB of shared memory.
+const CLIENT_ENTRIES: usize = 4 * SLOTS;
+/// Entries an address may live in, from its hash on: a lookup reads at most these (two cache
+/// lines), whatever the table holds.
+const PROBE: usize = 16;
+/// An entry is one word, `fingerprint << COUNT_BITS | count`, so that taking and giving back a
+/// connection is one compare-and-swap, with no lock and nothing a dying child can leave
+/// half-written. 0: never used. Count 0: free, whatever fingerprint it still carries.
+const COUNT_BITS: u32 = 16;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
 #[repr(C)]
 struct Slot {
     pid: AtomicI32,
     busy: AtomicU32,
     requests: AtomicU64,
+    /// The entry of [`Board::clients`] this child's connection is counted in, plus one (0:
+    /// none), so the master can release it when the child dies in the middle of it.
+    client: AtomicU32,
 }
 
 /// One rate-limited warning: when it may next be logged (CLOCK_MONOTONIC milliseconds, the
@@ -148,6 +173,16 @@ struct Board {
     crashes: [AtomicU64; CRASH_LABELS.len()],
     gates: [Gate; GATES],
     slots: [Slot; SLOTS],
+    /// Slots whose child serves a connection: kept beside the slots so that reading the
+    /// occupancy is two loads, not a scan (see [`occupancy`]).
+    busy: AtomicU32,
+    /// The mode's bound on children, set by the master at start and on reload.
+    capacity: AtomicU32,
+    /// Keys the client fingerprints of [`Board::clients`], so that nobody outside can aim at
+    /// a collision; drawn once by the master before the first fork.
+    seed: AtomicU64,
+    /// Open connections per client address (see [`admit`]).
+    clients: [AtomicU64; CLIENT_ENTRIES],
 }
 
 struct Installed {
@@ -180,8 +215,23 @@ pub fn install(app: &'static [Counter]) -> io::Result<()> {
         )?;
         &*ptr.as_ptr().cast::<Board>()
     };
+    board.seed.store(random_seed(), Relaxed);
     let _ = BOARD.set(Installed { board, app });
     Ok(())
+}
+
+/// 64 bits that differ from run to run: the kernel's random bytes, or the clock when they
+/// cannot be read (the seed only makes collisions hard to aim at; it guards no secret).
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if read {
+        u64::from_ne_bytes(bytes)
+    } else {
+        monotonic_ms() ^ u64::from(std::process::id()).rotate_left(32)
+    }
 }
 
 fn board() -> Option<&'static Installed> {
@@ -270,9 +320,12 @@ pub(crate) fn slot_served(slot: usize) -> bool {
 /// child may accept, mark itself busy and even crash before the master runs again, and
 /// clearing then would erase what tells the master the crash was a request's.
 pub(crate) fn prepare(slot: usize) {
-    if let Some(s) = board().and_then(|b| b.board.slots.get(slot)) {
-        s.busy.store(0, Relaxed);
-        s.requests.store(0, Relaxed);
+    if let Some(b) = board() {
+        if let Some(s) = b.board.slots.get(slot) {
+            clear_busy(b.board, s);
+            s.requests.store(0, Relaxed);
+            leave_client(b.board, s);
+        }
     }
 }
 
@@ -284,11 +337,47 @@ pub(crate) fn claim(slot: usize, pid: i32) {
 }
 
 /// Master: frees `slot` after its child was reaped.
+/// Master: frees `slot` after its child was reaped: a child that died while serving leaves
+/// its busy mark and its client count behind, and both are taken back here.
 pub(crate) fn release(slot: usize) {
-    if let Some(s) = board().and_then(|b| b.board.slots.get(slot)) {
-        s.pid.store(0, Relaxed);
-        s.busy.store(0, Relaxed);
+    if let Some(b) = board() {
+        if let Some(s) = b.board.slots.get(slot) {
+            s.pid.store(0, Relaxed);
+            clear_busy(b.board, s);
+            leave_client(b.board, s);
+        }
     }
+}
+
+fn clear_busy(b: &Board, s: &Slot) {
+    if s.busy.swap(0, Relaxed) != 0 {
+        b.busy.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Master: the mode's bound on children, against which [`occupancy`] is measured.
+pub(crate) fn set_capacity(children: usize) {
+    if let Some(b) = board() {
+        b.board
+            .capacity
+            .store(u32::try_from(children).unwrap_or(u32::MAX), Relaxed);
+    }
+}
+
+/// How full the pool is: children serving a connection, and the most there may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Occupancy {
+    pub busy: u32,
+    pub capacity: u32,
+}
+
+/// The pool's occupancy as the scoreboard has it now: two relaxed loads, no system call, so a
+/// child may ask before every wait. Zero capacity when no board is mapped (tests, tools).
+pub fn occupancy() -> Occupancy {
+    board().map_or(Occupancy::default(), |b| Occupancy {
+        busy: b.board.busy.load(Relaxed),
+        capacity: b.board.capacity.load(Relaxed),
+    })
 }
 
 /// Child: remembers which slot is its own.
@@ -302,9 +391,15 @@ fn my_slot() -> Option<&'static Slot> {
 
 /// Child: a connection is being served (`true`) or the child waits for one (`false`).
 pub(crate) fn set_busy(busy: bool) {
-    if let Some(s) = my_slot() {
-        s.busy.store(busy as u32, Relaxed);
-    }
+    let (Some(b), Some(s)) = (board(), my_slot()) else {
+        return;
+    };
+    // Only a change moves the count, so it stays the number of busy slots.
+    match (s.busy.swap(busy as u32, Relaxed) != 0, busy) {
+        (false, true) => b.board.busy.fetch_add(1, Relaxed),
+        (true, false) => b.board.busy.fetch_sub(1, Relaxed),
+        _ => 0,
+    };
 }
 
 /// Child: `n` more requests were answered.
@@ -314,6 +409,157 @@ pub(crate) fn served(n: u64) {
     }
     if let Some(s) = my_slot() {
         s.requests.fetch_add(n, Relaxed);
+    }
+}
+
+/// The key a client is counted under: an IPv4 address whole; an IPv6 address by its /64
+/// prefix, since one host is usually given a whole /64 and could otherwise spread its
+/// connections over 2^64 addresses. An IPv4-mapped IPv6 address is its IPv4 address. IPv4 keys
+/// carry a prefix in `ff00::/8` (multicast, never the source of a TCP connection), so no IPv6
+/// key can equal one.
+pub fn client_key(ip: IpAddr) -> u64 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => 0xff00_0000_0000_0000 | u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+    }
+}
+
+/// splitmix64's finaliser: every input bit moves about half the output bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d1_49bb_133d_11eb);
+    z ^ (z >> 31)
+}
+
+/// Where a key's probe window starts and the fingerprint its entry carries (48 bits, never
+/// 0), from independent bits of one keyed hash. Two addresses whose fingerprints collide share
+/// a count (each may be refused a little early): with 48 bits and a seed nobody outside knows,
+/// neither chance nor an attacker makes that happen.
+fn locate(key: u64, seed: u64, entries: usize) -> (usize, u64) {
+    let h = mix(key ^ seed);
+    let start = (h as usize) % entries.max(1);
+    (start, (h >> COUNT_BITS).max(1))
+}
+
+/// What [`acquire`] did with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Counted in this entry.
+    Counted(usize),
+    /// The address already holds `limit` connections.
+    Over,
+    /// No entry of the window was free: let it in uncounted rather than refuse it for the
+    /// table's sake (see [`CLIENT_ENTRIES`] for why this does not happen).
+    Untracked,
+}
+
+/// Counts one more connection of the address with fingerprint `fp`, unless it holds `limit`.
+/// Its live entry (count above 0) in the window is incremented; without one, the first free
+/// entry is claimed. Every change is a compare-and-swap of the whole entry; one that loses
+/// to another process looks again.
+///
+/// The race: two processes that accept the first connections of an address at the same
+/// instant may both find no live entry and claim two, after which that address is counted in
+/// two entries, each checked against `limit`. It is bounded: at most one extra entry per
+/// process accepting at that instant (prefork workers; a fork-mode master is alone, so there
+/// it cannot happen), later connections all join the first entry of the window, and the
+/// extra one frees itself when its connections end.
+fn acquire(table: &[AtomicU64], start: usize, fp: u64, limit: u64) -> Admit {
+    let limit = limit.min(COUNT_MASK);
+    let n = table.len();
+    let window = || {
+        (0..PROBE.min(n))
+            .map(move |i| (start + i) % n)
+            .filter_map(|i| table.get(i).map(|e| (i, e)))
+    };
+    loop {
+        let live = window().find_map(|(i, e)| {
+            let w = e.load(Relaxed);
+            (w >> COUNT_BITS == fp && w & COUNT_MASK > 0).then_some((i, e, w))
+        });
+        if let Some((i, e, w)) = live {
+            if w & COUNT_MASK >= limit {
+                return Admit::Over;
+            }
+            if e.compare_exchange(w, w + 1, Relaxed, Relaxed).is_ok() {
+                return Admit::Counted(i);
+            }
+            continue;
+        }
+        let free = window().find_map(|(i, e)| {
+            let w = e.load(Relaxed);
+            (w & COUNT_MASK == 0).then_some((i, e, w))
+        });
+        let Some((i, e, w)) = free else {
+            return Admit::Untracked;
+        };
+        if e.compare_exchange(w, fp << COUNT_BITS | 1, Relaxed, Relaxed)
+            .is_ok()
+        {
+            return Admit::Counted(i);
+        }
+    }
+}
+
+/// Gives back one connection of entry `e`; never below zero, so a release that comes twice
+/// (the master after a child that had already released) cannot take another's count.
+fn give_back(e: &AtomicU64) {
+    let _ = e.fetch_update(Relaxed, Relaxed, |w| (w & COUNT_MASK > 0).then_some(w - 1));
+}
+
+/// Releases the client entry `s` is counted in, if any. The slot is cleared first: a child
+/// killed between the two steps leaks one count until its address's entry is reused, where
+/// the other order could take one from another connection of that address.
+fn leave_client(b: &Board, s: &Slot) {
+    let i = s.client.swap(0, Relaxed) as usize;
+    if let Some(e) = i.checked_sub(1).and_then(|i| b.clients.get(i)) {
+        give_back(e);
+    }
+}
+
+/// Counts one connection from `ip` against the child in `slot`, unless that address already
+/// holds `limit` connections (0: no limit): then the hit is counted and `false` says to
+/// refuse it. The slot remembers the entry, so [`release`] gives it back if the child dies.
+fn admit_slot(slot: usize, ip: IpAddr, limit: usize) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    let Some(b) = board().map(|b| b.board) else {
+        return true;
+    };
+    let Some(s) = b.slots.get(slot) else {
+        return true;
+    };
+    leave_client(b, s);
+    let (start, fp) = locate(client_key(ip), b.seed.load(Relaxed), b.clients.len());
+    match acquire(&b.clients, start, fp, limit as u64) {
+        Admit::Counted(i) => {
+            s.client.store(i as u32 + 1, Relaxed);
+            true
+        }
+        Admit::Untracked => true,
+        Admit::Over => {
+            hit(Limit::PerClient);
+            false
+        }
+    }
+}
+
+/// Master (fork mode), before forking the child of `slot`: see [`admit_slot`]. The count is
+/// given back when the child is reaped.
+pub(crate) fn admit(slot: usize, ip: IpAddr, limit: usize) -> bool {
+    admit_slot(slot, ip, limit)
+}
+
+/// Child (prefork), after `accept`: see [`admit_slot`]; [`leave`] gives the count back.
+pub(crate) fn admit_here(ip: IpAddr, limit: usize) -> bool {
+    admit_slot(MY_SLOT.load(Relaxed), ip, limit)
+}
+
+/// Child: the connection [`admit_here`] counted has ended.
+pub(crate) fn leave() {
+    if let (Some(b), Some(s)) = (board(), my_slot()) {
+        leave_client(b.board, s);
     }
 }
 
@@ -363,6 +609,23 @@ pub fn render(prefix: &str, generation: u64) -> String {
     let _ = writeln!(out, "# TYPE {prefix}_children gauge");
     let _ = writeln!(out, "{prefix}_children{{state=\"busy\"}} {busy}");
     let _ = writeln!(out, "{prefix}_children{{state=\"idle\"}} {idle}");
+    let (mut addresses, mut most) = (0, 0);
+    for w in b.board.clients.iter().map(|e| e.load(Relaxed) & COUNT_MASK) {
+        addresses += u64::from(w > 0);
+        most = most.max(w);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}_client_addresses Client addresses (IPv6: /64 prefixes) with connections counted against the per-client limit."
+    );
+    let _ = writeln!(out, "# TYPE {prefix}_client_addresses gauge");
+    let _ = writeln!(out, "{prefix}_client_addresses {addresses}");
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}_client_connections_max Connections of the client address that holds the most."
+    );
+    let _ = writeln!(out, "# TYPE {prefix}_client_connections_max gauge");
+    let _ = writeln!(out, "{prefix}_client_connections_max {most}");
     let _ = writeln!(
         out,
         "# HELP {prefix}_generation Configuration generation (reloads so far)."
@@ -418,6 +681,140 @@ mod tests {
             text.contains("forkd_child_crashes_total{cause=\"exit 71\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn client_keys_are_ipv4_addresses_and_ipv6_prefixes() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("10.0.0.1"), 0xff00_0000_0a00_0001);
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        // One /64, one client; the next /64 is another.
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        // Loopback's /64 is all zeroes: a key like any other (0 is not "empty").
+        assert_eq!(key("::1"), 0);
+        assert_ne!(key("::1"), key("0.0.0.0"));
+        let (start, fp) = locate(key("::1"), 7, CLIENT_ENTRIES);
+        assert!(start < CLIENT_ENTRIES && fp > 0 && fp < 1 << 48);
+        assert_ne!(
+            locate(key("::1"), 7, CLIENT_ENTRIES),
+            locate(key("::1"), 8, CLIENT_ENTRIES)
+        );
+    }
+
+    fn table(n: usize) -> Vec<AtomicU64> {
+        (0..n).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    fn count(t: &[AtomicU64], i: usize) -> u64 {
+        t[i].load(Relaxed) & COUNT_MASK
+    }
+
+    #[test]
+    fn an_address_is_counted_up_to_its_limit_and_released() {
+        let t = table(64);
+        let a = |t: &[AtomicU64]| acquire(t, 10, 0xaaaa, 2);
+        assert_eq!(a(&t), Admit::Counted(10));
+        assert_eq!(a(&t), Admit::Counted(10));
+        assert_eq!(a(&t), Admit::Over);
+        // Another address next to it: its own entry, its own count.
+        assert_eq!(acquire(&t, 10, 0xbbbb, 2), Admit::Counted(11));
+        give_back(&t[10]);
+        assert_eq!(count(&t, 10), 1);
+        assert_eq!(a(&t), Admit::Counted(10));
+        give_back(&t[10]);
+        give_back(&t[10]);
+        give_back(&t[10]); // once too often: stays at zero
+        assert_eq!(count(&t, 10), 0);
+        // A free entry is reused by whoever comes first; the live one is found past it.
+        assert_eq!(acquire(&t, 10, 0xcccc, 2), Admit::Counted(10));
+        assert_eq!(acquire(&t, 10, 0xbbbb, 2), Admit::Counted(11));
+        assert_eq!(count(&t, 11), 2);
+        // The window wraps around the end of the table.
+        assert_eq!(acquire(&t, 63, 0xdddd, 2), Admit::Counted(63));
+        assert_eq!(acquire(&t, 63, 0xeeee, 2), Admit::Counted(0));
+    }
+
+    #[test]
+    fn a_full_window_lets_connections_in_uncounted() {
+        let t = table(PROBE);
+        for fp in 1..=PROBE as u64 {
+            assert!(matches!(acquire(&t, 0, fp, 1), Admit::Counted(_)));
+        }
+        assert_eq!(acquire(&t, 0, 999, 1), Admit::Untracked);
+        assert_eq!(acquire(&t, 0, 3, 1), Admit::Over);
+    }
+
+    /// Processes taking and giving back connections of a few addresses at once: no count is
+    /// lost or made up, and none ever passes the limit by more than the race allows.
+    #[test]
+    fn concurrent_takers_leave_the_table_empty() {
+        let t = std::sync::Arc::new(table(64));
+        let threads: Vec<_> = (0..4u64)
+            .map(|k| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        let fp = 1 + (i + k) % 3;
+                        if let Admit::Counted(e) = acquire(&t, 5, fp, 3) {
+                            assert!(count(&t, e) <= 3);
+                            give_back(&t[e]);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert!(t.iter().all(|e| e.load(Relaxed) & COUNT_MASK == 0));
+    }
+
+    #[test]
+    fn per_client_limit_on_the_board_is_counted_and_freed_with_the_slot() {
+        install(&APP).unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        // Slots 10..13 are used by no other test in this process.
+        for slot in 10..13 {
+            prepare(slot);
+        }
+        let before = board().unwrap().board.counters[Limit::PerClient as usize].load(Relaxed);
+        assert!(admit(10, ip, 2));
+        assert!(admit(11, ip, 2));
+        assert!(!admit(12, ip, 2));
+        assert!(admit(12, ip, 0), "0 is no limit");
+        let after = board().unwrap().board.counters[Limit::PerClient as usize].load(Relaxed);
+        assert_eq!(after, before + 1);
+        assert!(render("forkd", 0).contains("forkd_client_connections_max 2"));
+        // The master frees a dead child's count with its slot.
+        release(10);
+        assert!(admit(12, ip, 2));
+        release(11);
+        release(12);
+        assert!(render("forkd", 0).contains("forkd_client_addresses 0"));
+    }
+
+    #[test]
+    fn busy_children_are_counted_as_they_change() {
+        install(&APP).unwrap();
+        set_capacity(8);
+        let busy = || occupancy().busy;
+        let base = busy();
+        // The child side, with slot 20 as its own (this test's thread is the only user).
+        prepare(20);
+        MY_SLOT.store(20, Relaxed);
+        set_busy(true);
+        set_busy(true);
+        assert_eq!(busy(), base + 1);
+        set_busy(false);
+        assert_eq!(busy(), base);
+        set_busy(true);
+        MY_SLOT.store(usize::MAX, Relaxed);
+        // A child that died busy is taken off by the master.
+        release(20);
+        assert_eq!(busy(), base);
+        assert_eq!(occupancy().capacity, 8);
     }
 
     #[test]

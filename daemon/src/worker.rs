@@ -163,16 +163,39 @@ pub(crate) fn serve_one<S: Service>(service: &mut S, stream: TcpStream, peer: So
     scoreboard::set_busy(true);
     let n = service.serve(stream, peer);
     scoreboard::served(n);
+    // The connection is over: its client's count goes back now, not when the master reaps
+    // this child (fork mode), so a client that reconnects at once is not held to a count of
+    // children that are only exiting.
+    scoreboard::leave();
     scoreboard::set_busy(false);
     n
 }
 
+/// Answers a connection that is refused (no child slot, or its client holds too many) without
+/// blocking and closes it: whatever the client already sent is read first, so that closing does
+/// not turn into a reset that could destroy the answer in flight. Costs a few microseconds, so
+/// a refused client pins no process.
+pub(crate) fn refuse(mut stream: TcpStream, answer: &[u8]) {
+    use std::io::{Read, Write};
+    if stream.set_nonblocking(true).is_ok() {
+        let mut sink = [0u8; 4096];
+        let _ = stream.read(&mut sink);
+        if !answer.is_empty() {
+            let _ = stream.write(answer);
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 /// A prefork worker's life: accept and serve until asked to stop or until `budget` requests
-/// (0: no limit) have been served. Returns the exit code.
+/// (0: no limit) have been served. A connection whose client address already holds
+/// `per_client` connections across the pool (0: no limit) is refused at once. Returns the exit
+/// code.
 pub(crate) fn accept_loop<S: Service>(
     listeners: &[TcpListener],
     service: &mut S,
     budget: u64,
+    per_client: usize,
 ) -> i32 {
     let mut served = 0u64;
     let mut resource_pause = Duration::from_millis(10);
@@ -185,6 +208,10 @@ pub(crate) fn accept_loop<S: Service>(
         match accepted {
             Ok((stream, peer)) => {
                 resource_pause = Duration::from_millis(10);
+                if !scoreboard::admit_here(peer.ip(), per_client) {
+                    refuse(stream, service.busy_response());
+                    continue;
+                }
                 served += serve_one(service, stream, peer).max(1);
                 if budget > 0 && served >= budget {
                     tracing::debug!(

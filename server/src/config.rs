@@ -75,6 +75,18 @@ pub struct Options {
     #[serde(default, deserialize_with = "de_duration")]
     pub header_timeout: Option<Duration>,
 
+    /// A connection reaches a worker only once its client sends, or after about this long
+    /// (TCP_DEFER_ACCEPT, rounded up to 1, 3, 7, 15... s; 0: off). [default: the header timeout]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub defer_accept: Option<Duration>,
+
+    /// Most connections one client address (IPv6: one /64) may hold at once; beyond it a fast
+    /// 503 (0: no limit; set 0 behind a proxy, whose one address carries every client).
+    /// [default: half the workers, a quarter of --max-children in fork mode]
+    #[arg(long, value_name = "N")]
+    pub max_conns_per_client: Option<usize>,
+
     /// Idle keep-alive connections are closed after this. [default: 5s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
@@ -408,6 +420,8 @@ options_keys!(
         max_requests_per_worker,
         shutdown_timeout,
         header_timeout,
+        defer_accept,
+        max_conns_per_client,
         keepalive_timeout,
         send_timeout,
         min_send_rate,
@@ -650,6 +664,20 @@ fn check_combinations(o: &Options, listen: &[SocketAddr]) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// The per-client limit when none is given: half the prefork pool, a quarter of fork mode's
+/// children (whose default bound is in the hundreds), so that one address can never take the
+/// whole pool and others always find children free. At least 4: a browser opens up to six
+/// connections to a host, a tiny pool is one a single client can fill anyway, and a count
+/// outlives its connection by the instants between the close and its release, which a
+/// client that reconnects at once can meet.
+fn default_per_client(mode: Mode) -> usize {
+    match mode {
+        Mode::Prefork { workers } => workers / 2,
+        Mode::Fork { max_children } => max_children / 4,
+    }
+    .max(4)
+}
+
 fn resolve(o: Options) -> Result<Config, ConfigError> {
     let err = |s: String| ConfigError(s);
     let listen = if o.listen.is_empty() {
@@ -705,7 +733,7 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             "--user {user} has no effect: forkd was not started as root, so children run as its own user"
         ));
     }
-    let settings = Settings {
+    let mut settings = Settings {
         name: "forkd",
         mode,
         listen: listen.clone(),
@@ -714,6 +742,9 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         credentials,
         pid_file: o.pid_file.clone(),
         metrics_file: o.metrics_file.clone(),
+        // Both set below, once the header timeout is known.
+        defer_accept: Duration::ZERO,
+        max_conns_per_client: 0,
     };
     let mut h = http::Config::default();
     macro_rules! set {
@@ -732,13 +763,20 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
     if let Some(paths) = &o.allow_dot_path {
         h.dot_allow = dot_allow(paths).map_err(err)?;
     }
+    // A silent connection is held by the kernel for as long as a worker would wait for its
+    // head; a proxy or an over-large value can be turned off with 0.
+    settings.defer_accept = o.defer_accept.unwrap_or(h.header_timeout);
+    settings.max_conns_per_client = o
+        .max_conns_per_client
+        .unwrap_or_else(|| default_per_client(mode));
     for (name, d) in [
         ("--header-timeout", h.header_timeout),
+        ("--defer-accept", settings.defer_accept),
         ("--keepalive-timeout", h.keepalive_timeout),
         ("--send-timeout", h.send_timeout),
         ("--shutdown-timeout", settings.shutdown_timeout),
     ] {
-        if d.is_zero() && name != "--shutdown-timeout" {
+        if d.is_zero() && !matches!(name, "--shutdown-timeout" | "--defer-accept") {
             return Err(err(format!(
                 "{name} must be above zero (a timeout of 0 would disable it)"
             )));
@@ -778,6 +816,8 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             max_requests_per_worker: Some(settings.max_requests_per_worker),
             shutdown_timeout: Some(settings.shutdown_timeout),
             header_timeout: Some(h.header_timeout),
+            defer_accept: Some(settings.defer_accept),
+            max_conns_per_client: Some(settings.max_conns_per_client),
             keepalive_timeout: Some(h.keepalive_timeout),
             send_timeout: Some(h.send_timeout),
             min_send_rate: Some(h.min_send_rate),
@@ -1022,6 +1062,7 @@ mod tests {
             (&["--header-timeout", "25h"][..], "--header-timeout"),
             (&["--send-timeout", "2days"], "--send-timeout"),
             (&["--shutdown-timeout", "30d"], "--shutdown-timeout"),
+            (&["--defer-accept", "25h"], "--defer-accept"),
             (&["--keepalive-timeout", "0"], "above zero"),
             (
                 &["--max-header-bytes", "18446744073709551615"],
@@ -1047,6 +1088,23 @@ mod tests {
             "1d"
         ]))
         .is_ok());
+        // 0 turns deferred accepts off; it is not a zero timeout.
+        let c = resolve(parse(&["--defer-accept", "0"])).unwrap();
+        assert_eq!(c.settings.defer_accept, Duration::ZERO);
+    }
+
+    #[test]
+    fn per_client_limit_and_defer_accept_follow_the_pool_and_the_header_timeout() {
+        let settings = |args: &[&str]| resolve(parse(args)).unwrap().settings;
+        let s = settings(&["--workers", "16", "--header-timeout", "4s"]);
+        assert_eq!(s.max_conns_per_client, 8);
+        assert_eq!(s.defer_accept, Duration::from_secs(4));
+        let s = settings(&["--mode", "fork", "--max-children", "64"]);
+        assert_eq!(s.max_conns_per_client, 16);
+        assert_eq!(s.defer_accept, Duration::from_secs(10));
+        assert_eq!(settings(&["--workers", "1"]).max_conns_per_client, 4);
+        let s = settings(&["--workers", "16", "--max-conns-per-client", "0"]);
+        assert_eq!(s.max_conns_per_client, 0);
     }
 
     #[test]

@@ -75,6 +75,8 @@ fn every_key_of_the_file_is_in_force() {
         ("max-requests-per-worker", "77".into(), "77".into()),
         ("shutdown-timeout", q("3s"), q("3s")),
         ("header-timeout", "1.5".into(), q("1s 500ms")),
+        ("defer-accept", q("7s"), q("7s")),
+        ("max-conns-per-client", "3".into(), "3".into()),
         ("keepalive-timeout", q("2s"), q("2s")),
         ("send-timeout", q("4s"), q("4s")),
         ("min-send-rate", "1000".into(), "1000".into()),
@@ -187,6 +189,16 @@ fn check_config_prints_defaults_and_flags() {
     assert_eq!(
         line_of(&out, "pid-file").unwrap(),
         "# pid-file: not set  # default"
+    );
+    // The kernel holds a silent connection as long as a worker would wait for its head.
+    assert_eq!(
+        line_of(&out, "defer-accept").unwrap(),
+        r#"defer-accept = "10s"  # default"#
+    );
+    // Half of two workers, but never below four.
+    assert_eq!(
+        line_of(&out, "max-conns-per-client").unwrap(),
+        "max-conns-per-client = 4  # default"
     );
 }
 
@@ -340,8 +352,16 @@ fn children_take_none_of_the_masters_signal_handlers() {
         (kids.len() == 1 && kids[0] != worker).then_some(())
     });
 
-    let fork = Server::start(&["--mode", "fork", "--max-children", "4"]);
-    // A connection that stays open keeps its child alive while we look at it.
+    // A connection that stays open, silent, keeps its child alive while we look at it: only
+    // without a deferred accept does it reach a child.
+    let fork = Server::start(&[
+        "--mode",
+        "fork",
+        "--max-children",
+        "4",
+        "--defer-accept",
+        "0",
+    ]);
     let _conn = fork.connect();
     let child = eventually(Duration::from_secs(5), "a per-connection child", || {
         util::children(fork.pid()).first().copied()

@@ -45,7 +45,15 @@ fn expect_log_lines(path: &Path, want: usize) {
 fn request_counts_match_the_access_log() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let server = Server::start(&["--access-log", log.to_str().unwrap(), "--workers", "4"]);
+    // One loopback client with as many connections as workers: no per-client limit.
+    let server = Server::start(&[
+        "--access-log",
+        log.to_str().unwrap(),
+        "--workers",
+        "4",
+        "--max-conns-per-client",
+        "0",
+    ]);
     let url = format!("http://{}/bench/2k.html", server.addr);
 
     let (code, r) = loadgen(&["-c", "4", "-n", "2000", &url]);

@@ -158,6 +158,9 @@ fn a_burst_of_crashing_requests_leaves_the_pool_serving_normal_ones() {
             "4",
             "--metrics-file",
             metrics.to_str().unwrap(),
+            // The crashing requests must all reach workers, though they share an address.
+            "--max-conns-per-client",
+            "0",
         ],
         &[("FORKD_TEST_PANIC_PATH", "/crash")],
     );
@@ -355,6 +358,9 @@ fn two_hundred_reloads_under_keepalive_load_fail_no_request() {
             "12",
             "--metrics-file",
             metrics.to_str().unwrap(),
+            // Eight connections of one loadgen on twelve workers: no per-client limit.
+            "--max-conns-per-client",
+            "0",
         ],
         &[],
     );
@@ -396,7 +402,14 @@ fn two_hundred_log_reopens_under_keepalive_load_fail_no_request_and_keep_the_wor
     };
     create(&log);
     let (server, addr) = start(
-        &["--workers", "12", "--access-log", log.to_str().unwrap()],
+        &[
+            "--workers",
+            "12",
+            "--access-log",
+            log.to_str().unwrap(),
+            "--max-conns-per-client",
+            "0",
+        ],
         &[],
     );
     let before = pool_of(server.pid(), 12);

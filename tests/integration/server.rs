@@ -74,7 +74,8 @@ fn assert_fds_flat(mode_args: &[&str]) {
 
 #[test]
 fn master_fds_flat_after_20k_connections_prefork() {
-    assert_fds_flat(&["--workers", "4"]);
+    // Four clients of one address on four workers: no per-client limit.
+    assert_fds_flat(&["--workers", "4", "--max-conns-per-client", "0"]);
 }
 
 #[test]
@@ -91,6 +92,11 @@ fn fork_mode_never_exceeds_max_children_and_answers_503_fast() {
         "16",
         "--header-timeout",
         "20s",
+        // Idle connections from one address that reach children: what this test is about.
+        "--defer-accept",
+        "0",
+        "--max-conns-per-client",
+        "0",
     ]);
     let pid = server.pid();
     let stop = Arc::new(AtomicBool::new(false));
