@@ -233,8 +233,9 @@ impl Conn<'_> {
                 grace.get_or_insert_with(|| clock::after(Instant::now(), RETIRE_GRACE));
             }
             input.make_room();
+            let (deadline, idle) = super::pressure::apply(deadline, self.cfg);
             let mut timeout = match deadline {
-                None => self.cfg.keepalive_timeout,
+                None => idle,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => left,
                     _ => return self.head_timed_out(),

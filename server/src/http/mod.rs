@@ -18,6 +18,7 @@ mod log;
 mod open;
 pub mod parse;
 pub mod path;
+mod pressure;
 pub mod range;
 mod respond;
 mod site;
