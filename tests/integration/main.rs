@@ -3,6 +3,7 @@
 
 mod util;
 
+mod abuse;
 mod answers;
 mod config;
 mod http;
