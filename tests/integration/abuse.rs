@@ -201,8 +201,12 @@ fn fresh_clients(target: SocketAddr) -> (usize, usize) {
 }
 
 fn fresh_request(target: SocketAddr) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&target, Duration::from_millis(1500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
+    fresh_request_within(target, Duration::from_millis(1500))
+}
+
+fn fresh_request_within(target: SocketAddr, wait: Duration) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&target, wait).ok()?;
+    s.set_read_timeout(Some(wait)).ok()?;
     s.write_all(b"GET /small.html HTTP/1.1\r\nHost: f\r\nConnection: close\r\n\r\n")
         .ok()?;
     let mut out = Vec::new();
@@ -277,4 +281,62 @@ fn prefork_keeps_serving_fresh_clients_under_every_attack() {
 #[test]
 fn fork_mode_keeps_serving_fresh_clients_under_every_attack() {
     survive_every_attack("fork", &["--mode", "fork", "--max-children", "64"]);
+}
+
+/// Pressure alone (no deferred accept, no per-client limit): silent connections that hold
+/// every worker are cut within a couple of seconds instead of the 20 s header timeout, until
+/// the pool is below three quarters busy again, so a client that waits behind them is served;
+/// a silent connection that holds a quarter of the pool is left alone.
+#[test]
+fn a_full_pool_cuts_silent_connections_fast_and_a_quiet_one_keeps_its_time() {
+    let metrics_dir = tempfile::tempdir().unwrap();
+    let metrics = metrics_dir.path().join("metrics.prom");
+    let server = Server::with_site(
+        &[
+            "--workers",
+            "4",
+            "--header-timeout",
+            "20s",
+            "--defer-accept",
+            "0",
+            "--max-conns-per-client",
+            "0",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+        site,
+    );
+    let open = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| TcpStream::connect(server.addr).unwrap())
+            .collect()
+    };
+    // One of four workers busy: no pressure, the silent connection keeps its 20 s.
+    let mut one = open(1);
+    one[0]
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut sink = [0u8; 64];
+    let e = one[0].read(&mut sink).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "a lone silent connection is still open after 3 s: {e}"
+    );
+    // Every worker busy, and a client waiting in the accept queue behind them: the silent
+    // connections that find the pool full are cut after the pressed head time (1 s), looked
+    // at again within the recheck (1 s).
+    let _silent = open(3);
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let status = fresh_request_within(server.addr, Duration::from_secs(10));
+    let took = started.elapsed();
+    eprintln!("abuse: a client behind 4 silent connections on 4 workers answered after {took:?}");
+    assert_eq!(status, Some(200));
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    eventually(Duration::from_secs(3), "header timeouts counted", || {
+        (limit_hits(&metrics, "header_timeout") >= 1).then_some(())
+    });
 }
