@@ -30,7 +30,15 @@ impl Forkd {
     fn start(mode: &str) -> Forkd {
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(env!("CARGO_BIN_EXE_forkd"))
-            .args(["--listen", "127.0.0.1:0", "--mode", mode])
+            // One address carries every client of a benchmark: no per-client limit.
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--mode",
+                mode,
+                "--max-conns-per-client",
+                "0",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -101,7 +101,8 @@ start() {
     forkd)
         make_log "$dir/access.log"
         setsid "$FORKD" --listen "127.0.0.1:$port" --root "$SITE" --mode prefork \
-            --workers "$WORKERS" --access-log "$dir/access.log" 2>"$dir/server.log" &
+            --workers "$WORKERS" --access-log "$dir/access.log" \
+            --max-conns-per-client 0 2>"$dir/server.log" &
         SERVER_PID=$!
         # Ready only once the pool is started, which an accepting port does not prove.
         local deadline=$((SECONDS + 20))

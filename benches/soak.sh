@@ -26,7 +26,9 @@ fi
 cp "$BIN_DIR/forkd" "$BIN_DIR/forkd-loadgen" "$WORK/"
 mkdir -p "$OUT"
 
-setsid "$WORK/forkd" --listen "127.0.0.1:$PORT" --mode "$MODE" 2>"$WORK/forkd.err" &
+# Every client of a load generator shares one address: no per-client limit.
+setsid "$WORK/forkd" --listen "127.0.0.1:$PORT" --mode "$MODE" --max-conns-per-client 0 \
+    2>"$WORK/forkd.err" &
 FORKD=$!
 trap 'kill -TERM $FORKD 2>/dev/null || true; wait $FORKD 2>/dev/null || true; rm -rf "$WORK"' EXIT
 deadline=$((SECONDS + 20))
