@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::MsgFlags;
 
 use super::answer;
+use super::chunked::{Chunked, ChunkedError};
 use super::clock::{self, Clock};
 use super::log::{self, Entry};
-use super::parse::{self, Body, Chunked, ChunkedError, Head};
+use super::parse::{self, Body, Head};
 use super::respond::{self, Persist, Sender};
 use super::{Config, Docroot, Hit, Site};
 use forkd_daemon::worker::stop_requested;

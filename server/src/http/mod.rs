@@ -4,13 +4,14 @@
 //! It knows nothing of processes: the template in `daemon` hands [`Site::serve`] a connected
 //! socket inside a child process, and this module answers requests on it until the connection
 //! ends. One file per concern, as in hyper's `proto/h1`: `parse` reads a request head and its
-//! framing, `path` turns a request target into a safe relative path (the one security-critical
+//! framing, `chunked` walks a chunked body, `path` turns a request target into a safe relative path (the one security-critical
 //! pure function), `open` opens that path beneath the docroot race-free, `site` holds the
 //! embedded demo blog, `answer` answers one request (file, preconditions, range), `respond`
 //! builds heads and puts bytes on the wire, `conn` is one connection's life, `log` the
 //! access log and `clock` the per-second date cache.
 
 mod answer;
+pub mod chunked;
 mod clock;
 pub mod conditional;
 mod conn;
