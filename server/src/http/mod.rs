@@ -20,6 +20,7 @@ mod open;
 pub mod parse;
 pub mod path;
 pub mod range;
+mod reply;
 mod respond;
 mod site;
 mod test_hooks;
