@@ -574,37 +574,4 @@ impl std::fmt::Write for StackBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_types() {
-        for (name, want) in [
-            (&b"index.html"[..], "text/html; charset=utf-8"),
-            (b"a/style.css", "text/css; charset=utf-8"),
-            (b"x.png", "image/png"),
-            (b"README", "application/octet-stream"),
-            (b"a.b/c", "application/octet-stream"),
-            (b"x.weird-ext", "application/octet-stream"),
-            (b"app.js", "text/javascript; charset=utf-8"),
-            (b"mod.mjs", "text/javascript; charset=utf-8"),
-            (b"MOD.MJS", "text/javascript; charset=utf-8"),
-            (b"app.js.map", "application/json"),
-            (b"f.woff", "font/woff"),
-            (b"f.woff2", "font/woff2"),
-        ] {
-            let mut out = Vec::new();
-            content_type(&mut out, name);
-            assert_eq!(out, format!("Content-Type: {want}\r\n").as_bytes());
-        }
-    }
-
-    #[test]
-    fn stack_buf_refuses_overflow() {
-        use std::fmt::Write;
-        let mut b = StackBuf::new();
-        assert!(write!(b, "{}", "x".repeat(64)).is_ok());
-        assert!(write!(b, "y").is_err());
-        assert_eq!(b.as_bytes().len(), 64);
-    }
-}
+mod tests;

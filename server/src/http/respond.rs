@@ -1,11 +1,13 @@
-//! Building response heads and putting bytes on the wire.
+//! Building response heads, and sending replies on a blocking socket.
 //!
-//! A head and a small body leave in ONE `sendmsg` (gathered, like `writev`), so Nagle and
-//! delayed ACKs never see a lone second segment (incident 004). Large files follow their head
-//! with `sendfile` straight from the page cache. Every send is `MSG_NOSIGNAL` (a vanished
-//! peer is an error, not a SIGPIPE), tried first without blocking, and bounded by
-//! `SO_SNDTIMEO` (no progress) and a minimum average rate (slow progress) once it must wait,
-//! so a slow reader cannot pin a worker (incident 003).
+//! Heads are encoded into the connection's buffer; error pages are a head and a static text
+//! from the one status table. [`Sender`] runs a reply's steps (`reply::Progress`): the head and
+//! a small body leave in ONE `sendmsg` (gathered, like `writev`), so Nagle and delayed ACKs
+//! never see a lone second segment (incident 004), and a large file follows its head with
+//! `sendfile` straight from the page cache. Every send is `MSG_NOSIGNAL` (a vanished peer is
+//! an error, not a SIGPIPE), tried first without blocking, and bounded by `SO_SNDTIMEO` (no
+//! progress) and a minimum average rate (slow progress) once it must wait, so a slow reader
+//! cannot pin a worker (incident 003).
 
 use std::io::{self, Write};
 use std::net::TcpStream;
