@@ -440,6 +440,83 @@ mod tests {
         assert_eq!(&all[8..], &content[1..]);
     }
 
+    /// What an event loop would do with a reply: send what the socket takes, keep the
+    /// progress, come back when it is writable. Partial writes land in both phases here (a
+    /// small send buffer, a reader that sleeps), and the bytes still arrive whole and in order.
+    #[test]
+    fn steps_resume_on_a_non_blocking_socket() {
+        use std::io::Read;
+        let (server, client) = pair();
+        SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut tmp = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        tmp.write_all(&content).unwrap();
+        let head: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
+        let s = Scratch {
+            out: head.clone(),
+            ..Scratch::default()
+        };
+        let reply = Reply {
+            status: 200,
+            persist: Persist::KeepAlive,
+            payload: Payload::File {
+                file: tmp,
+                offset: 0,
+                len: content.len() as u64,
+            },
+        };
+        let reader = std::thread::spawn(move || {
+            let (mut all, mut buf, mut c) = (Vec::new(), [0; 8192], client);
+            loop {
+                std::thread::sleep(Duration::from_micros(200));
+                match c.read(&mut buf).unwrap() {
+                    0 => return all,
+                    n => all.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        let mut left = Progress::new(&reply, &s);
+        let (mut short, mut would_block) = (0, 0);
+        loop {
+            let (taken, wanted) = match left.step(&reply, &s) {
+                Step::Done => break,
+                Step::Gather { bufs, more } => {
+                    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+                    let wanted: usize = bufs.iter().map(|b| b.len()).sum();
+                    let r = SockRef::from(&server).send_vectored_with_flags(&bufs, flags);
+                    (r.map(|n| n as u64), wanted as u64)
+                }
+                Step::File { file, offset, len } => {
+                    let mut at = offset as libc::off_t;
+                    let r =
+                        nix::sys::sendfile::sendfile(&server, file, Some(&mut at), len as usize);
+                    (r.map(|n| n as u64).map_err(io::Error::from), len)
+                }
+            };
+            match taken {
+                Ok(n) => {
+                    short += usize::from(n < wanted);
+                    left.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    would_block += 1;
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(left.is_done());
+        drop(server);
+        let all = reader.join().unwrap();
+        assert_eq!(all.len(), head.len() + content.len());
+        assert!(all[..head.len()] == head[..] && all[head.len()..] == content[..]);
+        assert!(
+            short > 1 && would_block > 0,
+            "{short} short sends, {would_block} EAGAIN"
+        );
+    }
+
     #[test]
     fn slow_reader_is_cut() {
         let (server, client) = pair();
