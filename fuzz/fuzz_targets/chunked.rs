@@ -3,7 +3,7 @@
 //! however the bytes arrive (a keep-alive stream must not desync on how TCP split it).
 #![no_main]
 
-use forkd::http::parse::Chunked;
+use forkd::http::chunked::Chunked;
 use libfuzzer_sys::fuzz_target;
 
 /// Feeds `body` in pieces cut at `cuts`; returns the bytes of the body, or None if refused.

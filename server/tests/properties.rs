@@ -14,7 +14,8 @@
     clippy::indexing_slicing
 )]
 
-use forkd::http::parse::{parse, Body, Chunked, Form, Head};
+use forkd::http::chunked::Chunked;
+use forkd::http::parse::{parse, Body, Form, Head};
 use forkd::http::path::{resolve, Dots, Refusal};
 use forkd::http::range::{byte_range, ByteRange};
 use forkd::http::Config;

@@ -1,52 +1,64 @@
-//! Answering one valid request: its target resolved to a safe path, the file opened beneath
-//! the root (or found in the embedded site), the preconditions weighed (304, 412), a single
-//! byte range honoured (206, 416), then the head and body sent, small files in one gathered
-//! send and large ones with `sendfile`.
+//! Deciding the answer to one valid request: its target resolved to a safe path, the file
+//! opened beneath the root (or found in the embedded site), the preconditions weighed (304,
+//! 412), a single byte range honoured (206, 416), and the head encoded.
 //!
-//! It reads nothing from the socket and decides nothing about the connection: `conn` hands it
-//! a parsed head and whether the connection persists, and gets back what was sent.
+//! [`decide`] is a function of the request, the configuration, the date and what the docroot
+//! holds, and does no socket I/O, as darkhttpd's `process_get` decides everything before a
+//! byte moves: opening the file beneath the root is how it learns what the docroot holds, and
+//! a small file is read here so its length is known and it leaves with its head in one send.
+//! What it returns, a [`Reply`], is sent by whichever driver holds the socket, through the one
+//! encoder in `reply`; so the blocking loop and an event loop answer alike, and every status
+//! is a table test without a socket.
 
 use std::ffi::CStr;
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::clock::LAST_HTTP_DATE;
 use super::conditional::{evaluate, if_range_holds, Preconditions, Verdict};
-use super::conn::{Env, Scratch, Sent};
 use super::parse::{self, Form, Head, Method};
 use super::path::{self, Refusal};
 use super::range::{byte_range, ByteRange};
-use super::respond::{self, Persist, Sender};
-use super::{open, site, Docroot, Hit};
+use super::reply::{Payload, Reply, Scratch};
+use super::respond::{self, Persist};
+use super::{open, site, Config, Docroot, Hit};
 
 /// Files up to this size are read into memory and leave with their head in one send; larger
 /// ones go out with `sendfile`.
 const SMALL_FILE: u64 = 64 * 1024;
 
-/// Answers one valid request; `req` starts with its head.
-pub(super) fn answer(
+/// What a request is answered against besides itself.
+pub(super) struct Env<'a> {
+    pub(super) cfg: &'a Config,
+    pub(super) root: &'a Docroot,
+    /// The `Date` value of the response.
+    pub(super) date: &'a [u8],
+}
+
+/// Decides the reply to one valid request (`req` starts with its head, `head` is its parse)
+/// whose connection fate the driver chose (`persist`): the head is encoded in `s.out`, a small
+/// body read into `s.file`, a large one left open for `sendfile`. An error means no reply can
+/// be made (a file that shrank under a promised range, a failed read): the connection ends.
+pub(super) fn decide(
     env: &Env<'_>,
     req: &[u8],
     head: &Head,
     persist: Persist,
     s: &mut Scratch,
-    tx: &mut Sender,
-) -> io::Result<Sent> {
+) -> io::Result<Reply> {
     super::test_hooks::maybe_crash(req, head);
     let head_only = head.method == Method::Head;
-    let fail = |s: &mut Scratch, tx: &mut Sender, status: u16| -> io::Result<Sent> {
-        let body = respond::error(
+    let fail = |s: &mut Scratch, status: u16| -> io::Result<Reply> {
+        Ok(respond::error(
             &mut s.out,
             status,
             &env.cfg.server,
             env.date,
             persist,
             head_only,
-        );
-        tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
-        Ok(Sent { status, body })
+        ))
     };
     match (head.method, head.form) {
         (Method::Get | Method::Head, _) => {}
@@ -54,22 +66,22 @@ pub(super) fn answer(
         // (and for `*`, the server as a whole), so the answer does not look the target up:
         // a file that does not exist still only ever allows these methods, as in lighttpd.
         (Method::Options, Form::Asterisk | Form::Origin | Form::Absolute) => {
-            return options(env, persist, s, tx)
+            return Ok(options(env, persist, s))
         }
-        (Method::Options, Form::Authority) => return fail(s, tx, 400),
-        (Method::Other, _) => return fail(s, tx, 405),
-        (Method::Unknown, _) => return fail(s, tx, 501),
+        (Method::Options, Form::Authority) => return fail(s, 400),
+        (Method::Other, _) => return fail(s, 405),
+        (Method::Unknown, _) => return fail(s, 501),
     }
     let target = match head.form {
         Form::Origin | Form::Absolute => head.path_or_root(req),
-        Form::Asterisk | Form::Authority => return fail(s, tx, 400),
+        Form::Asterisk | Form::Authority => return fail(s, 400),
     };
     let dir = match path::resolve(target, path::Dots::of(env.cfg), &mut s.path) {
         Ok(dir) => dir,
-        Err(Refusal::Malformed) => return fail(s, tx, 400),
+        Err(Refusal::Malformed) => return fail(s, 400),
         Err(Refusal::Hidden) => {
             Hit::PathRefused.count();
-            return fail(s, tx, 404);
+            return fail(s, 404);
         }
     };
     if dir {
@@ -82,49 +94,73 @@ pub(super) fn answer(
         Docroot::Embedded => embedded(env, s, dir),
         Docroot::Dir(root) => from_dir(root, s, dir, path::Dots::of(env.cfg)),
     };
-    let rep = match rep {
-        Ok(rep) => rep,
-        Err(status) => return fail(s, tx, status),
-    };
-    let Rep::Found(found) = rep else {
-        // A directory named without its trailing slash: send the client to the slash form,
-        // keeping the query (RFC 9110 allows a relative reference here). The path is the
-        // resolved one, re-encoded, never the raw target: `//example.org` would otherwise
-        // become the protocol-relative `//example.org/`, which a browser follows to another
-        // host, and `/a/../b` would keep its dot segments.
-        respond::start(&mut s.out, 301, &env.cfg.server, env.date, persist);
-        let rel = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
-        let query = target
-            .iter()
-            .position(|&b| b == b'?')
-            .and_then(|i| target.get(i..))
-            .unwrap_or_default();
-        s.out.extend_from_slice(b"Location: ");
-        path::encode_absolute(rel, &mut s.out);
-        // The root always names a directory, so `rel` is never empty here; were it, a second
-        // `/` would make the location protocol-relative.
-        if !rel.is_empty() {
-            s.out.push(b'/');
-        }
-        s.out.extend_from_slice(query);
-        s.out.extend_from_slice(b"\r\n");
-        let body: &[u8] = b"301 Moved Permanently\n";
-        respond::field(&mut s.out, b"Content-Type", b"text/plain; charset=utf-8");
-        respond::content_length(&mut s.out, body.len() as u64);
-        respond::end(&mut s.out);
-        let body: &[u8] = if head_only { &[] } else { body };
-        tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(body)])?;
-        return Ok(Sent {
-            status: 301,
-            body: body.len() as u64,
-        });
-    };
+    match rep {
+        Ok(Rep::Found(found)) => representation(env, req, head, persist, s, found),
+        Ok(Rep::Redirect) => Ok(redirect(env, target, persist, head_only, s)),
+        Err(status) => fail(s, status),
+    }
+}
 
+/// `301` for a directory named without its trailing slash: the client is sent to the slash
+/// form, keeping the query (RFC 9110 allows a relative reference here). The path is the
+/// resolved one (`s.path`), re-encoded, never the raw target: `//example.org` would otherwise
+/// become the protocol-relative `//example.org/`, which a browser follows to another host, and
+/// `/a/../b` would keep its dot segments.
+fn redirect(
+    env: &Env<'_>,
+    target: &[u8],
+    persist: Persist,
+    head_only: bool,
+    s: &mut Scratch,
+) -> Reply {
+    respond::start(&mut s.out, 301, &env.cfg.server, env.date, persist);
+    let rel = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
+    let query = target
+        .iter()
+        .position(|&b| b == b'?')
+        .and_then(|i| target.get(i..))
+        .unwrap_or_default();
+    s.out.extend_from_slice(b"Location: ");
+    path::encode_absolute(rel, &mut s.out);
+    // The root always names a directory, so `rel` is never empty here; were it, a second
+    // `/` would make the location protocol-relative.
+    if !rel.is_empty() {
+        s.out.push(b'/');
+    }
+    s.out.extend_from_slice(query);
+    s.out.extend_from_slice(b"\r\n");
+    let body: &'static [u8] = b"301 Moved Permanently\n";
+    respond::field(&mut s.out, b"Content-Type", b"text/plain; charset=utf-8");
+    respond::content_length(&mut s.out, body.len() as u64);
+    respond::end(&mut s.out);
+    Reply {
+        status: 301,
+        persist,
+        payload: if head_only {
+            Payload::None
+        } else {
+            Payload::Static(body)
+        },
+    }
+}
+
+/// The answer when the target names a file: 304 or 412 as the preconditions say, else the
+/// whole file or the one range asked for (206, 416).
+fn representation(
+    env: &Env<'_>,
+    req: &[u8],
+    head: &Head,
+    persist: Persist,
+    s: &mut Scratch,
+    found: Found,
+) -> io::Result<Reply> {
+    let head_only = head.method == Method::Head;
+    let (server, date) = (&env.cfg.server, env.date);
     // RFC 9110 section 8.8.2.1: a Last-Modified later than the Date is replaced by the Date;
     // and httpdate panics on instants outside 1970..=9999 (a file dated 1969 or 10000 would
     // kill the worker). The validator is clamped once, so the instant compared is the one sent.
     let found = Found {
-        modified: found.modified.map(|m| clamp_modified(m, env.date)),
+        modified: found.modified.map(|m| clamp_modified(m, date)),
         ..found
     };
     let mut etag = StackBuf::new();
@@ -154,15 +190,18 @@ pub(super) fn answer(
     };
     match evaluate(&conditions, etag.as_bytes(), found.modified) {
         Verdict::Proceed => {}
-        Verdict::Failed => return fail(s, tx, 412),
+        Verdict::Failed => {
+            let reply = respond::error(&mut s.out, 412, server, date, persist, head_only);
+            return Ok(reply);
+        }
         Verdict::NotModified => {
-            respond::start(&mut s.out, 304, &env.cfg.server, env.date, persist);
+            respond::start(&mut s.out, 304, server, date, persist);
             respond::field(&mut s.out, b"ETag", etag.as_bytes());
             respond::end(&mut s.out);
-            tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
-            return Ok(Sent {
+            return Ok(Reply {
                 status: 304,
-                body: 0,
+                persist,
+                payload: Payload::None,
             });
         }
     }
@@ -190,8 +229,8 @@ pub(super) fn answer(
                 &mut extra,
                 format_args!("Content-Range: bytes */{total}\r\n"),
             );
-            let (server, date) = (&env.cfg.server, env.date);
-            let body = respond::error_with(
+            // Only a GET gets here, so the body is always sent.
+            let reply = respond::error_with(
                 &mut s.out,
                 416,
                 server,
@@ -200,12 +239,11 @@ pub(super) fn answer(
                 false,
                 extra.as_bytes(),
             );
-            tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
-            return Ok(Sent { status: 416, body });
+            return Ok(reply);
         }
     };
 
-    respond::start(&mut s.out, status, &env.cfg.server, env.date, persist);
+    respond::start(&mut s.out, status, server, date, persist);
     let name = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
     content_type(&mut s.out, name);
     if let Some(m) = found.modified {
@@ -219,10 +257,26 @@ pub(super) fn answer(
         let last = from + count - 1;
         let _ = write!(s.out, "Content-Range: bytes {from}-{last}/{total}\r\n");
     }
-    match found.body {
+    let payload = body(found.body, from, count, head_only, status, s)?;
+    Ok(Reply {
+        status,
+        persist,
+        payload,
+    })
+}
+
+/// Ends the head in `s.out` with the body's length and says where the body comes from:
+/// `count` bytes of `content` from `from`, or none for HEAD.
+fn body(
+    content: Content,
+    from: u64,
+    count: u64,
+    head_only: bool,
+    status: u16,
+    s: &mut Scratch,
+) -> io::Result<Payload> {
+    let payload = match content {
         Content::Static(body) => {
-            respond::content_length(&mut s.out, count);
-            respond::end(&mut s.out);
             // `byte_range` keeps `from + count` within `total`, the body's length, so the
             // error is never taken; it stands where a slice index would panic.
             let part = usize::try_from(from)
@@ -230,19 +284,17 @@ pub(super) fn answer(
                 .and_then(|from| body.get(from..))
                 .and_then(|rest| rest.get(..usize::try_from(count).ok()?))
                 .ok_or(io::ErrorKind::UnexpectedEof)?;
-            let part = if head_only { &[] } else { part };
-            tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(part)])?;
-            Ok(Sent {
-                status,
-                body: part.len() as u64,
-            })
+            respond::content_length(&mut s.out, count);
+            if head_only {
+                Payload::None
+            } else {
+                Payload::Static(part)
+            }
         }
         Content::File { file, .. } if head_only => {
             drop(file);
             respond::content_length(&mut s.out, count);
-            respond::end(&mut s.out);
-            tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
-            Ok(Sent { status, body: 0 })
+            Payload::None
         }
         Content::File { file, .. } if count <= SMALL_FILE => {
             let want = count as usize;
@@ -251,8 +303,7 @@ pub(super) fn answer(
             }
             // Just resized to hold `want` bytes: never the empty default.
             let buf = s.file.get_mut(..want).unwrap_or_default();
-            let body = read_at_most(&file, buf, from)?;
-            let got = body.len();
+            let got = read_at_most(&file, buf, from)?;
             drop(file);
             if got < want && status == 206 {
                 // The file shrank under the range: the promised part cannot be sent.
@@ -260,27 +311,23 @@ pub(super) fn answer(
             }
             // If the file shrank since fstat, the length sent is what was read.
             respond::content_length(&mut s.out, got as u64);
-            respond::end(&mut s.out);
-            tx.send(env.sock, &mut [IoSlice::new(&s.out), IoSlice::new(body)])?;
-            Ok(Sent {
-                status,
-                body: got as u64,
-            })
+            Payload::Buffered(got)
         }
         Content::File { file, .. } => {
             respond::content_length(&mut s.out, count);
-            respond::end(&mut s.out);
-            tx.send_file(env.sock, &s.out, &file, from, count)?;
-            Ok(Sent {
-                status,
-                body: count,
-            })
+            Payload::File {
+                file,
+                offset: from,
+                len: count,
+            }
         }
-    }
+    };
+    respond::end(&mut s.out);
+    Ok(payload)
 }
 
-/// Reads `file` from `at` until `buf` is full or the file ends; returns the part of `buf` read.
-fn read_at_most<'b>(file: &std::fs::File, buf: &'b mut [u8], at: u64) -> io::Result<&'b [u8]> {
+/// Reads `file` from `at` until `buf` is full or the file ends; returns how many bytes it read.
+fn read_at_most(file: &std::fs::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
     let mut got = 0;
     while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
@@ -291,21 +338,21 @@ fn read_at_most<'b>(file: &std::fs::File, buf: &'b mut [u8], at: u64) -> io::Res
             Err(e) => return Err(e),
         }
     }
-    Ok(buf.get(..got).unwrap_or(buf))
+    Ok(got)
 }
 
 /// `200` to OPTIONS: `Allow` and an empty body, stated with `Content-Length: 0` (RFC 9110
 /// section 9.3.7).
-fn options(env: &Env<'_>, persist: Persist, s: &mut Scratch, tx: &mut Sender) -> io::Result<Sent> {
+fn options(env: &Env<'_>, persist: Persist, s: &mut Scratch) -> Reply {
     respond::start(&mut s.out, 200, &env.cfg.server, env.date, persist);
     respond::field(&mut s.out, b"Allow", parse::ALLOW);
     respond::content_length(&mut s.out, 0);
     respond::end(&mut s.out);
-    tx.send(env.sock, &mut [IoSlice::new(&s.out)])?;
-    Ok(Sent {
+    Reply {
         status: 200,
-        body: 0,
-    })
+        persist,
+        payload: Payload::None,
+    }
 }
 
 /// A file's modification time as it may be sent: not before the epoch, and not after `date`,
@@ -527,37 +574,4 @@ impl std::fmt::Write for StackBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_types() {
-        for (name, want) in [
-            (&b"index.html"[..], "text/html; charset=utf-8"),
-            (b"a/style.css", "text/css; charset=utf-8"),
-            (b"x.png", "image/png"),
-            (b"README", "application/octet-stream"),
-            (b"a.b/c", "application/octet-stream"),
-            (b"x.weird-ext", "application/octet-stream"),
-            (b"app.js", "text/javascript; charset=utf-8"),
-            (b"mod.mjs", "text/javascript; charset=utf-8"),
-            (b"MOD.MJS", "text/javascript; charset=utf-8"),
-            (b"app.js.map", "application/json"),
-            (b"f.woff", "font/woff"),
-            (b"f.woff2", "font/woff2"),
-        ] {
-            let mut out = Vec::new();
-            content_type(&mut out, name);
-            assert_eq!(out, format!("Content-Type: {want}\r\n").as_bytes());
-        }
-    }
-
-    #[test]
-    fn stack_buf_refuses_overflow() {
-        use std::fmt::Write;
-        let mut b = StackBuf::new();
-        assert!(write!(b, "{}", "x".repeat(64)).is_ok());
-        assert!(write!(b, "y").is_err());
-        assert_eq!(b.as_bytes().len(), 64);
-    }
-}
+mod tests;

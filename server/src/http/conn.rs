@@ -19,17 +19,19 @@
 //! end rather than a reset. That last race cannot be closed from the server's side; the grace
 //! makes it need a client that pauses about as long as the grace and then sends.
 
-use std::io::{self, IoSlice, Read};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::MsgFlags;
 
-use super::answer;
+use super::answer::{self, Env};
+use super::chunked::{Chunked, ChunkedError};
 use super::clock::{self, Clock};
 use super::log::{self, Entry};
-use super::parse::{self, Body, Chunked, ChunkedError, Head};
+use super::parse::{self, Body, Head};
+use super::reply::Scratch;
 use super::respond::{self, Persist, Sender};
 use super::{Config, Docroot, Hit, Site};
 use forkd_daemon::worker::stop_requested;
@@ -145,34 +147,6 @@ struct Input {
     rcvtimeo: Option<Duration>,
     /// No read has happened yet: try one without blocking (and without arming a timeout).
     fresh: bool,
-}
-
-/// Buffers reused by every request of the connection, sized up front so a typical
-/// request never grows them.
-#[derive(Default)]
-pub(super) struct Scratch {
-    /// The response head (and small error bodies).
-    pub(super) out: Vec<u8>,
-    /// Small file bodies.
-    pub(super) file: Vec<u8>,
-    /// The resolved path, NUL-terminated.
-    pub(super) path: Vec<u8>,
-    /// The access-log line.
-    pub(super) line: Vec<u8>,
-}
-
-/// What a response was, for the access log.
-pub(super) struct Sent {
-    pub(super) status: u16,
-    pub(super) body: u64,
-}
-
-/// The read-only parts of a connection that answering a request needs.
-pub(super) struct Env<'a> {
-    pub(super) cfg: &'a Config,
-    pub(super) root: &'a Docroot,
-    pub(super) sock: &'a TcpStream,
-    pub(super) date: &'a [u8],
 }
 
 struct Conn<'a> {
@@ -294,7 +268,7 @@ impl Conn<'_> {
         });
         self.clock.tick();
         let s = &mut self.scratch;
-        let body = respond::error(
+        let reply = respond::error(
             &mut s.out,
             status,
             &self.cfg.server,
@@ -302,7 +276,7 @@ impl Conn<'_> {
             Persist::Close,
             false,
         );
-        if let Err(e) = self.sender.send(&self.sock, &mut [IoSlice::new(&s.out)]) {
+        if let Err(e) = self.sender.send(&self.sock, &reply, s) {
             send_failed(&self.peer, &e);
             return Next::Close;
         }
@@ -320,7 +294,7 @@ impl Conn<'_> {
             time: self.clock.clf(),
             request: if line.is_empty() { b"-" } else { line },
             status,
-            body_bytes: body,
+            body_bytes: reply.body_len(),
             referer: None,
             user_agent: None,
         };
@@ -361,17 +335,15 @@ impl Conn<'_> {
         let env = Env {
             cfg: self.cfg,
             root: self.root,
-            sock: &self.sock,
             date: self.clock.http(),
         };
-        let sent = match answer::answer(
-            &env,
-            req,
-            head,
-            persist,
-            &mut self.scratch,
-            &mut self.sender,
-        ) {
+        let sent = answer::decide(&env, req, head, persist, &mut self.scratch).and_then(|reply| {
+            self.sender.send(&self.sock, &reply, &self.scratch)?;
+            // The reply ends here, and with it a file sent by `sendfile`: it is closed
+            // before the log line is written.
+            Ok((reply.status, reply.body_len(), reply.persist))
+        });
+        let (status, body_bytes, persist) = match sent {
             Ok(sent) => sent,
             Err(e) => {
                 send_failed(&self.peer, &e);
@@ -384,8 +356,8 @@ impl Conn<'_> {
             peer: self.peer.ip(),
             time: self.clock.clf(),
             request: req.get(head.line.clone()).unwrap_or(b"-"),
-            status: sent.status,
-            body_bytes: sent.body,
+            status,
+            body_bytes,
             referer: field(&head.referer),
             user_agent: field(&head.user_agent),
         };

@@ -4,13 +4,20 @@
 //! It knows nothing of processes: the template in `daemon` hands [`Site::serve`] a connected
 //! socket inside a child process, and this module answers requests on it until the connection
 //! ends. One file per concern, as in hyper's `proto/h1`: `parse` reads a request head and its
-//! framing, `path` turns a request target into a safe relative path (the one security-critical
-//! pure function), `open` opens that path beneath the docroot race-free, `site` holds the
-//! embedded demo blog, `answer` answers one request (file, preconditions, range), `respond`
-//! builds heads and puts bytes on the wire, `conn` is one connection's life, `log` the
-//! access log and `clock` the per-second date cache.
+//! framing, `chunked` walks a chunked body, `path` turns a request target into a safe relative
+//! path (the one security-critical pure function), `open` opens that path beneath the docroot
+//! race-free, `site` holds the embedded demo blog, `conditional` and `range` weigh
+//! preconditions and ranges, `log` formats the access log and `clock` caches the date.
+//!
+//! Deciding is not sending. `answer::decide` turns a request and what the docroot holds into
+//! a `reply::Reply` (status, head, where the body comes from) without touching the socket;
+//! `reply::Progress` is the one encoder that turns a reply into gathered sends and
+//! `sendfile`s and resumes after a partial write; `respond` builds heads and its `Sender` runs
+//! those steps on a blocking socket with deadlines; `conn` is one blocking connection's life.
+//! Another driver (an event loop) reuses `decide` and the encoder as they are.
 
 mod answer;
+pub mod chunked;
 mod clock;
 pub mod conditional;
 mod conn;
@@ -20,6 +27,7 @@ pub mod parse;
 pub mod path;
 mod pressure;
 pub mod range;
+mod reply;
 mod respond;
 mod site;
 mod test_hooks;

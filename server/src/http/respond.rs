@@ -1,43 +1,65 @@
-//! Building response heads and putting bytes on the wire.
+//! Building response heads, and sending replies on a blocking socket.
 //!
-//! A head and a small body leave in ONE `sendmsg` (gathered, like `writev`), so Nagle and
-//! delayed ACKs never see a lone second segment (incident 004). Large files follow their head
-//! with `sendfile` straight from the page cache. Every send is `MSG_NOSIGNAL` (a vanished
-//! peer is an error, not a SIGPIPE), tried first without blocking, and bounded by
-//! `SO_SNDTIMEO` (no progress) and a minimum average rate (slow progress) once it must wait,
-//! so a slow reader cannot pin a worker (incident 003).
+//! Heads are encoded into the connection's buffer; error pages are a head and a static text
+//! from the one status table. [`Sender`] runs a reply's steps (`reply::Progress`): the head and
+//! a small body leave in ONE `sendmsg` (gathered, like `writev`), so Nagle and delayed ACKs
+//! never see a lone second segment (incident 004), and a large file follows its head with
+//! `sendfile` straight from the page cache. Every send is `MSG_NOSIGNAL` (a vanished peer is
+//! an error, not a SIGPIPE), tried first without blocking, and bounded by `SO_SNDTIMEO` (no
+//! progress) and a minimum average rate (slow progress) once it must wait, so a slow reader
+//! cannot pin a worker (incident 003).
 
-use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
-/// The reason phrase of every status this server sends.
-pub(super) fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        412 => "Precondition Failed",
-        416 => "Range Not Satisfiable",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
-    }
+use super::reply::{Payload, Progress, Reply, Scratch, Step};
+
+/// One table of every status this server sends: its reason phrase, and the text of its body
+/// when it is answered as an error (`"404 Not Found\n"`), so the two cannot drift apart and
+/// an error page is a static body rather than bytes formatted per request.
+macro_rules! statuses {
+    ($($code:literal $reason:literal,)*) => {
+        /// The reason phrase of every status this server sends.
+        pub(super) fn reason(status: u16) -> &'static str {
+            match status {
+                $($code => $reason,)*
+                _ => "Unknown",
+            }
+        }
+
+        /// The body of an error page: the status line's code and reason.
+        pub(super) fn error_text(status: u16) -> &'static [u8] {
+            match status {
+                $($code => concat!($code, " ", $reason, "\n").as_bytes(),)*
+                _ => b"Unknown\n",
+            }
+        }
+    };
+}
+
+statuses! {
+    200 "OK",
+    206 "Partial Content",
+    301 "Moved Permanently",
+    304 "Not Modified",
+    400 "Bad Request",
+    403 "Forbidden",
+    404 "Not Found",
+    405 "Method Not Allowed",
+    408 "Request Timeout",
+    412 "Precondition Failed",
+    416 "Range Not Satisfiable",
+    413 "Content Too Large",
+    414 "URI Too Long",
+    417 "Expectation Failed",
+    431 "Request Header Fields Too Large",
+    500 "Internal Server Error",
+    501 "Not Implemented",
+    503 "Service Unavailable",
+    505 "HTTP Version Not Supported",
 }
 
 /// Whether the connection stays open after this response, and how that is said.
@@ -90,9 +112,9 @@ pub(super) fn end(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A complete small error response in `out`: a head plus `"404 Not Found\n"` (the body is
-/// left out for HEAD, its length kept). A 405 gets its `Allow` field here, so no caller can
-/// forget it (RFC 9110 section 15.5.6). Returns the length of the body put in `out`.
+/// An error reply: its head in `out`, its body `"404 Not Found\n"` (left out for HEAD, its
+/// length kept). A 405 gets its `Allow` field here, so no caller can forget it (RFC 9110
+/// section 15.5.6).
 pub(super) fn error(
     out: &mut Vec<u8>,
     status: u16,
@@ -100,7 +122,7 @@ pub(super) fn error(
     date: &[u8],
     persist: Persist,
     head_only: bool,
-) -> u64 {
+) -> Reply {
     error_with(out, status, server, date, persist, head_only, b"")
 }
 
@@ -113,21 +135,25 @@ pub(super) fn error_with(
     persist: Persist,
     head_only: bool,
     extra: &[u8],
-) -> u64 {
+) -> Reply {
     start(out, status, server, date, persist);
     if status == 405 {
         field(out, b"Allow", super::parse::ALLOW);
     }
     out.extend_from_slice(extra);
     field(out, b"Content-Type", b"text/plain; charset=utf-8");
-    let len = 3 + 1 + reason(status).len() + 1;
-    content_length(out, len as u64);
+    let text = error_text(status);
+    content_length(out, text.len() as u64);
     end(out);
-    if head_only {
-        return 0;
+    Reply {
+        status,
+        persist,
+        payload: if head_only {
+            Payload::None
+        } else {
+            Payload::Static(text)
+        },
     }
-    let _ = writeln!(out, "{status} {}", reason(status));
-    len as u64
 }
 
 /// The whole response the master sends without forking when every child is busy: 503 with
@@ -143,8 +169,8 @@ pub fn busy_response() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Sends on one connection, remembering whether `SO_SNDTIMEO` is armed so it costs at most one
-/// `setsockopt` per connection, and none when every send completes at once.
+/// Sends replies on one blocking connection, remembering whether `SO_SNDTIMEO` is armed so it
+/// costs at most one `setsockopt` per connection, and none when every send completes at once.
 pub(super) struct Sender {
     timeout: Duration,
     min_rate: u64,
@@ -152,7 +178,7 @@ pub(super) struct Sender {
 }
 
 /// The largest `sendfile` per call, so the rate check runs every so often.
-const SENDFILE_CHUNK: usize = 256 * 1024;
+const SENDFILE_CHUNK: u64 = 256 * 1024;
 
 impl Sender {
     pub(super) fn new(timeout: Duration, min_rate: u64) -> Sender {
@@ -177,25 +203,33 @@ impl Sender {
         super::clock::after(Instant::now(), self.timeout.saturating_add(allowed))
     }
 
-    /// Sends every byte of `bufs` (gathered, one syscall when the socket has room).
-    pub(super) fn send(&mut self, sock: &TcpStream, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        self.send_flags(sock, bufs, 0)
+    /// Sends every byte of `reply`, whose head is in `s.out`: the head and a body in memory
+    /// gathered (one `sendmsg` when the socket has room), then a file body with `sendfile`.
+    pub(super) fn send(&mut self, sock: &TcpStream, reply: &Reply, s: &Scratch) -> io::Result<()> {
+        let mut left = Progress::new(reply, s);
+        self.send_gathered(sock, reply, s, &mut left)?;
+        if !left.is_done() {
+            self.send_file(sock, reply, s, &mut left)?;
+        }
+        Ok(())
     }
 
-    fn send_flags(
+    /// The gathered run: tried first without blocking, so a send that completes at once arms
+    /// no timeout; once it must wait, bounded by the deadline for its length.
+    fn send_gathered(
         &mut self,
         sock: &TcpStream,
-        mut bufs: &mut [IoSlice<'_>],
-        extra: libc::c_int,
+        reply: &Reply,
+        s: &Scratch,
+        left: &mut Progress,
     ) -> io::Result<()> {
-        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let sock_ref = SockRef::from(sock);
         let mut deadline = None;
-        IoSlice::advance_slices(&mut bufs, 0);
-        while !bufs.is_empty() {
+        while let Step::Gather { bufs, more } = left.step(reply, s) {
             let wait = if self.armed { 0 } else { libc::MSG_DONTWAIT };
-            match sock_ref.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL | wait | extra) {
-                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            let more = if more { libc::MSG_MORE } else { 0 };
+            match sock_ref.send_vectored_with_flags(&bufs, libc::MSG_NOSIGNAL | wait | more) {
+                Ok(n) => left.advance(n as u64),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !self.armed => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -203,9 +237,9 @@ impl Sender {
                 }
                 Err(e) => return Err(e),
             }
-            if !bufs.is_empty() {
+            if !left.gathered_done() {
                 self.arm(sock)?;
-                let d = *deadline.get_or_insert_with(|| self.deadline(total));
+                let d = *deadline.get_or_insert_with(|| self.deadline(left.gathered_len()));
                 if Instant::now() > d {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
@@ -214,35 +248,33 @@ impl Sender {
         Ok(())
     }
 
-    /// Sends `head`, then `len` bytes of `file` from byte `from` with `sendfile`. The head is
-    /// sent with `MSG_MORE` so it shares a segment with the first bytes of the file.
-    pub(super) fn send_file(
+    /// A file body, after its head, with `sendfile` bounded by `SO_SNDTIMEO` (no progress)
+    /// and the deadline for its length (slow progress).
+    fn send_file(
         &mut self,
         sock: &TcpStream,
-        head: &[u8],
-        file: &File,
-        from: u64,
-        len: u64,
+        reply: &Reply,
+        s: &Scratch,
+        left: &mut Progress,
     ) -> io::Result<()> {
-        self.send_flags(sock, &mut [IoSlice::new(head)], libc::MSG_MORE)?;
         self.arm(sock)?;
-        let deadline = self.deadline(len);
-        let end = from
-            .checked_add(len)
-            .and_then(|e| libc::off_t::try_from(e).ok())
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        let mut offset = from as libc::off_t;
-        while offset < end {
-            let count = ((end - offset) as u64).min(SENDFILE_CHUNK as u64) as usize;
-            match nix::sys::sendfile::sendfile(sock, file, Some(&mut offset), count) {
+        let deadline = self.deadline(left.file_len());
+        while let Step::File { file, offset, len } = left.step(reply, s) {
+            let end = offset
+                .checked_add(len)
+                .and_then(|e| libc::off_t::try_from(e).ok())
+                .ok_or(io::ErrorKind::InvalidInput)?;
+            let mut at = offset as libc::off_t;
+            let count = len.min(SENDFILE_CHUNK) as usize;
+            match nix::sys::sendfile::sendfile(sock, file, Some(&mut at), count) {
                 // The file shrank under us: the promised length cannot be kept.
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {}
+                Ok(_) => left.advance((at as u64).saturating_sub(offset)),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(nix::errno::Errno::EAGAIN) => return Err(io::ErrorKind::TimedOut.into()),
                 Err(e) => return Err(e.into()),
             }
-            if offset < end && Instant::now() > deadline {
+            if at < end && Instant::now() > deadline {
                 return Err(io::ErrorKind::TimedOut.into());
             }
         }
@@ -282,6 +314,17 @@ mod tests {
 
     const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
 
+    /// The head in `out` and the reply's body in memory, as they go on the wire.
+    fn wire(out: &[u8], reply: &Reply) -> Vec<u8> {
+        let mut w = out.to_vec();
+        match reply.payload {
+            Payload::None => {}
+            Payload::Static(b) => w.extend_from_slice(b),
+            ref other => panic!("not an error body: {other:?}"),
+        }
+        w
+    }
+
     #[test]
     fn error_responses_table() {
         let mut out = Vec::new();
@@ -297,14 +340,23 @@ mod tests {
             (501, Persist::Close, false),
             (505, Persist::Close, false),
         ] {
-            let body_len = error(&mut out, status, "forkd", DATE, persist, head_only);
-            let (code, h, n) = parse_response(&out);
+            let reply = error(&mut out, status, "forkd", DATE, persist, head_only);
+            assert_eq!((reply.status, reply.persist), (status, persist));
+            let wire = wire(&out, &reply);
+            let (code, h, n) = parse_response(&wire);
             assert_eq!(code, status);
+            assert_eq!(n, out.len());
             assert_eq!(get(&h, "server"), Some("forkd"));
             assert_eq!(get(&h, "date"), Some(std::str::from_utf8(DATE).unwrap()));
             let len: usize = get(&h, "content-length").unwrap().parse().unwrap();
-            assert_eq!(out.len() - n, if head_only { 0 } else { len });
-            assert_eq!(body_len as usize, out.len() - n);
+            assert_eq!(wire.len() - n, if head_only { 0 } else { len });
+            assert_eq!(reply.body_len() as usize, wire.len() - n);
+            if !head_only {
+                assert_eq!(
+                    &wire[n..],
+                    format!("{status} {}\n", reason(status)).as_bytes()
+                );
+            }
             assert_eq!(
                 get(&h, "allow"),
                 (status == 405).then_some("GET, HEAD, OPTIONS")
@@ -322,7 +374,7 @@ mod tests {
     #[test]
     fn no_server_header_when_empty() {
         let mut out = Vec::new();
-        error(&mut out, 404, "", DATE, Persist::KeepAlive, false);
+        let _ = error(&mut out, 404, "", DATE, Persist::KeepAlive, false);
         let (_, h, _) = parse_response(&out);
         assert_eq!(get(&h, "server"), None);
     }
@@ -338,12 +390,18 @@ mod tests {
         assert_eq!(r.len() - n, len);
     }
 
-    #[test]
-    fn send_and_sendfile_over_loopback() {
-        use std::io::Read;
+    /// A connected pair over loopback: (server side, client side).
+    fn pair() -> (TcpStream, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn replies_over_loopback() {
+        use std::io::Read;
+        let (server, client) = pair();
         let mut tmp = tempfile::tempfile().unwrap();
         let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         tmp.write_all(&content).unwrap();
@@ -354,28 +412,127 @@ mod tests {
             all
         });
         let mut tx = Sender::new(Duration::from_secs(5), 1024);
-        tx.send(
-            &server,
-            &mut [IoSlice::new(b"ab"), IoSlice::new(b""), IoSlice::new(b"cd")],
-        )
-        .unwrap();
-        tx.send_file(&server, b"HEAD", &tmp, 0, content.len() as u64)
-            .unwrap();
+        let mut s = Scratch {
+            out: b"ab".to_vec(),
+            file: b"cdef".to_vec(),
+            ..Scratch::default()
+        };
+        let buffered = Reply {
+            status: 200,
+            persist: Persist::KeepAlive,
+            payload: Payload::Buffered(2),
+        };
+        tx.send(&server, &buffered, &s).unwrap();
+        s.out = b"HEAD".to_vec();
+        let file = Reply {
+            status: 206,
+            persist: Persist::KeepAlive,
+            payload: Payload::File {
+                file: tmp,
+                offset: 1,
+                len: content.len() as u64 - 1,
+            },
+        };
+        tx.send(&server, &file, &s).unwrap();
         drop(server);
         let all = reader.join().unwrap();
         assert_eq!(&all[..8], b"abcdHEAD");
-        assert_eq!(&all[8..], &content[..]);
+        assert_eq!(&all[8..], &content[1..]);
+    }
+
+    /// What an event loop would do with a reply: send what the socket takes, keep the
+    /// progress, come back when it is writable. Partial writes land in both phases here (a
+    /// small send buffer, a reader that sleeps), and the bytes still arrive whole and in order.
+    #[test]
+    fn steps_resume_on_a_non_blocking_socket() {
+        use std::io::Read;
+        let (server, client) = pair();
+        SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut tmp = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        tmp.write_all(&content).unwrap();
+        let head: Vec<u8> = (0..50_000u32).map(|i| (i % 7) as u8).collect();
+        let s = Scratch {
+            out: head.clone(),
+            ..Scratch::default()
+        };
+        let reply = Reply {
+            status: 200,
+            persist: Persist::KeepAlive,
+            payload: Payload::File {
+                file: tmp,
+                offset: 0,
+                len: content.len() as u64,
+            },
+        };
+        let reader = std::thread::spawn(move || {
+            let (mut all, mut buf, mut c) = (Vec::new(), [0; 8192], client);
+            loop {
+                std::thread::sleep(Duration::from_micros(200));
+                match c.read(&mut buf).unwrap() {
+                    0 => return all,
+                    n => all.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        let mut left = Progress::new(&reply, &s);
+        let (mut short, mut would_block) = (0, 0);
+        loop {
+            let (taken, wanted) = match left.step(&reply, &s) {
+                Step::Done => break,
+                Step::Gather { bufs, more } => {
+                    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+                    let wanted: usize = bufs.iter().map(|b| b.len()).sum();
+                    let r = SockRef::from(&server).send_vectored_with_flags(&bufs, flags);
+                    (r.map(|n| n as u64), wanted as u64)
+                }
+                Step::File { file, offset, len } => {
+                    let mut at = offset as libc::off_t;
+                    let r =
+                        nix::sys::sendfile::sendfile(&server, file, Some(&mut at), len as usize);
+                    (r.map(|n| n as u64).map_err(io::Error::from), len)
+                }
+            };
+            match taken {
+                Ok(n) => {
+                    short += usize::from(n < wanted);
+                    left.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    would_block += 1;
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(left.is_done());
+        drop(server);
+        let all = reader.join().unwrap();
+        assert_eq!(all.len(), head.len() + content.len());
+        assert!(all[..head.len()] == head[..] && all[head.len()..] == content[..]);
+        assert!(
+            short > 1 && would_block > 0,
+            "{short} short sends, {would_block} EAGAIN"
+        );
     }
 
     #[test]
     fn slow_reader_is_cut() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
+        let (server, client) = pair();
         let big = vec![7u8; 64 << 20];
+        let s = Scratch {
+            out: big,
+            ..Scratch::default()
+        };
+        let reply = Reply {
+            status: 200,
+            persist: Persist::KeepAlive,
+            payload: Payload::None,
+        };
         let mut tx = Sender::new(Duration::from_millis(200), 1 << 30);
         let t = Instant::now();
-        let err = tx.send(&server, &mut [IoSlice::new(&big)]).unwrap_err();
+        let err = tx.send(&server, &reply, &s).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(5));
         drop(client);
