@@ -194,7 +194,7 @@ EOF
         ;;
     esac
     SERVER_PID=$!
-    wait_port "$PORT"
+    wait_port "$PORT" "$SERVER_PID"
 }
 
 stop_server() {
@@ -389,7 +389,7 @@ print(f"Measured {f['started']} on {f['cpus']} x {f['cpu']}, Linux {f['kernel']}
       f"warm-up. Prefork: {f['prefork_workers']} workers (forkd and its floor); epoll floor: "
       f"{f['epoll_workers']} workers; nginx: one worker per CPU.\n")
 
-print("| server | model | 2 KB keep-alive c16, req/s | 2 KB keep-alive c64, req/s | c64 p99 | c64 timeouts | c64 unaccepted (mid-run) | 2 KB new conn c16, req/s | 1 MB c" + str(f["big_conns"]) + ", MB/s | tree RSS MiB during / after c64 (processes) | tree PSS after c64, MiB | fd change | errors |")
+print("| server | model | 2 KB keep-alive c16, req/s | 2 KB keep-alive c64, req/s | c64 p99 | c64 timeouts | c64 unaccepted (mid-run) | 2 KB new conn c16, req/s | 1 MB c" + str(f["big_conns"]) + ", MB/s | tree RSS MiB during / after c64 (processes) | tree PSS MiB during / after c64 | fd change | errors |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for s in servers:
     during, after = trees.get((s, "during-ka64")), trees.get((s, "after-ka64"))
@@ -401,7 +401,7 @@ for s in servers:
           f"| {ms(med(s, 'ka64', 'p99_us'))} | {num(total(s, ['ka64'], ['timeout']))} "
           f"| {num(during and during['accept_queue'])} "
           f"| {num(med(s, 'close', 'rps'))} | {num(med(s, '1mb', 'mbps'))} "
-          f"| {mib(during)} / {mib(after)} ({procs}) | {mib(after, 'pss_kb')} | {fd} | {num(errors)} |")
+          f"| {mib(during)} / {mib(after)} ({procs}) | {mib(during, 'pss_kb')} / {mib(after, 'pss_kb')} | {fd} | {num(errors)} |")
 
 print("\nRatios from the same run: each forkd mode divided by lighttpd and by the floor of its model "
       "(throughput: above 1 is faster; p99 and RSS: above 1 is more).\n")

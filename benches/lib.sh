@@ -74,10 +74,15 @@ port_free() {
     fi
 }
 
-# wait_port PORT: waits (at most 20 s) until 127.0.0.1:PORT accepts.
+# wait_port PORT [PID]: waits (at most 20 s) until 127.0.0.1:PORT accepts; with PID, gives up
+# as soon as that process (the server starting) has exited.
 wait_port() {
-    local port=$1 deadline=$((SECONDS + 20))
+    local port=$1 pid=${2:-} deadline=$((SECONDS + 20))
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if [[ -n $pid ]] && ! alive "$pid"; then
+            echo "$0: the server (pid $pid) exited before listening on $port" >&2
+            return 1
+        fi
         if ((SECONDS > deadline)); then
             echo "$0: nothing listening on $port" >&2
             return 1
