@@ -170,6 +170,7 @@ ServerLimit 64
 MaxRequestWorkers 64
 MaxConnectionsPerChild 0
 KeepAlive On
+# Unlimited (0), as lighttpd's is set high: a keep-alive run is to measure requests, not reconnects.
 MaxKeepAliveRequests 0
 KeepAliveTimeout 5
 EnableSendfile On
