@@ -433,7 +433,7 @@ for s in servers:
     if parts:
         details.append(f"{s}: " + ", ".join(parts))
 if details:
-    print("\nErrors by kind, over all measured runs (wrk's counts; status = not 2xx/3xx): " + "; ".join(details) + ".")
+    print("\nErrors by kind, over all measured runs (wrk's counts; status: responses of 400 or more): " + "; ".join(details) + ".")
 if skipped:
     print("\nNot measured: " + "; ".join(skipped) + ".")
 EOF

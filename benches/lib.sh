@@ -206,21 +206,26 @@ print(json.dumps(out))
 EOF2
 }
 
-# check_http PORT PATH LENGTH: one GET over bash's /dev/tcp (no client needed), bounded to 10 s;
-# fails unless the answer is a 200 whose Content-Length and body are both LENGTH bytes.
-check_http() {
-    local port=$1 path=$2 want=$3 file=$WORK/check_http.out status length head total
-    # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
-    timeout 10 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit
-        printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "$1" >&3
-        cat <&3' "$port" "$path" >"$file" 2>/dev/null || true
-    status=$(head -n1 "$file" | tr -d '\r')
-    length=$(sed -n '/^\r$/q; s/^[Cc]ontent-[Ll]ength: *\([0-9]*\).*/\1/p' "$file")
-    head=$(sed '/^\r$/q' "$file" | wc -c)
-    total=$(stat -c %s "$file")
-    if [[ $status != "HTTP/1."[01]" 200"* || $length != "$want" || $((total - head)) -ne $want ]]; then
+# check_http PORT PATH LENGTH: one GET over bash's /dev/tcp (no client needed), each read bounded
+# to 10 s; fails unless the answer is a 200 whose Content-Length and body are both LENGTH bytes.
+# The body is counted as it streams, never stored: the check must not need disk space. A
+# subshell, so that fd 3 and a failed connect stay inside it.
+check_http() (
+    local port=$1 path=$2 want=$3 status='' length='' body=0 line
+    if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$path" >&3
+        IFS= read -r -t 10 status <&3 || true
+        while IFS= read -r -t 10 line <&3 && [[ $line != $'\r' ]]; do
+            if [[ ${line,,} =~ ^content-length:\ *([0-9]+) ]]; then
+                length=${BASH_REMATCH[1]}
+            fi
+        done
+        body=$(timeout 10 wc -c <&3) || true
+    fi 2>/dev/null
+    status=${status%$'\r'}
+    if [[ $status != "HTTP/1."[01]" 200"* || $length != "$want" || ${body:-0} -ne $want ]]; then
         echo "$0: GET $path on port $port: '$status', Content-Length '$length'," \
-            "$((total - head)) body bytes; wanted 200 and $want" >&2
+            "${body:-0} body bytes; wanted 200 and $want" >&2
         return 1
     fi
-}
+)
