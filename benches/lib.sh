@@ -74,10 +74,15 @@ port_free() {
     fi
 }
 
-# wait_port PORT: waits (at most 20 s) until 127.0.0.1:PORT accepts.
+# wait_port PORT [PID]: waits (at most 20 s) until 127.0.0.1:PORT accepts; with PID, gives up
+# as soon as that process (the server starting) has exited.
 wait_port() {
-    local port=$1 deadline=$((SECONDS + 20))
+    local port=$1 pid=${2:-} deadline=$((SECONDS + 20))
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if [[ -n $pid ]] && ! alive "$pid"; then
+            echo "$0: the server (pid $pid) exited before listening on $port" >&2
+            return 1
+        fi
         if ((SECONDS > deadline)); then
             echo "$0: nothing listening on $port" >&2
             return 1
@@ -138,3 +143,89 @@ stop_tree() {
     kill -KILL -- "-$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+
+# lighttpd_conf DIR PORT: writes DIR/lighttpd.conf for a lighttpd serving $SITE on
+# 127.0.0.1:PORT (run it with `lighttpd -D -f DIR/lighttpd.conf` and stop it by PID): one
+# process, its event loop; keep-alive on and not cut short (1.4's default closes a connection
+# after 1,000 requests, which would turn a keep-alive benchmark partly into a connect one); no
+# access log (mod_accesslog is not loaded), as nginx's `access_log off`. Every path it writes is
+# under DIR, so it also runs as non-root.
+lighttpd_conf() {
+    local dir=$1 port=$2
+    mkdir -p "$dir"
+    cat >"$dir/lighttpd.conf" <<EOF2
+server.document-root = "$SITE"
+server.bind = "127.0.0.1"
+server.port = $port
+server.pid-file = "$dir/lighttpd.pid"
+server.errorlog = "$dir/error.log"
+server.max-keep-alive-requests = 1000000
+server.max-keep-alive-idle = 5
+mimetype.assign = (".html" => "text/html", ".bin" => "application/octet-stream")
+EOF2
+}
+
+# tree_stats PID LABEL: one JSON line for the process tree under PID (PID and its descendants,
+# found by parent pid in /proc): processes, the sum of VmRSS and of Pss (KiB), and open fds.
+# RSS counts shared pages once per process, so a prefork tree's RSS overstates its memory; PSS
+# splits shared pages between their users and adds up to what the tree really holds.
+tree_stats() {
+    python3 - "$1" "$2" <<'EOF2'
+import json, os, sys
+root, label = int(sys.argv[1]), sys.argv[2]
+kids = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+tree, todo = [], [root]
+while todo:
+    pid = todo.pop()
+    tree.append(pid)
+    todo += kids.get(pid, [])
+out = {"label": label, "processes": 0, "rss_kb": 0, "pss_kb": 0, "fds": 0}
+for pid in tree:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS:")]
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            pss = [int(l.split()[1]) for l in f if l.startswith("Pss:")]
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        continue  # gone meanwhile
+    if rss:  # a zombie has no VmRSS: not counted as a process holding memory
+        out["processes"] += 1
+        out["rss_kb"] += rss[0]
+        out["pss_kb"] += sum(pss)
+        out["fds"] += fds
+print(json.dumps(out))
+EOF2
+}
+
+# check_http PORT PATH LENGTH: one GET over bash's /dev/tcp (no client needed), each read bounded
+# to 10 s; fails unless the answer is a 200 whose Content-Length and body are both LENGTH bytes.
+# The body is counted as it streams, never stored: the check must not need disk space. A
+# subshell, so that fd 3 and a failed connect stay inside it.
+check_http() (
+    local port=$1 path=$2 want=$3 status='' length='' body=0 line
+    if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$path" >&3
+        IFS= read -r -t 10 status <&3 || true
+        while IFS= read -r -t 10 line <&3 && [[ $line != $'\r' ]]; do
+            if [[ ${line,,} =~ ^content-length:\ *([0-9]+) ]]; then
+                length=${BASH_REMATCH[1]}
+            fi
+        done
+        body=$(timeout 10 wc -c <&3) || true
+    fi 2>/dev/null
+    status=${status%$'\r'}
+    if [[ $status != "HTTP/1."[01]" 200"* || $length != "$want" || ${body:-0} -ne $want ]]; then
+        echo "$0: GET $path on port $port: '$status', Content-Length '$length'," \
+            "${body:-0} body bytes; wanted 200 and $want" >&2
+        return 1
+    fi
+)
