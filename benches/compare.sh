@@ -128,16 +128,18 @@ start_server() {
     case $name in
     forkd-prefork)
         setsid "$FORKD" --listen "127.0.0.1:$PORT" --root "$SITE" --mode prefork \
-            --workers "$PREFORK_WORKERS" 2>"$dir/err" &
+            --workers "$PREFORK_WORKERS" --max-conns-per-client 0 2>"$dir/err" &
         ;;
     forkd-fork)
-        setsid "$FORKD" --listen "127.0.0.1:$PORT" --root "$SITE" --mode fork 2>"$dir/err" &
+        setsid "$FORKD" --listen "127.0.0.1:$PORT" --root "$SITE" --mode fork \
+            --max-conns-per-client 0 2>"$dir/err" &
         ;;
     forkd-event)
         # ---- forkd event mode (issue 9) ------------------------------------------------------
         # Started only when `forkd --help` lists it (forkd_has_event). If the mode takes a
         # worker count, pass --workers "$EPOLL_WORKERS" here so that it matches floor-epoll.
-        setsid "$FORKD" --listen "127.0.0.1:$PORT" --root "$SITE" --mode event 2>"$dir/err" &
+        setsid "$FORKD" --listen "127.0.0.1:$PORT" --root "$SITE" --mode event \
+            --workers "$EPOLL_WORKERS" --max-conns-per-client 0 2>"$dir/err" &
         ;;
     lighttpd)
         lighttpd_conf "$dir" "$PORT"
