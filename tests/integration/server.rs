@@ -380,6 +380,9 @@ fn children_drop_root_and_root_service_is_refused() {
         return;
     }
     let server = Server::start(&["--workers", "1", "--user", "nobody"]);
+    // A served request first: the worker may be listed in /proc before it has dropped its
+    // privileges, but it only accepts after.
+    assert_eq!(get_once(server.addr, "/"), 200);
     let w = workers_of(server.pid());
     let uid_line = |pid: i32| {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -404,7 +407,6 @@ fn children_drop_root_and_root_service_is_refused() {
         vec![nobody; 4],
         "worker uids (real, effective, saved, fs)"
     );
-    assert_eq!(get_once(server.addr, "/"), 200);
 
     let mut refused = Proc::spawn(util::FORKD, &["--listen", "127.0.0.1:0", "--user", "root"]);
     let status = refused.wait_exit(Duration::from_secs(10));
