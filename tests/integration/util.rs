@@ -89,14 +89,23 @@ impl Proc {
                 .find(|l| l.contains(needle))
                 .cloned()
         };
-        let end = Instant::now() + deadline;
+        let mut end = Instant::now() + deadline;
+        let mut exited = false;
         loop {
             if let Some(l) = find() {
                 return l;
             }
+            // A process that has exited (a zombie until it is waited for) prints nothing more
+            // once its pipes are drained: give the reader threads a moment, not the whole
+            // deadline (a refused command line would otherwise cost 20 s of readiness wait).
+            if !exited && state(self.pid()) == Some('Z') {
+                exited = true;
+                end = end.min(Instant::now() + Duration::from_millis(500));
+            }
             if Instant::now() > end {
+                let why = if exited { "exited" } else { "timed out" };
                 panic!(
-                    "timed out waiting for {what}; output so far:\n{}",
+                    "{why} waiting for {what}; output so far:\n{}",
                     self.output().join("\n")
                 );
             }
