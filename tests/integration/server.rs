@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{self, eventually, Proc, Server};
+use crate::util::{self, eventually, per_mode, Mode, Proc, Server};
 
 /// One connection-per-request GET; returns the status, or 0 on any transport failure.
 fn get_once(addr: SocketAddr, path: &str) -> u16 {
@@ -317,6 +317,22 @@ fn sigint_stops_at_once_and_pid_file_comes_and_goes() {
     for w in workers {
         assert!(util::state(w).is_none(), "worker {w} survived the master");
     }
+}
+
+per_mode!(readiness_line_names_the_mode_and_its_pool);
+/// Every entry of `MODES` really starts its own mode, sized as asked: a misspelt entry, or
+/// flags that another mode ignores, would run some other server under this mode's name.
+fn readiness_line_names_the_mode_and_its_pool(mode: Mode) {
+    let server = mode.pool(3).start(&[]);
+    let line = mode.check_ready(&server);
+    let want = format!("(pid {}, {}, ", server.pid(), mode.name);
+    let how = line.split(&want).nth(1).unwrap_or("");
+    assert!(
+        how.split(|c: char| !c.is_ascii_digit()).any(|n| n == "3"),
+        "mode {}: the readiness line does not say the pool of 3: {line:?}",
+        mode.name
+    );
+    assert_eq!(server.get("/").0, 200, "mode {}", mode.name);
 }
 
 #[test]
