@@ -658,23 +658,30 @@ fn idle_keep_alive_is_closed(mode: Mode) {
 
 per_mode!(split_requests_never_stall);
 fn split_requests_never_stall(mode: Mode) {
-    // The Nagle/delayed-ACK signature is a ~40 ms stall; every exchange must stay below 20 ms.
+    // The Nagle/delayed-ACK signature is a ~40 ms stall that comes back exchange after
+    // exchange once the connection has left quick-ACK mode. A loaded machine also stalls a few exchanges by
+    // scheduling alone (the worst of 200 was seen at 60 ms with the other builds running), so
+    // the 95th percentile must stay below 20 ms, not the worst.
     let s = site(mode, &[]);
     let mut c = Client::new(&s);
     let req = b"GET /2k.html HTTP/1.1\r\nHost: t\r\nUser-Agent: nagle-test\r\n\r\n";
     let (a, b) = req.split_at(req.len() / 2);
-    let mut worst = Duration::ZERO;
-    for _ in 0..200 {
-        let t = Instant::now();
-        c.send(a);
-        c.send(b);
-        let r = c.response(false);
-        assert_eq!((r.status, r.body.len()), (200, 2048));
-        worst = worst.max(t.elapsed());
-    }
+    let mut took: Vec<Duration> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            c.send(a);
+            c.send(b);
+            let r = c.response(false);
+            assert_eq!((r.status, r.body.len()), (200, 2048));
+            t.elapsed()
+        })
+        .collect();
+    took.sort();
+    let p95 = took[took.len() * 95 / 100];
     assert!(
-        worst < Duration::from_millis(20),
-        "worst exchange took {worst:?}"
+        p95 < Duration::from_millis(20),
+        "95th percentile {p95:?}, slowest {:?}",
+        &took[took.len() - 10..]
     );
 }
 
