@@ -272,12 +272,14 @@ fn workers_are_recycled_after_their_request_budget() {
     });
 }
 
-#[test]
-fn sigterm_lets_a_large_download_finish_then_exits_0() {
+per_mode!(sigterm_lets_a_large_download_finish_then_exits_0);
+fn sigterm_lets_a_large_download_finish_then_exits_0(mode: Mode) {
     let size = 64 << 20;
-    let mut server = Server::with_site(&["--workers", "2", "--shutdown-timeout", "30s"], |root| {
-        std::fs::write(root.join("big.bin"), vec![7u8; size]).unwrap();
-    });
+    let mut server = mode
+        .pool(2)
+        .with_site(&["--shutdown-timeout", "30s"], |root| {
+            std::fs::write(root.join("big.bin"), vec![7u8; size]).unwrap();
+        });
     let mut s = server.connect();
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -540,11 +542,11 @@ fn example_echo_daemon_reuses_the_template() {
     }
 }
 
-#[test]
-fn sigusr1_reopens_the_access_log_for_logrotate() {
+per_mode!(sigusr1_reopens_the_access_log_for_logrotate);
+fn sigusr1_reopens_the_access_log_for_logrotate(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let server = Server::start(&["--workers", "2", "--access-log", log.to_str().unwrap()]);
+    let server = mode.start(&["--access-log", log.to_str().unwrap()]);
     assert_eq!(get_once(server.addr, "/first"), 404);
     eventually(Duration::from_secs(5), "a line in the log", || {
         std::fs::read_to_string(&log)
