@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::util::{body_of, header, status_of, Server};
+use crate::util::{body_of, header, per_mode, status_of, Mode, Server};
 
 fn set_mtime(path: &Path, t: SystemTime) -> SystemTime {
     let f = std::fs::File::options().write(true).open(path).unwrap();
@@ -39,8 +39,8 @@ fn far_dates_root() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-#[test]
-fn mtimes_outside_http_dates_are_served_with_a_sane_last_modified() {
+per_mode!(mtimes_outside_http_dates_are_served_with_a_sane_last_modified);
+fn mtimes_outside_http_dates_are_served_with_a_sane_last_modified(mode: Mode) {
     let dir = far_dates_root();
     let root = dir.path();
     let cases = [
@@ -67,15 +67,7 @@ fn mtimes_outside_http_dates_are_served_with_a_sane_last_modified() {
         std::fs::write(root.join(name), name).unwrap();
         stored.push((name, set_mtime(&root.join(name), t)));
     }
-    let server = Server::start(&[
-        "--root",
-        root.to_str().unwrap(),
-        "--workers",
-        "2",
-        "--max-requests-per-worker",
-        "0",
-    ]);
-    let workers_before = crate::util::children(server.pid());
+    let server = mode.start(&["--root", root.to_str().unwrap()]);
     for (name, mtime) in &stored {
         for method in ["GET", "HEAD"] {
             let resp = request(&server, method, &format!("/{name}"), "");
@@ -110,13 +102,13 @@ fn mtimes_outside_http_dates_are_served_with_a_sane_last_modified() {
         );
         assert_eq!(status_of(&resp), 304, "{name} with If-Modified-Since: {lm}");
     }
-    // Not one worker died on the way.
-    assert_eq!(crate::util::children(server.pid()), workers_before);
+    // Not one child died on the way, not even after sending its answer.
+    assert_eq!(server.children_that_died(), Vec::<String>::new());
 }
 
-#[test]
-fn ranges_at_the_edges_of_the_syntax() {
-    let server = Server::with_site(&[], |root| {
+per_mode!(ranges_at_the_edges_of_the_syntax);
+fn ranges_at_the_edges_of_the_syntax(mode: Mode) {
+    let server = mode.with_site(&[], |root| {
         std::fs::write(root.join("empty.txt"), "").unwrap();
         std::fs::write(root.join("ten.txt"), "0123456789").unwrap();
     });
@@ -152,9 +144,9 @@ fn ranges_at_the_edges_of_the_syntax() {
     assert_eq!(body_of(&resp), b"0123456789");
 }
 
-#[test]
-fn javascript_modules_and_source_maps_have_their_registered_types() {
-    let server = Server::with_site(&[], |root| {
+per_mode!(javascript_modules_and_source_maps_have_their_registered_types);
+fn javascript_modules_and_source_maps_have_their_registered_types(mode: Mode) {
+    let server = mode.with_site(&[], |root| {
         for f in ["app.js", "mod.mjs", "app.js.map"] {
             std::fs::write(root.join(f), "x").unwrap();
         }

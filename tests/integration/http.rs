@@ -1,7 +1,8 @@
 //! The HTTP application against the real `forkd` binary over loopback: files and validators,
 //! every refusal status, traversal and symlink escapes, request smuggling, keep-alive framing
 //! (pipelining, bodies discarded exactly, HTTP/1.0 rules), the timeouts that cut slow clients,
-//! and the Nagle/delayed-ACK stall a split request must never show.
+//! and the Nagle/delayed-ACK stall a split request must never show. Every test runs once per
+//! mode (`per_mode!`): the HTTP a client sees does not depend on the process model.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,7 +10,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{body_of, header, status_of, Server};
+use crate::util::{body_of, eventually, header, per_mode, status_of, Mode, Server};
 
 const INDEX: &str = "<!doctype html><title>home</title><p>hello</p>\n";
 
@@ -28,12 +29,15 @@ fn fill(root: &Path) {
     std::fs::write(root.join("big.bin"), big_content()).unwrap();
 }
 
-fn big_content() -> Vec<u8> {
-    (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect()
+/// Made once: an unoptimised test build takes a noticeable part of a test's time to make it,
+/// and every site of every mode writes it.
+fn big_content() -> &'static [u8] {
+    static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BIG.get_or_init(|| (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect())
 }
 
-fn site(args: &[&str]) -> Server {
-    Server::with_site(args, fill)
+fn site(mode: Mode, args: &[&str]) -> Server {
+    mode.with_site(args, fill)
 }
 
 fn count(hay: &[u8], needle: &[u8]) -> usize {
@@ -123,9 +127,9 @@ impl Client {
     }
 }
 
-#[test]
-fn serves_files_with_validators() {
-    let s = site(&[]);
+per_mode!(serves_files_with_validators);
+fn serves_files_with_validators(mode: Mode) {
+    let s = site(mode, &[]);
     let (status, resp) = s.get("/index.html");
     assert_eq!(status, 200);
     assert_eq!(body_of(&resp), INDEX.as_bytes());
@@ -148,9 +152,9 @@ fn serves_files_with_validators() {
         .starts_with("text/css"));
 }
 
-#[test]
-fn directories_use_index_and_redirect_to_slash() {
-    let s = site(&[]);
+per_mode!(directories_use_index_and_redirect_to_slash);
+fn directories_use_index_and_redirect_to_slash(mode: Mode) {
+    let s = site(mode, &[]);
     let (status, resp) = s.get("/");
     assert_eq!((status, body_of(&resp)), (200, INDEX.as_bytes()));
     let (status, resp) = s.get("/sub/");
@@ -166,9 +170,9 @@ fn directories_use_index_and_redirect_to_slash() {
     assert_eq!(s.get("/missing.html").0, 404);
 }
 
-#[test]
-fn conditional_get() {
-    let s = site(&[]);
+per_mode!(conditional_get);
+fn conditional_get(mode: Mode) {
+    let s = site(mode, &[]);
     let (_, resp) = s.get("/index.html");
     let etag = header(&resp, "etag").unwrap();
     let modified = header(&resp, "last-modified").unwrap();
@@ -206,9 +210,9 @@ fn conditional_get() {
     }
 }
 
-#[test]
-fn head_has_no_body_but_the_same_length() {
-    let s = site(&[]);
+per_mode!(head_has_no_body_but_the_same_length);
+fn head_has_no_body_but_the_same_length(mode: Mode) {
+    let s = site(mode, &[]);
     let mut c = Client::new(&s);
     // HEAD then GET pipelined: if HEAD leaked a body, the GET's response would not parse.
     c.send(b"HEAD /2k.html HTTP/1.1\r\nHost: t\r\n\r\nGET /2k.html HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -230,9 +234,9 @@ fn head_has_no_body_but_the_same_length() {
     assert!(c.closed());
 }
 
-#[test]
-fn large_file_goes_out_whole() {
-    let s = site(&[]);
+per_mode!(large_file_goes_out_whole);
+fn large_file_goes_out_whole(mode: Mode) {
+    let s = site(mode, &[]);
     let mut c = Client::new(&s);
     let r = c.get("/big.bin");
     assert_eq!(r.status, 200);
@@ -244,9 +248,9 @@ fn large_file_goes_out_whole() {
     );
 }
 
-#[test]
-fn traversal_never_escapes() {
-    let s = site(&[]);
+per_mode!(traversal_never_escapes);
+fn traversal_never_escapes(mode: Mode) {
+    let s = site(mode, &[]);
     // (raw target, expected status)
     let cases: &[(&str, u16)] = &[
         ("/../../../../etc/passwd", 404),
@@ -294,12 +298,12 @@ fn traversal_never_escapes() {
     assert_eq!(status_of(&resp), 400);
 }
 
-#[test]
-fn symlinks_out_of_the_root_are_refused() {
+per_mode!(symlinks_out_of_the_root_are_refused);
+fn symlinks_out_of_the_root_are_refused(mode: Mode) {
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.txt"), "outside secret\n").unwrap();
     let out_dir = outside.path().to_path_buf();
-    let s = Server::with_site(&[], |root| {
+    let s = mode.with_site(&[], |root| {
         fill(root);
         symlink("/etc/passwd", root.join("passwd")).unwrap();
         symlink(out_dir.join("secret.txt"), root.join("abs-out")).unwrap();
@@ -327,9 +331,9 @@ fn symlinks_out_of_the_root_are_refused() {
     assert_eq!(s.get("/sub-link/").0, 200);
 }
 
-#[test]
-fn smuggling_is_refused_and_the_connection_closed() {
-    let s = site(&[]);
+per_mode!(smuggling_is_refused_and_the_connection_closed);
+fn smuggling_is_refused_and_the_connection_closed(mode: Mode) {
+    let s = site(mode, &[]);
     // Each request carries a second one where a lenient parser would find it: the server
     // must answer 400 (or 501) exactly once and close, never answer the smuggled request.
     let smuggled = "GET /2k.html HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -382,9 +386,9 @@ fn smuggling_is_refused_and_the_connection_closed() {
     assert_eq!((status_of(&resp), count(&resp, b"HTTP/1.1 ")), (400, 1));
 }
 
-#[test]
-fn every_refusal_status() {
-    let s = site(&["--max-body-bytes", "1000"]);
+per_mode!(every_refusal_status);
+fn every_refusal_status(mode: Mode) {
+    let s = site(mode, &["--max-body-bytes", "1000"]);
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
     let long_line = format!("GET /{}", "a".repeat(20_000));
     let big_field = format!(
@@ -473,9 +477,9 @@ fn every_refusal_status() {
     assert_eq!((status_of(&resp), body_of(&resp).len()), (200, 2048));
 }
 
-#[test]
-fn pipelined_requests_are_answered_in_order() {
-    let s = site(&[]);
+per_mode!(pipelined_requests_are_answered_in_order);
+fn pipelined_requests_are_answered_in_order(mode: Mode) {
+    let s = site(mode, &[]);
     let mut c = Client::new(&s);
     let mut batch = Vec::new();
     for path in ["/index.html", "/missing", "/2k.html", "/sub/", "/style.css"] {
@@ -503,9 +507,9 @@ fn pipelined_requests_are_answered_in_order() {
     assert!(c.closed());
 }
 
-#[test]
-fn bodies_are_discarded_exactly_on_keep_alive() {
-    let s = site(&[]);
+per_mode!(bodies_are_discarded_exactly_on_keep_alive);
+fn bodies_are_discarded_exactly_on_keep_alive(mode: Mode) {
+    let s = site(mode, &[]);
     let mut c = Client::new(&s);
     // The bodies look like requests: if framing slipped, they would be answered.
     let fake = "GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -549,9 +553,9 @@ fn bodies_are_discarded_exactly_on_keep_alive() {
     assert_eq!(c.get("/style.css").status, 200);
 }
 
-#[test]
-fn http10_and_connection_rules() {
-    let s = site(&[]);
+per_mode!(http10_and_connection_rules);
+fn http10_and_connection_rules(mode: Mode) {
+    let s = site(mode, &[]);
     // HTTP/1.0 closes by default.
     let mut c = Client::new(&s);
     c.send(b"GET /style.css HTTP/1.0\r\n\r\n");
@@ -579,9 +583,9 @@ fn http10_and_connection_rules() {
     assert!(c.closed());
 }
 
-#[test]
-fn requests_per_connection_are_bounded() {
-    let s = site(&["--max-requests-per-connection", "3"]);
+per_mode!(requests_per_connection_are_bounded);
+fn requests_per_connection_are_bounded(mode: Mode) {
+    let s = site(mode, &["--max-requests-per-connection", "3"]);
     let mut c = Client::new(&s);
     assert_eq!(c.get("/style.css").header("connection"), None);
     assert_eq!(c.get("/style.css").header("connection"), None);
@@ -592,9 +596,9 @@ fn requests_per_connection_are_bounded() {
     assert!(c.closed());
 }
 
-#[test]
-fn slowloris_is_cut_by_the_header_timeout() {
-    let s = site(&["--header-timeout", "0.5"]);
+per_mode!(slowloris_is_cut_by_the_header_timeout);
+fn slowloris_is_cut_by_the_header_timeout(mode: Mode) {
+    let s = site(mode, &["--header-timeout", "0.5"]);
     let mut c = Client::new(&s);
     c.s.set_nonblocking(true).unwrap();
     let start = Instant::now();
@@ -632,9 +636,9 @@ fn slowloris_is_cut_by_the_header_timeout() {
     }
 }
 
-#[test]
-fn idle_keep_alive_is_closed() {
-    let s = site(&["--keepalive-timeout", "0.3"]);
+per_mode!(idle_keep_alive_is_closed);
+fn idle_keep_alive_is_closed(mode: Mode) {
+    let s = site(mode, &["--keepalive-timeout", "0.3"]);
     let mut c = Client::new(&s);
     assert_eq!(c.get("/style.css").status, 200);
     let start = Instant::now();
@@ -645,38 +649,45 @@ fn idle_keep_alive_is_closed() {
         "idle close took {waited:?}"
     );
     // A connection that never sends anything is closed too (quietly: nothing was asked).
-    let s = site(&["--header-timeout", "0.3"]);
+    let s = site(mode, &["--header-timeout", "0.3"]);
     let mut c = Client::new(&s);
     let start = Instant::now();
     assert!(c.closed());
     assert!(start.elapsed() < Duration::from_secs(3));
 }
 
-#[test]
-fn split_requests_never_stall() {
-    // The Nagle/delayed-ACK signature is a ~40 ms stall; every exchange must stay below 20 ms.
-    let s = site(&[]);
+per_mode!(split_requests_never_stall);
+fn split_requests_never_stall(mode: Mode) {
+    // The Nagle/delayed-ACK signature is a ~40 ms stall that comes back exchange after
+    // exchange once the connection has left quick-ACK mode. A loaded machine also stalls a few exchanges by
+    // scheduling alone (the worst of 200 was seen at 60 ms with the other builds running), so
+    // the 95th percentile must stay below 20 ms, not the worst.
+    let s = site(mode, &[]);
     let mut c = Client::new(&s);
     let req = b"GET /2k.html HTTP/1.1\r\nHost: t\r\nUser-Agent: nagle-test\r\n\r\n";
     let (a, b) = req.split_at(req.len() / 2);
-    let mut worst = Duration::ZERO;
-    for _ in 0..200 {
-        let t = Instant::now();
-        c.send(a);
-        c.send(b);
-        let r = c.response(false);
-        assert_eq!((r.status, r.body.len()), (200, 2048));
-        worst = worst.max(t.elapsed());
-    }
+    let mut took: Vec<Duration> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            c.send(a);
+            c.send(b);
+            let r = c.response(false);
+            assert_eq!((r.status, r.body.len()), (200, 2048));
+            t.elapsed()
+        })
+        .collect();
+    took.sort();
+    let p95 = took[took.len() * 95 / 100];
     assert!(
-        worst < Duration::from_millis(20),
-        "worst exchange took {worst:?}"
+        p95 < Duration::from_millis(20),
+        "95th percentile {p95:?}, slowest {:?}",
+        &took[took.len() - 10..]
     );
 }
 
-#[test]
-fn embedded_demo_site() {
-    let s = Server::start(&[]);
+per_mode!(embedded_demo_site);
+fn embedded_demo_site(mode: Mode) {
+    let s = mode.start(&[]);
     let (status, resp) = s.get("/");
     assert_eq!(status, 200);
     assert!(count(&resp, b"forkd") > 0);
@@ -694,11 +705,11 @@ fn embedded_demo_site() {
     assert_eq!(s.get("/../etc/passwd").0, 404);
 }
 
-#[test]
-fn access_log_lines_are_whole() {
+per_mode!(access_log_lines_are_whole);
+fn access_log_lines_are_whole(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let s = site(&["--access-log", log.to_str().unwrap()]);
+    let s = site(mode, &["--access-log", log.to_str().unwrap()]);
     // Four clients at once: lines from concurrent children must never interleave.
     std::thread::scope(|scope| {
         for _ in 0..4 {
@@ -711,7 +722,7 @@ fn access_log_lines_are_whole() {
             });
         }
     });
-    let text = crate::util::eventually(Duration::from_secs(5), "200 log lines", || {
+    let text = eventually(Duration::from_secs(5), "200 log lines", || {
         let t = std::fs::read_to_string(&log).ok()?;
         (t.lines().count() >= 200).then_some(t)
     });
@@ -725,38 +736,13 @@ fn access_log_lines_are_whole() {
     }
 }
 
-#[test]
-fn fork_mode_speaks_the_same_http() {
-    let s = site(&["--mode", "fork"]);
-    let mut c = Client::new(&s);
-    c.send(b"GET /2k.html HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nGET GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(c.response(false).body.len(), 2048);
-    assert_eq!(c.response(false).body, b"body{}\n");
-    let req = b"GET /2k.html HTTP/1.1\r\nHost: t\r\n\r\n";
-    let (a, b) = req.split_at(req.len() / 2);
-    for _ in 0..50 {
-        let t = Instant::now();
-        c.send(a);
-        c.send(b);
-        assert_eq!(c.response(false).body.len(), 2048);
-        assert!(
-            t.elapsed() < Duration::from_millis(20),
-            "stall of {:?}",
-            t.elapsed()
-        );
-    }
-    let resp = s.raw(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
-    assert_eq!((status_of(&resp), count(&resp, b"HTTP/1.1 ")), (400, 1));
-    assert_eq!(s.get("/%2e%2e/%2e%2e/etc/passwd").0, 404);
-}
-
-#[test]
-fn sigterm_closes_idle_keep_alive_connections_at_once() {
+per_mode!(sigterm_closes_idle_keep_alive_connections_at_once);
+fn sigterm_closes_idle_keep_alive_connections_at_once(mode: Mode) {
     use nix::sys::signal::Signal;
-    let mut s = site(&["--workers", "2", "--keepalive-timeout", "60"]);
+    let mut s = site(mode, &["--keepalive-timeout", "60"]);
     let mut idle = Client::new(&s);
     assert_eq!(idle.get("/style.css").status, 200);
-    // The worker now waits for a next request that will never come; a graceful stop must not
+    // The child now waits for a next request that will never come; a graceful stop must not
     // wait out the 60 s keep-alive time.
     let start = Instant::now();
     s.proc.signal(Signal::SIGTERM);
@@ -769,10 +755,10 @@ fn sigterm_closes_idle_keep_alive_connections_at_once() {
     assert_eq!(s.proc.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
 
-#[test]
-fn expect_100_continue_gets_the_final_status_at_once() {
+per_mode!(expect_100_continue_gets_the_final_status_at_once);
+fn expect_100_continue_gets_the_final_status_at_once(mode: Mode) {
     // The body is never invited, so the answer comes before it and the connection ends.
-    let s = site(&[]);
+    let s = site(mode, &[]);
     let mut c = Client::new(&s);
     c.send(b"PUT /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n");
     let r = c.response(false);
@@ -782,11 +768,12 @@ fn expect_100_continue_gets_the_final_status_at_once() {
     assert!(c.closed());
 }
 
-#[test]
-fn slow_reader_is_cut_by_the_send_timeout() {
-    // One worker, a reader that never reads a 64 MiB response: the worker must give up after
-    // the send timeout and serve the next client, not stay pinned (incident 003).
-    let s = Server::with_site(&["--workers", "1", "--send-timeout", "0.5"], |root| {
+per_mode!(slow_reader_is_cut_by_the_send_timeout);
+fn slow_reader_is_cut_by_the_send_timeout(mode: Mode) {
+    // Room for one connection, a reader that never reads a 64 MiB response: its child must
+    // give up after the send timeout and make room for the next client, not stay pinned
+    // (incident 003).
+    let s = mode.pool(1).with_site(&["--send-timeout", "0.5"], |root| {
         fill(root);
         std::fs::write(root.join("huge.bin"), vec![1u8; 64 << 20]).unwrap();
     });
@@ -795,11 +782,27 @@ fn slow_reader_is_cut_by_the_send_timeout() {
     (&stuck)
         .write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
+    // Prefork keeps the next client in the backlog until the worker is free; fork mode
+    // answers 503 while its one child is busy, and the client asks again.
     let start = Instant::now();
-    let mut c = Client::new(&s);
-    let r = c.get("/style.css");
-    assert_eq!(r.status, 200);
+    let mut refused = 0;
+    eventually(
+        Duration::from_secs(10),
+        "a 200 for the next client",
+        || match s.get("/style.css").0 {
+            200 => Some(()),
+            503 => {
+                refused += 1;
+                None
+            }
+            other => panic!("next client got {other}"),
+        },
+    );
     let waited = start.elapsed();
+    eprintln!(
+        "{}: next client served after {waited:?} and {refused} 503s",
+        mode.name
+    );
     assert!(
         waited < Duration::from_secs(5),
         "next client waited {waited:?}"
@@ -807,9 +810,9 @@ fn slow_reader_is_cut_by_the_send_timeout() {
     drop(stuck);
 }
 
-#[test]
-fn single_byte_ranges() {
-    let s = site(&[]);
+per_mode!(single_byte_ranges);
+fn single_byte_ranges(mode: Mode) {
+    let s = site(mode, &[]);
     let big = big_content();
     let mut c = Client::new(&s);
     let etag = c.get("/big.bin").header("etag").unwrap();

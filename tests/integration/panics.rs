@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 
 use std::time::Duration;
 
-use crate::util::{body_of, status_of, Proc, Server, FORKD};
+use crate::util::{body_of, per_mode, status_of, Mode, Proc, FORKD};
 
 /// Durations past what a deadline can hold are refused at start, naming the flag: past a
 /// year by the duration parser (a bad command line, exit 2), past a day by the configuration
@@ -33,11 +33,11 @@ fn timeouts_beyond_the_clock_are_refused_at_start() {
     }
 }
 
-#[test]
-fn a_body_deadline_beyond_the_clock_still_answers() {
+per_mode!(a_body_deadline_beyond_the_clock_still_answers);
+fn a_body_deadline_beyond_the_clock_still_answers(mode: Mode) {
     // The time allowed for a body is the header timeout plus max-body-bytes / min-send-rate
     // seconds, here u64::MAX seconds.
-    let server = Server::start(&[
+    let server = mode.start(&[
         "--max-body-bytes",
         &u64::MAX.to_string(),
         "--min-send-rate",
@@ -48,11 +48,11 @@ fn a_body_deadline_beyond_the_clock_still_answers() {
     assert_eq!(status_of(&resp), 405);
 }
 
-#[test]
-fn the_longest_send_timeout_still_sends_a_large_file() {
+per_mode!(the_longest_send_timeout_still_sends_a_large_file);
+fn the_longest_send_timeout_still_sends_a_large_file(mode: Mode) {
     // Larger than what goes out in one gathered send: `sendfile` with a send deadline.
     let big = vec![b'x'; 256 * 1024];
-    let server = Server::with_site(&["--send-timeout", "1d"], |root| {
+    let server = mode.with_site(&["--send-timeout", "1d"], |root| {
         std::fs::write(root.join("big.bin"), &big).unwrap();
     });
     let mut s = server.connect();

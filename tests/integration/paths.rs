@@ -9,7 +9,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::util::{body_of, eventually, header, status_of, Server};
+use crate::util::{body_of, eventually, header, per_mode, status_of, Mode, Server};
 
 /// `GET target` as sent, byte for byte (no client normalises it on the way).
 fn get(s: &Server, target: &str) -> (u16, Vec<u8>) {
@@ -41,9 +41,9 @@ fn wait_path_refused(metrics: &Path, want: u64) {
     assert_eq!(metric(&t, name), Some(want), "{t}");
 }
 
-#[test]
-fn redirect_location_is_the_resolved_path_never_another_host() {
-    let s = Server::with_site(&["--workers", "1"], |root| {
+per_mode!(redirect_location_is_the_resolved_path_never_another_host);
+fn redirect_location_is_the_resolved_path_never_another_host(mode: Mode) {
+    let s = mode.with_site(&[], |root| {
         for dir in ["example.org", "a/b", "sp ace", "café", "100%", "x;y=1"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
             std::fs::write(root.join(dir).join("index.html"), dir).unwrap();
@@ -87,26 +87,18 @@ fn redirect_location_is_the_resolved_path_never_another_host() {
     assert_eq!(get(&s, "/%2F%2Fexample.org").0, 404);
 }
 
-#[test]
-fn dot_segments_are_resolved_and_never_climb() {
+per_mode!(dot_segments_are_resolved_and_never_climb);
+fn dot_segments_are_resolved_and_never_climb(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = dir.path().join("forkd.prom");
-    let s = Server::with_site(
-        &[
-            "--workers",
-            "1",
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-        ],
-        |root| {
-            std::fs::create_dir_all(root.join("a/b")).unwrap();
-            std::fs::write(root.join("index.html"), "home").unwrap();
-            std::fs::write(root.join("a/b/f.txt"), "f").unwrap();
-            std::fs::write(root.join("b.txt"), "top b").unwrap();
-            std::fs::write(root.join("a/b.txt"), "a's b").unwrap();
-            std::fs::write(root.join("a/index.html"), "a index").unwrap();
-        },
-    );
+    let s = mode.with_site(&["--metrics-file", metrics.to_str().unwrap()], |root| {
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("index.html"), "home").unwrap();
+        std::fs::write(root.join("a/b/f.txt"), "f").unwrap();
+        std::fs::write(root.join("b.txt"), "top b").unwrap();
+        std::fs::write(root.join("a/b.txt"), "a's b").unwrap();
+        std::fs::write(root.join("a/index.html"), "a index").unwrap();
+    });
     for (target, body) in [
         ("/a/./b/f.txt", "f"),
         ("/a/../b.txt", "top b"),
@@ -149,9 +141,9 @@ fn dot_segments_are_resolved_and_never_climb() {
     wait_path_refused(&metrics, (climbs.len() + 3) as u64);
 }
 
-#[test]
-fn names_that_are_not_utf8_are_reachable_and_control_bytes_are_not() {
-    let s = Server::with_site(&["--workers", "1"], |root| {
+per_mode!(names_that_are_not_utf8_are_reachable_and_control_bytes_are_not);
+fn names_that_are_not_utf8_are_reachable_and_control_bytes_are_not(mode: Mode) {
+    let s = mode.with_site(&[], |root| {
         std::fs::write(root.join(OsStr::from_bytes(b"caf\xe9.txt")), "latin-1").unwrap();
         std::fs::write(root.join("café.txt"), "utf-8").unwrap();
         std::fs::write(root.join("index.html"), "home").unwrap();
@@ -178,7 +170,7 @@ fn names_that_are_not_utf8_are_reachable_and_control_bytes_are_not() {
     }
 
     // The embedded site has only UTF-8 names: the rest names nothing there.
-    let embedded = Server::start(&["--workers", "1"]);
+    let embedded = mode.start(&[]);
     for target in ["/caf%E9", "/%ff/", "/%c0%ae%c0%ae/etc/passwd"] {
         assert_eq!(get(&embedded, target).0, 404, "{target}");
     }
@@ -205,19 +197,11 @@ fn dotted(root: &Path) {
     symlink(".well-known", root.join("wk")).unwrap();
 }
 
-#[test]
-fn dot_paths_follow_the_allow_list_through_symlinks_too() {
+per_mode!(dot_paths_follow_the_allow_list_through_symlinks_too);
+fn dot_paths_follow_the_allow_list_through_symlinks_too(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = dir.path().join("forkd.prom");
-    let s = Server::with_site(
-        &[
-            "--workers",
-            "1",
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-        ],
-        dotted,
-    );
+    let s = mode.with_site(&["--metrics-file", metrics.to_str().unwrap()], dotted);
     let served = [
         ("/.well-known/acme-challenge/token", "tok.key"),
         ("/.well-known/security.txt", "Contact: x"),
@@ -254,7 +238,7 @@ fn dot_paths_follow_the_allow_list_through_symlinks_too() {
     wait_path_refused(&metrics, refused.len() as u64);
 
     // A list of our own replaces the default.
-    let s = Server::with_site(&["--workers", "1", "--allow-dot-path", "/.git/"], dotted);
+    let s = mode.with_site(&["--allow-dot-path", "/.git/"], dotted);
     assert_eq!(get(&s, "/.git/config").0, 200);
     assert_eq!(get(&s, "/link/config").0, 200);
     assert_eq!(get(&s, "/config-link").0, 200);
@@ -262,7 +246,7 @@ fn dot_paths_follow_the_allow_list_through_symlinks_too() {
     assert_eq!(get(&s, "/env-link").0, 404);
     assert_eq!(get(&s, "/.well-known/security.txt").0, 404);
     // And an empty one allows none.
-    let s = Server::with_site(&["--workers", "1", "--allow-dot-path", ""], dotted);
+    let s = mode.with_site(&["--allow-dot-path", ""], dotted);
     assert_eq!(get(&s, "/.well-known/acme-challenge/token").0, 404);
     assert_eq!(get(&s, "/wk/security.txt").0, 404);
     assert_eq!(get(&s, "/ok-link/file.txt").0, 200);
@@ -309,18 +293,20 @@ fn docroot() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, root)
 }
 
-#[test]
-fn docroot_the_children_cannot_search_is_refused_at_start_and_on_reload() {
+per_mode!(docroot_the_children_cannot_search_is_refused_at_start_and_on_reload);
+fn docroot_the_children_cannot_search_is_refused_at_start_and_on_reload(mode: Mode) {
     use crate::util::{Proc, FORKD};
     let (user, owner) = child_user();
-    let mode = closed_mode();
+    let closed = closed_mode();
     let (_dir, root) = docroot();
-    chmod(&root, mode);
+    chmod(&root, closed);
     let want = format!(
-        "forkd: --root {}: user {user} cannot search it (mode {mode:04o}, owner {owner})",
+        "forkd: --root {}: user {user} cannot search it (mode {closed:04o}, owner {owner})",
         root.display()
     );
-    let args = ["--root", root.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let mut args = mode.args();
+    args.extend(["--root", root.to_str().unwrap(), "--listen", "127.0.0.1:0"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut refused = Proc::spawn(FORKD, &args);
     assert_eq!(refused.wait_exit(Duration::from_secs(10)).code(), Some(100));
     refused.wait_line(&want, Duration::from_secs(2));
@@ -331,7 +317,7 @@ fn docroot_the_children_cannot_search_is_refused_at_start_and_on_reload() {
         let mut cmd = std::process::Command::new(FORKD);
         std::os::unix::process::CommandExt::uid(&mut cmd, nobody.uid.as_raw());
         std::os::unix::process::CommandExt::gid(&mut cmd, nobody.gid.as_raw());
-        let mut refused = Proc::spawn_cmd(cmd.args(args));
+        let mut refused = Proc::spawn_cmd(cmd.args(&args));
         assert_eq!(refused.wait_exit(Duration::from_secs(10)).code(), Some(100));
         refused.wait_line(&want, Duration::from_secs(2));
     } else {
@@ -342,7 +328,7 @@ fn docroot_the_children_cannot_search_is_refused_at_start_and_on_reload() {
     chmod(&root, 0o755);
     let s = Server::start(&args);
     assert_eq!(get(&s, "/").0, 200);
-    chmod(&root, mode);
+    chmod(&root, closed);
     s.proc.signal(nix::sys::signal::Signal::SIGHUP);
     let line = s.proc.wait_line("reload failed", Duration::from_secs(10));
     assert!(
@@ -353,10 +339,10 @@ fn docroot_the_children_cannot_search_is_refused_at_start_and_on_reload() {
     assert_eq!(get(&s, "/").0, 200);
 }
 
-#[test]
-fn unreadable_index_is_a_warning_and_its_403_is_logged() {
+per_mode!(unreadable_index_is_a_warning_and_its_403_is_logged);
+fn unreadable_index_is_a_warning_and_its_403_is_logged(mode: Mode) {
     let (user, _) = child_user();
-    let s = Server::with_site(&["--workers", "1"], |root| {
+    let s = mode.with_site(&[], |root| {
         std::fs::write(root.join("index.html"), "home").unwrap();
         std::fs::write(root.join("ok.txt"), "ok").unwrap();
         chmod(&root.join("index.html"), closed_mode() & 0o600);

@@ -6,13 +6,13 @@
 
 use std::path::Path;
 
-use crate::util::{body_of, header, status_of, Server};
+use crate::util::{body_of, header, per_mode, status_of, Mode, Server};
 
 const INDEX: &str = "<!doctype html><title>home</title>\n";
 const FILE: &str = "file body\n";
 
-fn site(args: &[&str]) -> Server {
-    Server::with_site(args, |root: &Path| {
+fn site(mode: Mode, args: &[&str]) -> Server {
+    mode.with_site(args, |root: &Path| {
         std::fs::write(root.join("index.html"), INDEX).unwrap();
         std::fs::write(root.join("f.txt"), FILE).unwrap();
     })
@@ -70,9 +70,9 @@ fn statuses(s: &Server, req: &[u8]) -> Vec<u16> {
 
 const CLOSE_GET: &str = "GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 
-#[test]
-fn empty_host_is_refused() {
-    let s = site(&[]);
+per_mode!(empty_host_is_refused);
+fn empty_host_is_refused(mode: Mode) {
+    let s = site(mode, &[]);
     for host_line in ["Host:", "Host: ", "Host:\t", "Host: :80"] {
         let req = format!("GET /f.txt HTTP/1.1\r\n{host_line}\r\n\r\n{CLOSE_GET}");
         // 400, and the connection ends: the pipelined request is not answered.
@@ -85,9 +85,9 @@ fn empty_host_is_refused() {
     assert_eq!((status_of(&resp), body_of(&resp)), (200, FILE.as_bytes()));
 }
 
-#[test]
-fn host_and_absolute_form_authority_are_validated() {
-    let s = site(&[]);
+per_mode!(host_and_absolute_form_authority_are_validated);
+fn host_and_absolute_form_authority_are_validated(mode: Mode) {
+    let s = site(mode, &[]);
     for (host, want) in [
         ("[::1]", 200),
         ("[::1]:8080", 200),
@@ -130,9 +130,9 @@ fn host_and_absolute_form_authority_are_validated() {
     }
 }
 
-#[test]
-fn absolute_form_with_an_empty_path_is_the_root() {
-    let s = site(&[]);
+per_mode!(absolute_form_with_an_empty_path_is_the_root);
+fn absolute_form_with_an_empty_path_is_the_root(mode: Mode) {
+    let s = site(mode, &[]);
     for target in [
         "http://x?q=1",
         "http://x:8080?q=1&r=%2F",
@@ -151,9 +151,9 @@ fn absolute_form_with_an_empty_path_is_the_root() {
     }
 }
 
-#[test]
-fn request_lines_of_8000_octets_are_served() {
-    let s = site(&[]);
+per_mode!(request_lines_of_8000_octets_are_served);
+fn request_lines_of_8000_octets_are_served(mode: Mode) {
+    let s = site(mode, &[]);
     // Exactly 8,000 octets of request line (RFC 9112 section 3), with ordinary fields.
     let fixed = "GET /f.txt? HTTP/1.1".len();
     let line = format!("GET /f.txt?{} HTTP/1.1", "q".repeat(8000 - fixed));
@@ -190,9 +190,9 @@ fn request_lines_of_8000_octets_are_served() {
     assert_eq!(status_of(&s.raw(endless.as_bytes())), 414);
 }
 
-#[test]
-fn repeated_precondition_lines_form_one_list() {
-    let s = site(&[]);
+per_mode!(repeated_precondition_lines_form_one_list);
+fn repeated_precondition_lines_form_one_list(mode: Mode) {
+    let s = site(mode, &[]);
     let (_, resp) = s.get("/f.txt");
     let etag = header(&resp, "etag").unwrap();
     let cases = [
@@ -266,9 +266,9 @@ fn chunked_then_get(body: &[u8]) -> Vec<u8> {
     req
 }
 
-#[test]
-fn chunked_framing_is_strict() {
-    let s = site(&["--max-body-bytes", "1000"]);
+per_mode!(chunked_framing_is_strict);
+fn chunked_framing_is_strict(mode: Mode) {
+    let s = site(mode, &["--max-body-bytes", "1000"]);
     // Valid framing: the body ends exactly where the grammar says, so the next request is
     // answered too.
     let good: &[&[u8]] = &[
@@ -324,9 +324,9 @@ fn chunked_framing_is_strict() {
     }
 }
 
-#[test]
-fn content_lengths_with_leading_zeros_and_past_64_bits() {
-    let s = site(&["--max-body-bytes", "1000"]);
+per_mode!(content_lengths_with_leading_zeros_and_past_64_bits);
+fn content_lengths_with_leading_zeros_and_past_64_bits(mode: Mode) {
+    let s = site(mode, &["--max-body-bytes", "1000"]);
     for (length, body) in [
         ("00000000000000000000", ""),
         ("0005", "hello"),
@@ -360,9 +360,9 @@ fn content_lengths_with_leading_zeros_and_past_64_bits() {
     assert_eq!(statuses(&s, req.as_bytes()), [400]);
 }
 
-#[test]
-fn options_is_answered_with_allow() {
-    let s = site(&[]);
+per_mode!(options_is_answered_with_allow);
+fn options_is_answered_with_allow(mode: Mode) {
+    let s = site(mode, &[]);
     // OPTIONS `*`, a file, a missing path and an absolute form, pipelined on one connection:
     // each a 200 with Allow and an empty body, and the connection goes on.
     let req = format!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{self, eventually, Proc, Server};
+use crate::util::{self, eventually, per_mode, Mode, Proc, Server};
 
 /// One connection-per-request GET; returns the status, or 0 on any transport failure.
 fn get_once(addr: SocketAddr, path: &str) -> u16 {
@@ -272,12 +272,14 @@ fn workers_are_recycled_after_their_request_budget() {
     });
 }
 
-#[test]
-fn sigterm_lets_a_large_download_finish_then_exits_0() {
+per_mode!(sigterm_lets_a_large_download_finish_then_exits_0);
+fn sigterm_lets_a_large_download_finish_then_exits_0(mode: Mode) {
     let size = 64 << 20;
-    let mut server = Server::with_site(&["--workers", "2", "--shutdown-timeout", "30s"], |root| {
-        std::fs::write(root.join("big.bin"), vec![7u8; size]).unwrap();
-    });
+    let mut server = mode
+        .pool(2)
+        .with_site(&["--shutdown-timeout", "30s"], |root| {
+            std::fs::write(root.join("big.bin"), vec![7u8; size]).unwrap();
+        });
     let mut s = server.connect();
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -317,6 +319,22 @@ fn sigint_stops_at_once_and_pid_file_comes_and_goes() {
     for w in workers {
         assert!(util::state(w).is_none(), "worker {w} survived the master");
     }
+}
+
+per_mode!(readiness_line_names_the_mode_and_its_pool);
+/// Every entry of `MODES` really starts its own mode, sized as asked: a misspelt entry, or
+/// flags that another mode ignores, would run some other server under this mode's name.
+fn readiness_line_names_the_mode_and_its_pool(mode: Mode) {
+    let server = mode.pool(3).start(&[]);
+    let line = mode.check_ready(&server);
+    let want = format!("(pid {}, {}, ", server.pid(), mode.name);
+    let how = line.split(&want).nth(1).unwrap_or("");
+    assert!(
+        how.split(|c: char| !c.is_ascii_digit()).any(|n| n == "3"),
+        "mode {}: the readiness line does not say the pool of 3: {line:?}",
+        mode.name
+    );
+    assert_eq!(server.get("/").0, 200, "mode {}", mode.name);
 }
 
 #[test]
@@ -526,11 +544,11 @@ fn example_echo_daemon_reuses_the_template() {
     }
 }
 
-#[test]
-fn sigusr1_reopens_the_access_log_for_logrotate() {
+per_mode!(sigusr1_reopens_the_access_log_for_logrotate);
+fn sigusr1_reopens_the_access_log_for_logrotate(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let server = Server::start(&["--workers", "2", "--access-log", log.to_str().unwrap()]);
+    let server = mode.start(&["--access-log", log.to_str().unwrap()]);
     assert_eq!(get_once(server.addr, "/first"), 404);
     eventually(Duration::from_secs(5), "a line in the log", || {
         std::fs::read_to_string(&log)

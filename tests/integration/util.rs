@@ -89,14 +89,23 @@ impl Proc {
                 .find(|l| l.contains(needle))
                 .cloned()
         };
-        let end = Instant::now() + deadline;
+        let mut end = Instant::now() + deadline;
+        let mut exited = false;
         loop {
             if let Some(l) = find() {
                 return l;
             }
+            // A process that has exited (a zombie until it is waited for) prints nothing more
+            // once its pipes are drained: give the reader threads a moment, not the whole
+            // deadline (a refused command line would otherwise cost 20 s of readiness wait).
+            if !exited && state(self.pid()) == Some('Z') {
+                exited = true;
+                end = end.min(Instant::now() + Duration::from_millis(500));
+            }
             if Instant::now() > end {
+                let why = if exited { "exited" } else { "timed out" };
                 panic!(
-                    "timed out waiting for {what}; output so far:\n{}",
+                    "{why} waiting for {what}; output so far:\n{}",
                     self.output().join("\n")
                 );
             }
@@ -123,6 +132,127 @@ impl Drop for Proc {
         let _ = nix::sys::signal::kill(pg, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Defines [`MODES`] and the `per_mode!` macro from one list, so that the two cannot drift:
+/// each entry is a `--mode` name and the flags that give that mode room for `{pool}`
+/// connections served at once (see [`Mode::pool`]). `$d` is a `$` handed in, which lets the
+/// macro written here have metavariables of its own.
+macro_rules! modes {
+    ($d:tt $($name:ident: $pool_flags:literal,)+) => {
+        /// Every mode the per-mode tests run against, in the order of the list.
+        pub const MODES: &[Mode] = &[$(Mode {
+            name: stringify!($name),
+            pool_flags: $pool_flags,
+            pool: None,
+        }),+];
+
+        /// `per_mode!(name);` above `fn name(mode: Mode)` makes it one test per mode: a module
+        /// `name` with a `#[test] fn` for each entry of [`MODES`] (`name::prefork`,
+        /// `name::fork`), so a failure names its mode and the modes run in parallel. A
+        /// function no `per_mode!` names is dead code, which clippy refuses.
+        macro_rules! per_mode {
+            ($d test:ident) => {
+                mod $d test {
+                    $(
+                        #[test]
+                        fn $name() {
+                            super::$d test(crate::util::Mode::named(stringify!($name)));
+                        }
+                    )+
+                }
+            };
+        }
+        pub(crate) use per_mode;
+    };
+}
+
+// The one list of modes: a mode is added here and nowhere else. Event mode (issue 9, on its
+// own branch) joins as `event: "--workers 2 --worker-connections {pool}",`.
+modes! {$
+    prefork: "--workers {pool}",
+    fork: "--max-children {pool}",
+}
+
+/// One of forkd's `--mode`s as a test starts it. Without a pool forkd picks its own default
+/// size, as it does for a user who gives none.
+#[derive(Clone, Copy, Debug)]
+pub struct Mode {
+    pub name: &'static str,
+    /// Flags for a pool of `{pool}` connections at once, split at whitespace.
+    pool_flags: &'static str,
+    pool: Option<usize>,
+}
+
+impl Mode {
+    /// The entry of [`MODES`] called `name`.
+    pub fn named(name: &str) -> Mode {
+        *MODES
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no mode {name:?} in MODES"))
+    }
+
+    /// This mode with room for `n` connections served at once. What happens to one more
+    /// differs: prefork leaves it in the backlog until a worker is free, fork mode answers
+    /// 503 at once.
+    pub fn pool(self, n: usize) -> Mode {
+        Mode {
+            pool: Some(n),
+            ..self
+        }
+    }
+
+    /// The flags that select this mode (and its pool, if one was asked for).
+    pub fn args(self) -> Vec<String> {
+        let mut args = vec!["--mode".to_string(), self.name.to_string()];
+        if let Some(n) = self.pool {
+            let n = n.to_string();
+            args.extend(
+                self.pool_flags
+                    .split_whitespace()
+                    .map(|f| f.replace("{pool}", &n)),
+            );
+        }
+        args
+    }
+
+    /// Starts forkd in this mode with `args` after the mode's own flags (see
+    /// [`Server::start`]).
+    pub fn start(self, args: &[&str]) -> Server {
+        let mine = self.args();
+        let server = Server::start(&Self::command_line(&mine, args));
+        self.check_ready(&server);
+        server
+    }
+
+    /// Starts forkd in this mode serving a fresh docroot (see [`Server::with_site`]).
+    pub fn with_site(self, args: &[&str], fill: impl FnOnce(&Path)) -> Server {
+        let mine = self.args();
+        let server = Server::with_site(&Self::command_line(&mine, args), fill);
+        self.check_ready(&server);
+        server
+    }
+
+    fn command_line<'a>(mine: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
+        mine.iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+            .collect()
+    }
+
+    /// Panics unless the readiness line says this mode, so that a misspelt entry in
+    /// [`MODES`] cannot run another mode under this one's name: `(pid N, prefork, ...)`.
+    pub fn check_ready(self, server: &Server) -> String {
+        let line = server.proc.wait_line("ready on http://", Duration::ZERO);
+        let want = format!("(pid {}, {}, ", server.pid(), self.name);
+        assert!(
+            line.contains(&want),
+            "mode {}: readiness line {line:?}",
+            self.name
+        );
+        line
     }
 }
 
@@ -164,6 +294,22 @@ impl Server {
 
     pub fn pid(&self) -> i32 {
         self.proc.pid()
+    }
+
+    /// What forkd has printed about children that died: a child's panic message, the
+    /// master's error line for one that exited non-zero or was killed. Empty on a healthy
+    /// run, in any mode (a prefork worker that retires, or a fork-mode child that ends with
+    /// its connection, exits 0 and is not reported at this log level).
+    pub fn children_that_died(&self) -> Vec<String> {
+        self.proc
+            .output()
+            .into_iter()
+            .filter(|l| {
+                l.contains("panicked at")
+                    || (l.contains("ERROR")
+                        && (l.contains(" exited with code ") || l.contains(" killed by ")))
+            })
+            .collect()
     }
 
     pub fn root(&self) -> PathBuf {
