@@ -135,6 +135,38 @@ pub enum StartError {
     Fork(nix::Error),
 }
 
+impl StartError {
+    /// "Restarting will not help" (exit 100 in forkd, s6's permanent failure): the failure
+    /// is in the configuration or the file system it names, not in a passing condition. A
+    /// pid-file directory that is read-only or missing stays so (issue 10: it exited 111 and
+    /// was retried forever); an address in use, a full disk or a failed fork may pass.
+    pub fn is_permanent(&self) -> bool {
+        let errno = |e: &io::Error| e.raw_os_error().unwrap_or(0);
+        match self {
+            StartError::PidFile { source, .. } => matches!(
+                errno(source),
+                libc::EACCES
+                    | libc::EPERM
+                    | libc::EROFS
+                    | libc::ENOENT
+                    | libc::ENOTDIR
+                    | libc::EISDIR
+                    | libc::ELOOP
+                    | libc::ENAMETOOLONG
+            ),
+            StartError::Listen(listener::ListenError::Bind { source, .. }) => {
+                matches!(errno(source), libc::EACCES | libc::EPERM)
+            }
+            StartError::Listen(listener::ListenError::Inherited { .. }) => true,
+            StartError::NoListener => true,
+            StartError::Signals(_)
+            | StartError::ListenerSetup(_)
+            | StartError::Scoreboard(_)
+            | StartError::Fork(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
@@ -953,6 +985,32 @@ mod tests {
                 want,
                 "{end} {asked} {served}"
             );
+        }
+    }
+
+    #[test]
+    fn permanent_start_failures_are_those_a_restart_cannot_cure() {
+        let pid_file = |errno| StartError::PidFile {
+            path: "/x/forkd.pid".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let bind = |errno| {
+            StartError::Listen(listener::ListenError::Bind {
+                addr: ([127, 0, 0, 1], 80).into(),
+                source: io::Error::from_raw_os_error(errno),
+            })
+        };
+        for (e, permanent) in [
+            (pid_file(libc::EROFS), true),
+            (pid_file(libc::EACCES), true),
+            (pid_file(libc::ENOENT), true),
+            (pid_file(libc::ENOSPC), false),
+            (bind(libc::EADDRINUSE), false),
+            (bind(libc::EACCES), true),
+            (StartError::NoListener, true),
+            (StartError::Fork(nix::errno::Errno::EAGAIN), false),
+        ] {
+            assert_eq!(e.is_permanent(), permanent, "{e}");
         }
     }
 

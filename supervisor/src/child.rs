@@ -16,6 +16,8 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use forkd_daemon::{exec, procfs};
+
+use crate::reserve::Reserve;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 
@@ -88,17 +90,29 @@ pub fn kill_group(pgid: Pid) {
 /// After the child's leader ended: kills what is left of its process group (workers of a
 /// master killed with -9 would otherwise keep the port). The group is only signalled when one
 /// of its members is still our descendant, so a recycled pgid of a stranger is never hit.
-pub fn kill_leftovers(pgid: Pid) -> usize {
+///
+/// Listing the descendants opens `/proc` directories: with the supervisor's fd table full it
+/// goes through the reserve (issue 10: `cannot list leftovers: Too many open files`, nothing
+/// killed). Should even that fail, the group is killed unlisted: its leader was reaped a
+/// moment ago, so its pgid names our child's group unless the group is already empty, and
+/// leftovers holding the port are the worse risk.
+pub fn kill_leftovers(pgid: Pid, reserve: &mut Reserve) -> usize {
     let me = std::process::id() as i32;
-    let left = match procfs::descendants_with_root(me) {
+    let listed = reserve.with_room("list the child's leftovers", || {
+        procfs::descendants_with_root(me)
+    });
+    let left = match listed {
         Ok(pids) => pids
             .into_iter()
             .skip(1)
             .filter(|p| getpgid(Some(Pid::from_raw(*p))) == Ok(pgid))
             .count(),
         Err(e) => {
-            tracing::warn!("cannot list leftovers of process group {pgid}: {e}");
-            0
+            tracing::warn!(
+                "cannot list leftovers of process group {pgid}: {e}; killing the group unlisted"
+            );
+            kill_group(pgid);
+            return 0;
         }
     };
     if left > 0 {
@@ -109,10 +123,13 @@ pub fn kill_leftovers(pgid: Pid) -> usize {
 }
 
 /// Every descendant of the supervisor that is still alive (adopted orphans included), for the
-/// final sweep at exit.
-pub fn descendants() -> Vec<Pid> {
+/// final sweep at exit; the listing borrows the reserve when the fd table is full.
+pub fn descendants(reserve: &mut Reserve) -> Vec<Pid> {
     let me = std::process::id() as i32;
-    procfs::descendants_with_root(me)
+    reserve
+        .with_room("list leftover processes", || {
+            procfs::descendants_with_root(me)
+        })
         .map(|pids| {
             pids.into_iter()
                 .skip(1)

@@ -30,14 +30,21 @@
 //! | **Stopping** (TERM sent, will exit) | `finish_stop` (exit 0) | - | - | - | `kill_now` | `kill_now` | - (logged) |
 //!
 //! `schedule_restart` exits 100 when the child exited 100 (permanent failure: s6's
-//! convention), else takes one restart from the budget (exit 111 with "giving up: N restarts
-//! within W" when it is spent) and enters Backoff with the next delay: `--backoff-base`
-//! doubling to `--backoff-cap`, ±20 % jitter, reset after a run of `--stable-after`.
+//! convention), else takes one restart from the budget (exit 111 with "giving up: N failed
+//! starts in a row" when it is spent: a run that never became ready or was shorter than
+//! `--stable-after` is a failed start, a stable run resets the count; an optional
+//! `--restart-window` adds "N restarts within W") and enters Backoff with the next delay:
+//! `--backoff-base` doubling to `--backoff-cap`, ±20 % jitter, reset after a stable run.
 //! `recycle` sends SIGHUP (with `--recycle hup`; a second limit hit within two slope windows
 //! escalates to a restart) or TERM then a fresh start. Evidence for the events:
 //!
 //! - *ready*: `READY=1` from the child's process group on the notify socket, or (readiness
-//!   `port`, the default when a port is known) the port accepting a connection.
+//!   `port`, the default when a port is known) the port accepting a connection on a listening
+//!   socket that is the child's own (its inode is among the fds of the child's tree).
+//! - *deadline*: a deadline that judges the child (the ready timeout, the watchdog) never runs
+//!   while the supervisor cannot see: the ready timeout is suspended while the probe cannot
+//!   observe, and both are moved back by the time the supervisor itself was not running (its
+//!   loop woke later than planned), each logged (incident 001 again, issue 10).
 //! - *unhealthy*: `--health-threshold` failed HTTP probes in a row, a missed `WATCHDOG=1`, or a
 //!   `RELOADING=1` not followed by `READY=1` within `--ready-timeout`. A probe that failed for
 //!   the supervisor's own reasons (EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL, or the
@@ -57,7 +64,7 @@
 //! | signal | effect |
 //! |---|---|
 //! | SIGTERM, SIGINT, SIGQUIT | SIGTERM to the child; after `--stop-timeout` SIGKILL to its process group; then exit 0. A second one kills at once. |
-//! | SIGHUP | forwarded to the child (forkd reloads its configuration and replaces its workers) |
+//! | SIGHUP | re-read the supervisor's own configuration (applied at once, or at the child's next start, or logged as needing a restart), then forwarded to the child (forkd reloads its configuration and replaces its workers) |
 //! | SIGUSR1 | forwarded to the child (forkd reopens its access log) |
 //! | SIGCHLD | reap every ended child, orphans included (`waitpid(-1, WNOHANG)` until none) |
 //! | SIGPIPE | ignored; the child gets the default back |
@@ -163,7 +170,7 @@ fn supervise(args: &config::RunArgs) -> i32 {
             return machine::EXIT_FAILED;
         }
     };
-    match machine::setup(cfg) {
+    match machine::setup(cfg, args.clone()) {
         Ok(sup) => sup.run(&signals),
         Err(e) => {
             tracing::error!("{e}");

@@ -7,7 +7,6 @@
 //! Nothing here blocks except `poll` (and the bounded sweep at exit).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use forkd_daemon::notify::Notifier;
@@ -18,7 +17,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use crate::child::{self, Running};
-use crate::config::{Config, Readiness, Recycle};
+use crate::config::{Config, Readiness, Recycle, RunArgs};
 use crate::metrics::Metrics;
 use crate::notify::NotifySocket;
 use crate::probe::{self, Outcome, Probe};
@@ -43,6 +42,9 @@ const PERMANENT: i32 = 100;
 const READY_POLL: Duration = Duration::from_millis(50);
 /// How long a child gets to die after SIGKILL before the supervisor says so.
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// A wake-up later than this means the supervisor itself was not running (stopped, starved of
+/// CPU, a frozen machine): deadlines that judge the child are pushed back by the stall.
+const STALL_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -91,12 +93,19 @@ pub enum Input {
 
 pub struct Supervisor {
     cfg: Config,
+    /// The command line, kept to read the configuration file again on SIGHUP.
+    args: RunArgs,
     state: State,
     /// The state's deadline (next start, ready timeout, kill time).
     deadline: Option<Instant>,
+    /// What was left of the ready timeout when the supervisor went blind (Starting only):
+    /// the clock is stopped until it can observe again (issue 10, incident 001).
+    ready_suspended: Option<Duration>,
     child: Option<Running>,
     /// SIGKILL has been sent to the current child's group.
     killed: bool,
+    /// The foreign listener of this child's port has been reported.
+    warned_foreign: bool,
     /// Why the current child is being recycled, for the restart record.
     recycle_reason: Option<String>,
     ready: bool,
@@ -120,6 +129,11 @@ pub struct Supervisor {
     child_status: Option<String>,
     counters: BTreeMap<&'static str, u64>,
     exit: Option<i32>,
+    /// Why the supervisor ended, for the status file it leaves behind.
+    final_reason: Option<String>,
+    /// The process group of the child before this one: its late notify messages (STOPPING=1
+    /// sent just before it exited, read after its exit was reaped) are expected, not strange.
+    previous_pgid: Option<nix::unistd::Pid>,
     notify: NotifySocket,
     systemd: Notifier,
     systemd_watchdog: Option<(Duration, Instant)>,
@@ -139,7 +153,7 @@ fn unix_now() -> u64 {
 }
 
 /// Sets up the supervisor's own resources (before any child exists).
-pub fn setup(cfg: Config) -> Result<Supervisor, String> {
+pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
     // Orphans of the child are re-parented here, not to init, so they are reaped and swept.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("unable to become a child subreaper: {e}"))?;
@@ -177,6 +191,9 @@ pub fn setup(cfg: Config) -> Result<Supervisor, String> {
         "orphans_reaped",
         "notify_rejected",
         "spawn_failures",
+        "stalls",
+        "foreign_listener",
+        "limits_below_rest",
     ] {
         counters.insert(k, 0);
     }
@@ -184,14 +201,18 @@ pub fn setup(cfg: Config) -> Result<Supervisor, String> {
     Ok(Supervisor {
         state: State::Backoff,
         deadline: Some(now),
+        ready_suspended: None,
         child: None,
         killed: false,
+        warned_foreign: false,
         recycle_reason: None,
         ready: false,
         reloading_since: None,
         last_hup_recycle: None,
         backoff: Backoff::new(cfg.backoff_base, cfg.backoff_cap, cfg.stable_after, seed),
         budget: Budget::new(cfg.max_restarts, cfg.restart_window),
+        final_reason: None,
+        previous_pgid: None,
         watch: Watch::new(cfg.limits.clone(), cfg.slope_window),
         probe: None,
         next_probe: None,
@@ -217,6 +238,7 @@ pub fn setup(cfg: Config) -> Result<Supervisor, String> {
         next_status_write: Some(now),
         planned_wake: None,
         cfg,
+        args,
     })
 }
 
@@ -273,6 +295,66 @@ impl Supervisor {
     fn enter(&mut self, state: State, deadline: Option<Instant>) {
         self.state = state;
         self.deadline = deadline;
+        self.ready_suspended = None;
+    }
+
+    /// The supervisor cannot see the child: the ready timeout stops running, since the child's
+    /// readiness is exactly what it cannot see (issue 10: healthy servers killed as "not ready
+    /// within 3s" while the supervisor was out of fds).
+    fn suspend_ready_timeout(&mut self, now: Instant) {
+        if self.state != State::Starting || self.ready_suspended.is_some() {
+            return;
+        }
+        let Some(d) = self.deadline.take() else {
+            return;
+        };
+        let left = d.saturating_duration_since(now);
+        tracing::warn!(
+            "ready timeout suspended with {} left: the supervisor cannot observe the child",
+            show_duration(left)
+        );
+        self.ready_suspended = Some(left);
+    }
+
+    fn resume_ready_timeout(&mut self, now: Instant) {
+        if let Some(left) = self.ready_suspended.take() {
+            tracing::info!(
+                "ready timeout resumed with {} left: observing again",
+                show_duration(left)
+            );
+            self.deadline = Some(now + left);
+        }
+    }
+
+    /// The loop woke `stalled` later than it meant to: the supervisor was not running. Time it
+    /// did not see is no evidence against the child, so the deadlines that judge the child
+    /// (the ready timeout, the watchdog) move back by as much. Stop and restart deadlines do
+    /// not: they wait for the child to do what it was told, which a stall does not excuse.
+    fn excuse_stall(&mut self, stalled: Duration) {
+        if stalled < STALL_GRACE {
+            return;
+        }
+        let mut moved = Vec::new();
+        if self.state == State::Starting {
+            if let Some(d) = self.deadline.as_mut() {
+                *d += stalled;
+                moved.push("ready timeout");
+            }
+        }
+        if let Some(w) = self.watchdog_deadline.as_mut() {
+            *w += stalled;
+            moved.push("watchdog");
+        }
+        *self.counters.entry("stalls").or_default() += 1;
+        tracing::warn!(
+            "the supervisor itself did not run for {}{}",
+            show_duration(stalled),
+            if moved.is_empty() {
+                String::new()
+            } else {
+                format!("; {} extended by as much", moved.join(" and "))
+            }
+        );
     }
 
     fn start_child(&mut self) {
@@ -296,9 +378,10 @@ impl Supervisor {
                 );
                 self.child = Some(c);
                 self.killed = false;
+                self.warned_foreign = false;
                 self.ready = false;
                 self.health_failures = 0;
-                self.watch.reset(None);
+                self.watch.new_child();
                 self.next_sample = now;
                 self.enter(State::Starting, Some(now + self.cfg.ready_timeout));
                 match self.readiness() {
@@ -311,7 +394,7 @@ impl Supervisor {
                 *self.counters.entry("spawn_failures").or_default() += 1;
                 tracing::error!("unable to start {:?}: {e}", command[0]);
                 let reason = format!("unable to start: {e}");
-                self.plan_restart(Duration::ZERO, reason);
+                self.plan_restart(None, reason);
             }
         }
     }
@@ -436,13 +519,17 @@ impl Supervisor {
     fn schedule_restart(&mut self, end: ProcessEnd) {
         let Some(c) = self.child.take() else { return };
         let ran = c.started.elapsed();
-        child::kill_leftovers(c.pgid);
+        // A stable run: the child became ready and then ran for --stable-after. One that was
+        // never ready counts as a failed start however long it took to fail.
+        let stable = self.ready && ran >= self.cfg.stable_after;
+        self.kill_leftovers(c.pgid);
         let reason = match self.recycle_reason.take() {
             Some(why) => format!("recycled: {why}"),
             None => format!("{end} after {}", show_duration(ran)),
         };
         tracing::warn!("child {} {end} after {}", c.pid, show_duration(ran));
         self.last_exit = Some(format!("{end} after {}", show_duration(ran)));
+        self.previous_pgid = Some(c.pgid);
         self.forget_child();
         if end == ProcessEnd::Exited(PERMANENT) {
             return self.finish(
@@ -452,22 +539,17 @@ impl Supervisor {
                 ),
             );
         }
-        self.plan_restart(ran, reason);
+        self.plan_restart(stable.then_some(ran), reason);
     }
 
-    fn plan_restart(&mut self, ran: Duration, reason: String) {
+    /// Plans the next start; `stable` is the length of a stable run that just ended, `None`
+    /// for a failed start (never ready, too short, or not started at all).
+    fn plan_restart(&mut self, stable: Option<Duration>, reason: String) {
         let now = Instant::now();
-        if !self.budget.take(now) {
-            return self.finish(
-                EXIT_BUDGET,
-                &format!(
-                    "giving up: {} restarts within {} (last: {reason})",
-                    self.cfg.max_restarts,
-                    show_duration(self.cfg.restart_window)
-                ),
-            );
+        if let Err(spent) = self.budget.take(now, stable.is_some()) {
+            return self.finish(EXIT_BUDGET, &format!("giving up: {spent} (last: {reason})"));
         }
-        let delay = self.backoff.next_delay(ran);
+        let delay = self.backoff.next_delay(stable.unwrap_or_default());
         self.restarts += 1;
         self.recent.push_back(RestartRecord {
             at_unix: unix_now(),
@@ -484,8 +566,17 @@ impl Supervisor {
         self.enter(State::Backoff, Some(now + delay));
     }
 
+    fn kill_leftovers(&mut self, pgid: nix::unistd::Pid) {
+        child::kill_leftovers(pgid, &mut self.reserve);
+    }
+
     fn forget_child(&mut self) {
         self.ready = false;
+        // What the last child said or showed is no longer true of anything running.
+        self.child_status = None;
+        self.health_last = None;
+        self.health_failures = 0;
+        self.last_hup_recycle = None;
         self.probe = None;
         self.next_probe = None;
         self.watchdog_deadline = None;
@@ -498,7 +589,8 @@ impl Supervisor {
         if let Some(c) = self.child.take() {
             tracing::info!("child {} {end}", c.pid);
             self.last_exit = Some(end.to_string());
-            child::kill_leftovers(c.pgid);
+            self.previous_pgid = Some(c.pgid);
+            self.kill_leftovers(c.pgid);
         }
         self.forget_child();
         self.finish(EXIT_STOPPED, "stopped");
@@ -506,13 +598,14 @@ impl Supervisor {
 
     /// The end of the supervisor: nothing it started may outlive it.
     fn finish(&mut self, code: i32, message: &str) {
-        sweep_descendants();
+        sweep_descendants(&mut self.reserve);
         if code == EXIT_STOPPED {
             tracing::info!("{message}");
         } else {
             tracing::error!("{message}");
         }
         let _ = self.systemd.send(&format!("STATUS={message}"));
+        self.final_reason = Some(message.to_string());
         self.exit = Some(code);
     }
 
@@ -544,17 +637,55 @@ impl Supervisor {
         }
     }
 
+    /// Readiness by port needs the child's own socket: the port accepting proves only that
+    /// someone listens (issue 10: a stray old forkd made a child that never bound count as
+    /// ready). The listening socket's inode must be among the fds of the child's tree.
+    /// `Err` is the supervisor's own trouble reading `/proc`.
+    fn listener_is_the_childs(&mut self) -> Result<bool, String> {
+        let (Some(c), Some(port)) = (&self.child, self.cfg.port) else {
+            return Ok(false);
+        };
+        let pid = c.pid.as_raw();
+        let looked = self.reserve.with_room("check who listens", || {
+            let listening = procfs::listening_inodes(port)?;
+            let mine = procfs::tree_socket_inodes(pid)?;
+            Ok((listening.iter().any(|i| mine.contains(i)), listening.len()))
+        });
+        match looked {
+            Ok((true, _)) => Ok(true),
+            Ok((false, holders)) => {
+                *self.counters.entry("foreign_listener").or_default() += 1;
+                if holders > 0 && !self.warned_foreign {
+                    self.warned_foreign = true;
+                    tracing::warn!(
+                        "port {port} accepts, but its listener is not child {}'s (another \
+                         process holds the port); not ready",
+                        c.pid
+                    );
+                }
+                Ok(false)
+            }
+            Err(e) if procfs::is_gone(&e) => Ok(false),
+            Err(e) => Err(format!("cannot tell who listens on port {port}: {e}")),
+        }
+    }
+
     fn probe_done(&mut self, outcome: Outcome, now: Instant) {
         self.probe = None;
         if self.state == State::Starting {
             self.next_probe = Some(now + READY_POLL.min(self.cfg.health_interval));
             match outcome {
-                Outcome::Healthy(_) => {
-                    tracing::info!("port {} accepts", self.cfg.port.unwrap_or(0));
-                    self.step(Input::Ready);
-                }
+                Outcome::Healthy(_) => match self.listener_is_the_childs() {
+                    Ok(true) => {
+                        self.observed();
+                        tracing::info!("port {} accepts", self.cfg.port.unwrap_or(0));
+                        self.step(Input::Ready);
+                    }
+                    Ok(false) => self.observed(),
+                    Err(why) => self.cannot_observe(why),
+                },
                 Outcome::CannotObserve(why) => self.cannot_observe(why),
-                Outcome::Failed(_) => {}
+                Outcome::Failed(_) => self.observed(),
             }
             return;
         }
@@ -600,6 +731,7 @@ impl Supervisor {
             tracing::warn!("cannot observe the child: {why}; not counted against it");
         }
         self.observing = false;
+        self.suspend_ready_timeout(Instant::now());
         self.health_last = Some(format!("cannot observe: {why}"));
         self.cannot_observe_reason = Some(why);
         self.status_soon();
@@ -611,6 +743,7 @@ impl Supervisor {
         }
         self.observing = true;
         self.cannot_observe_reason = None;
+        self.resume_ready_timeout(Instant::now());
     }
 
     fn sample(&mut self, now: Instant) {
@@ -625,6 +758,12 @@ impl Supervisor {
                 if !self.resources_observable {
                     tracing::info!("resources of the child readable again");
                     self.resources_observable = true;
+                }
+                if self.state == State::Running {
+                    for warning in self.watch.check_rest(&reading) {
+                        *self.counters.entry("limits_below_rest").or_default() += 1;
+                        tracing::warn!("{warning}");
+                    }
                 }
                 let verdict = self.watch.judge(now, reading);
                 for warning in self.watch.take_warnings() {
@@ -652,7 +791,7 @@ impl Supervisor {
     fn notified(&mut self, now: Instant) {
         let pgid = self.child.as_ref().map(|c| c.pgid);
         let mut rejected = 0;
-        let messages = self.notify.drain(pgid, &mut rejected);
+        let messages = self.notify.drain(pgid, self.previous_pgid, &mut rejected);
         *self.counters.entry("notify_rejected").or_default() += rejected;
         for m in messages {
             if let Some(s) = m.status {
@@ -682,6 +821,7 @@ impl Supervisor {
         if self.exit.is_some() {
             return;
         }
+        self.excuse_stall(stalled);
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             self.step(Input::Timeout);
@@ -759,7 +899,13 @@ impl Supervisor {
         let now = Instant::now();
         let mut st = Status {
             supervisor_pid: std::process::id(),
-            state: self.state.name().to_string(),
+            // Once the exit code is decided the state is that, not the state it ended from.
+            state: match self.exit {
+                Some(_) => "exited".to_string(),
+                None => self.state.name().to_string(),
+            },
+            exit_code: self.exit,
+            exit_reason: self.final_reason.clone(),
             command: self
                 .cfg
                 .command
@@ -777,7 +923,7 @@ impl Supervisor {
             restarts_total: self.restarts,
             recent_restarts: self.recent.iter().cloned().collect(),
             last_exit: self.last_exit.clone(),
-            next_start_in_s: (self.state == State::Backoff)
+            next_start_in_s: (self.state == State::Backoff && self.exit.is_none())
                 .then(|| {
                     self.deadline
                         .map(|d| d.saturating_duration_since(now).as_secs_f64())
@@ -842,11 +988,14 @@ impl Supervisor {
                     fds.push(PollFd::new(p.fd(), p.interest()));
                     fds.len() - 1
                 });
-                let metrics_fd: Option<BorrowedFd> = self.metrics.as_ref().and_then(|m| m.fd(now));
-                let metrics_at = metrics_fd.map(|fd| {
-                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                    fds.len() - 1
-                });
+                let metrics_from = fds.len();
+                if let Some(m) = &self.metrics {
+                    fds.extend(
+                        m.poll_fds(now)
+                            .into_iter()
+                            .map(|(fd, f)| PollFd::new(fd, f)),
+                    );
+                }
                 let t = match timeout {
                     // Rounded up so the loop never wakes a moment before its deadline.
                     Some(d) => PollTimeout::try_from(d + Duration::from_micros(999))
@@ -868,7 +1017,7 @@ impl Supervisor {
                     ready(Some(0)),
                     ready(Some(1)),
                     ready(probe_at),
-                    ready(metrics_at),
+                    (metrics_from..fds.len()).any(|i| ready(Some(i))),
                 )
             };
 
@@ -876,25 +1025,34 @@ impl Supervisor {
             let stalled = self
                 .planned_wake
                 .map_or(Duration::ZERO, |w| now.saturating_duration_since(w));
-            if sig_ready {
-                self.signals(signals);
-            }
+            // Datagrams first: a child's last words (STOPPING=1) are read while it is still
+            // the child, before its exit is reaped from the self-pipe.
             if notify_ready {
                 self.notified(now);
+            }
+            if sig_ready {
+                self.signals(signals);
             }
             if probe_ready {
                 if let Some(outcome) = self.probe.as_mut().and_then(|p| p.advance()) {
                     self.probe_done(outcome, now);
                 }
             }
-            if metrics_ready {
+            if metrics_ready || self.metrics_due(now) {
                 let st = self.status();
                 if let Some(m) = self.metrics.as_mut() {
-                    m.serve(&st);
+                    m.serve(now, &mut self.reserve, &st);
                 }
             }
             self.timers(now, stalled);
         }
+    }
+
+    fn metrics_due(&self, now: Instant) -> bool {
+        self.metrics
+            .as_ref()
+            .and_then(|m| m.next_deadline())
+            .is_some_and(|t| now >= t)
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -907,10 +1065,8 @@ impl Supervisor {
             self.systemd_watchdog.map(|(every, last)| last + every),
             self.next_status_write
                 .filter(|_| self.cfg.status_file.is_some()),
-            // A paused metrics listener is polled again when its pause ends.
-            self.metrics
-                .as_ref()
-                .map(|_| Instant::now() + Duration::from_secs(1)),
+            // A scrape's deadline, or the end of a paused listener's pause.
+            self.metrics.as_ref().and_then(|m| m.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -922,10 +1078,88 @@ impl Supervisor {
             match event {
                 Event::Child => self.reap_children(),
                 Event::Terminate | Event::Interrupt => self.step(Input::Stop),
-                Event::Reload => self.step(Input::Forward(Signal::SIGHUP)),
+                Event::Reload => {
+                    self.reload_config();
+                    self.step(Input::Forward(Signal::SIGHUP))
+                }
                 Event::ReopenLogs => self.step(Input::Forward(Signal::SIGUSR1)),
             }
         }
+    }
+
+    /// SIGHUP: reads the flags and the `[supervisor]` section again and applies what can
+    /// change while the supervisor runs; what cannot is logged and kept (issue 10: HUP only
+    /// reached the child). Every field of [`Config`] is named here, so a new one must be
+    /// placed in one of the three groups to compile.
+    fn reload_config(&mut self) {
+        let new = match crate::config::load(&self.args) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload: {e}; the supervisor keeps its running configuration");
+                return;
+            }
+        };
+        // Each field of `Config` once: applied now, at the child's next start, or needing a
+        // restart of the supervisor. The destructuring names them all, so a field added to
+        // `Config` and not placed here does not compile.
+        let old = &mut self.cfg;
+        let mut applied = Vec::new();
+        let mut next_start = Vec::new();
+        macro_rules! place {
+            (now: $($now:ident),*; next_start: $($next:ident),*; restart: $restart:ident) => {
+                let Config { $($now,)* $($next,)* $restart } = new;
+                $(if old.$now != $now {
+                    old.$now = $now;
+                    applied.push(stringify!($now).replace('_', "-"));
+                })*
+                $(if old.$next != $next {
+                    old.$next = $next;
+                    next_start.push(stringify!($next).replace('_', "-"));
+                })*
+            };
+        }
+        place!(
+            now: health, health_interval, health_timeout, health_threshold, readiness,
+                ready_timeout, backoff_base, backoff_cap, stable_after, max_restarts,
+                restart_window, stop_timeout, recycle, limits, slope_window, sample_interval,
+                port, status_file;
+            // The child reads these from its command line and environment when it starts.
+            next_start: command, watchdog;
+            restart: metrics_listen
+        );
+        if old.metrics_listen != metrics_listen {
+            tracing::warn!(
+                "reload: metrics-listen cannot change while the supervisor runs (running {:?}, \
+                 configured {metrics_listen:?}): restart the supervisor to apply",
+                old.metrics_listen
+            );
+        }
+        let cfg = &self.cfg;
+        self.backoff
+            .reconfigure(cfg.backoff_base, cfg.backoff_cap, cfg.stable_after);
+        self.budget
+            .reconfigure(cfg.max_restarts, cfg.restart_window);
+        if applied.iter().any(|k| k == "limits" || k == "slope-window") {
+            self.watch.set_limits(cfg.limits.clone(), cfg.slope_window);
+        }
+        if applied.iter().any(|k| k == "health-threshold") {
+            self.health_failures = self
+                .health_failures
+                .min(cfg.health_threshold.saturating_sub(1));
+        }
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "nothing".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        tracing::info!(
+            "reloaded the supervisor's configuration: applied {}; at the child's next start: {}",
+            list(&applied),
+            list(&next_start)
+        );
+        self.status_soon();
     }
 
     fn reap_children(&mut self) {
@@ -944,8 +1178,8 @@ impl Supervisor {
 
 /// At exit: TERM to every remaining descendant (orphans that left the child's group), a short
 /// wait, then KILL, reaping all of them, so the supervisor leaves nothing behind.
-fn sweep_descendants() {
-    let left = child::descendants();
+fn sweep_descendants(reserve: &mut Reserve) {
+    let left = child::descendants(reserve);
     if left.is_empty() {
         reap(|_, _| {});
         return;
@@ -954,15 +1188,15 @@ fn sweep_descendants() {
     for p in &left {
         let _ = nix::sys::signal::kill(*p, Signal::SIGTERM);
     }
-    let gone = || {
+    let gone = |reserve: &mut Reserve| {
         reap(|_, _| {});
-        child::descendants().is_empty()
+        child::descendants(reserve).is_empty()
     };
-    wait::until(Duration::from_secs(1), SWEEP_TICK, gone);
-    for p in child::descendants() {
+    wait::until(Duration::from_secs(1), SWEEP_TICK, || gone(reserve));
+    for p in child::descendants(reserve) {
         let _ = nix::sys::signal::kill(p, Signal::SIGKILL);
     }
-    wait::until(Duration::from_secs(2), SWEEP_TICK, gone);
+    wait::until(Duration::from_secs(2), SWEEP_TICK, || gone(reserve));
 }
 
 /// How often the final sweep looks for descendants that are still there.
