@@ -24,7 +24,7 @@ use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
 use super::signals::{Event, SignalPipe};
-use super::{atomic, fork, listener, resource, wait, worker};
+use super::{atomic, fork, listener, resource, wait, watchdog, worker};
 
 /// What a daemon built on this template does with one accepted connection. It runs in a child
 /// process (a prefork worker or a per-connection child), never in the master.
@@ -216,6 +216,8 @@ struct Master<'a, D: Daemon> {
     spawned: u64,
     free_slots: Vec<usize>,
     next_metrics: Option<Instant>,
+    /// `WATCHDOG=1` every half interval while the pool serves (`WATCHDOG_USEC`).
+    watchdog: Option<watchdog::Watchdog>,
 }
 
 /// Runs the master until it is stopped; returns the process exit code.
@@ -246,6 +248,7 @@ pub fn run<D: Daemon>(
         spawned: 0,
         free_slots: (0..scoreboard::SLOTS).rev().collect(),
         next_metrics: None,
+        watchdog: watchdog::Watchdog::from_env(Instant::now()),
     };
     m.prepare_listeners().map_err(StartError::ListenerSetup)?;
     m.defer_accept();
@@ -342,6 +345,7 @@ impl<D: Daemon> Master<'_, D> {
                 }
             }
             self.publish_metrics();
+            self.ping_watchdog();
             match self.phase {
                 Phase::Running => self.fill_pool(),
                 Phase::Draining { deadline } => {
@@ -376,6 +380,21 @@ impl<D: Daemon> Master<'_, D> {
         let text = scoreboard::render(self.settings.name, self.generation);
         if let Err(e) = atomic::write_atomic(path, text.as_bytes(), 0o644) {
             tracing::warn!("unable to write metrics file {}: {e}", path.display());
+        }
+    }
+
+    /// `WATCHDOG=1` when due, if the pool is serving (see [`watchdog`]): sent from this loop,
+    /// so a master that hangs or is stopped stops it too. Never while draining.
+    fn ping_watchdog(&mut self) {
+        let Some(w) = self.watchdog.as_mut() else {
+            return;
+        };
+        let slots: Vec<usize> = self.children.values().map(|c| c.slot).collect();
+        // A master that accepts itself is its own pool; otherwise the workers are.
+        let accepts_itself = matches!(self.settings.mode, Mode::Fork { .. });
+        let pool = (!accepts_itself).then(|| watchdog::activity(slots.into_iter()));
+        if w.tick(Instant::now(), pool.as_deref()) && self.phase == Phase::Running {
+            let _ = self.notifier.send("WATCHDOG=1");
         }
     }
 
@@ -426,6 +445,9 @@ impl<D: Daemon> Master<'_, D> {
         }
         if let Some(t) = self.next_metrics {
             due(t);
+        }
+        if let Some(w) = &self.watchdog {
+            due(w.due());
         }
         let timeout = match deadline {
             None => PollTimeout::NONE,

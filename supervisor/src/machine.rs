@@ -160,7 +160,8 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
     // Read (and removed from the environment) before any child exists: NOTIFY_SOCKET from
     // systemd is the supervisor's, the child gets its own.
     let systemd = Notifier::from_env().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
-    let systemd_watchdog = systemd_watchdog();
+    // Pinged at half the interval systemd gave.
+    let systemd_watchdog = forkd_daemon::notify::watchdog_from_env().map(|d| d / 2);
     let notify =
         NotifySocket::bind().map_err(|e| format!("unable to bind the notify socket: {e}"))?;
     let reserve = Reserve::new(3).map_err(|e| e.to_string())?;
@@ -240,18 +241,6 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
         cfg,
         args,
     })
-}
-
-/// `WATCHDOG_USEC` given to the supervisor by systemd: ping at half of it.
-fn systemd_watchdog() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    let for_us = std::env::var("WATCHDOG_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        .is_none_or(|p| p == std::process::id());
-    std::env::remove_var("WATCHDOG_USEC");
-    std::env::remove_var("WATCHDOG_PID");
-    (for_us && usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
 impl Supervisor {
@@ -458,6 +447,9 @@ impl Supervisor {
         self.probe = None;
         self.next_probe = None;
         child::signal(&c, Signal::SIGTERM);
+        // A stopped child (SIGSTOP, a debugger) would hold the TERM until the kill; continued,
+        // it drains as asked.
+        child::signal(&c, Signal::SIGCONT);
         self.enter(
             State::Recycling,
             Some(Instant::now() + self.cfg.stop_timeout),

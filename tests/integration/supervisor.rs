@@ -1213,3 +1213,81 @@ fn a_limit_below_the_resting_level_is_reported_not_looped() {
     }
     stop_cleanly(sup);
 }
+
+/// A ready forkd with two workers on a fresh port under `--watchdog 1s`, readiness by notify.
+fn forkd_under_watchdog(extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut forkd = forkd_on(port);
+    forkd.extend(["--workers".into(), "2".into()]);
+    let mut flags = vec![
+        "--health-url",
+        &url,
+        "--watchdog",
+        "1s",
+        "--readiness",
+        "notify",
+    ];
+    flags.extend_from_slice(extra);
+    let sup = spawn_supervisor(&flags, &forkd);
+    sup.wait_line("ready after", Duration::from_secs(20));
+    (sup, port)
+}
+
+/// Issue 10, item 2: forkd speaks the watchdog. Under `--watchdog 1s` a healthy forkd, loaded
+/// and idle in turn, is never restarted over eight intervals.
+#[test]
+fn a_healthy_forkd_keeps_the_watchdog_fed() {
+    let (sup, port) = forkd_under_watchdog(&[]);
+    let child = child_of(&sup);
+    // A keep-alive connection held busy on one worker the whole time, requests on the other.
+    let mut held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut answered = 0;
+    while Instant::now() < end {
+        held.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 65536];
+        assert!(held.read(&mut buf).unwrap() > 0);
+        if get(port) == Some(200) {
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answered > 10);
+    assert_never(&sup, "WATCHDOG");
+    assert_never(&sup, "recycling child");
+    assert_eq!(child_of(&sup), child);
+    stop_cleanly(sup);
+}
+
+/// Issue 10, item 2: a stopped forkd master stops feeding the watchdog (its workers would go
+/// on serving, and nothing would reap, respawn, reload or stop them), so the supervisor
+/// replaces it, within the interval plus the stop timeout.
+#[test]
+fn a_stopped_forkd_master_is_replaced_by_the_watchdog() {
+    let (sup, port) = forkd_under_watchdog(&["--stop-timeout", "2s"]);
+    let master = child_of(&sup);
+    // Fed for a while first.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_never(&sup, "recycling child");
+    let before = starts(&sup);
+    let t0 = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(master), Signal::SIGSTOP).unwrap();
+    let line = sup.wait_line("recycling child", Duration::from_secs(5));
+    let detected = t0.elapsed();
+    assert!(line.contains("no WATCHDOG=1 within 1s"), "{line}");
+    eventually(Duration::from_secs(10), "a new forkd serving", || {
+        (starts(&sup) > before && child_of(&sup) != master && get(port) == Some(200)).then_some(())
+    });
+    let replaced = t0.elapsed();
+    eprintln!(
+        "stopped master: detected after {detected:?}, replaced and serving after {replaced:?}"
+    );
+    // Interval (1 s) plus stop timeout (2 s), and a little for the restart itself.
+    assert!(detected < Duration::from_millis(1600), "{detected:?}");
+    assert!(replaced < Duration::from_millis(3500), "{replaced:?}");
+    assert!(util::state(master).is_none(), "the old master is gone");
+    stop_cleanly(sup);
+}
