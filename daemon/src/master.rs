@@ -218,6 +218,9 @@ struct Master<'a, D: Daemon> {
     next_metrics: Option<Instant>,
     /// `WATCHDOG=1` every half interval while the pool serves (`WATCHDOG_USEC`).
     watchdog: Option<watchdog::Watchdog>,
+    /// Listeners passed in by socket activation (their fds): whoever passed them holds them
+    /// for the next server, so a stop closes them here but never shuts them down.
+    inherited: Vec<RawFd>,
 }
 
 /// Runs the master until it is stopped; returns the process exit code.
@@ -229,7 +232,7 @@ pub fn run<D: Daemon>(
 ) -> Result<i32, StartError> {
     // Inherited sockets first, before this process opens any fd of its own that could be
     // mistaken for one of them.
-    let listeners = open_listeners(&settings.listen)?;
+    let (listeners, inherited) = open_listeners(&settings.listen)?;
     let signals = SignalPipe::install().map_err(StartError::Signals)?;
     let mut m = Master {
         daemon,
@@ -249,6 +252,7 @@ pub fn run<D: Daemon>(
         free_slots: (0..scoreboard::SLOTS).rev().collect(),
         next_metrics: None,
         watchdog: watchdog::Watchdog::from_env(Instant::now()),
+        inherited,
     };
     m.prepare_listeners().map_err(StartError::ListenerSetup)?;
     m.defer_accept();
@@ -269,9 +273,11 @@ pub fn run<D: Daemon>(
     result
 }
 
-/// Binds every configured address, reusing any inherited socket already bound to it.
-fn open_listeners(wanted: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
+/// Binds every configured address, reusing any inherited socket already bound to it; also
+/// returns the fds of the inherited ones.
+fn open_listeners(wanted: &[SocketAddr]) -> Result<(Vec<TcpListener>, Vec<RawFd>), StartError> {
     let mut inherited = listener::inherit()?;
+    let inherited_fds = inherited.iter().map(listener::raw).collect();
     let mut out = Vec::new();
     for addr in wanted {
         let pos = inherited
@@ -292,7 +298,7 @@ fn open_listeners(wanted: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError>
     if out.is_empty() {
         return Err(StartError::NoListener);
     }
-    Ok(out)
+    Ok((out, inherited_fds))
 }
 
 impl<D: Daemon> Master<'_, D> {
@@ -774,10 +780,14 @@ impl<D: Daemon> Master<'_, D> {
     /// Stops accepting at once. Prefork workers share each listener and a busy one keeps its
     /// copy open until it exits, so closing ours is not enough: `shutdown` acts on the shared
     /// socket itself, which leaves the LISTEN state for every holder (Linux), and workers
-    /// blocked in `accept` return.
+    /// blocked in `accept` return. Not for an inherited listener: its holder (a supervisor,
+    /// systemd) keeps it for the next server, and connections that arrive meanwhile wait in
+    /// its backlog; ours is only closed, and workers stop accepting on their TERM.
     fn stop_listening(&mut self) {
         for l in self.listeners.drain(..) {
-            let _ = socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Both);
+            if !self.inherited.contains(&listener::raw(&l)) {
+                let _ = socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 

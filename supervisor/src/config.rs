@@ -150,6 +150,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 
+    /// Hold a listening socket on this address, repeatable: bound once by the supervisor (or
+    /// taken from its own LISTEN_FDS) and passed to every child it starts by socket activation
+    /// (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), so connections that arrive while the child
+    /// restarts wait in the backlog instead of being refused. Sockets the supervisor itself
+    /// received by socket activation are held and passed on without it (default: none).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+
     /// The command to supervise (default: the `forkd` next to this program, else on PATH).
     /// A first word of `forkd` is resolved the same way.
     #[arg(last = true, value_name = "COMMAND")]
@@ -205,6 +213,8 @@ pub struct Config {
     pub port: Option<u16>,
     pub status_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    /// Addresses whose listening sockets the supervisor holds and passes to each child.
+    pub listen: Vec<SocketAddr>,
 }
 
 /// Where a value came from, so its error can point at it.
@@ -289,7 +299,7 @@ macro_rules! scalar_keys {
         impl RunArgs {
             /// The scalar flags the command line gave.
             fn scalars(&self) -> Scalars {
-                let RunArgs { config: _, limits: _, slopes: _, command: _, $($f,)* } = self;
+                let RunArgs { config: _, limits: _, slopes: _, command: _, listen: _, $($f,)* } = self;
                 let at = |key: &str| At { key: key.replace('_', "-"), source: Source::Flag };
                 Scalars { $($f: $f.clone().map(|v| (v, at(stringify!($f)))),)* }
             }
@@ -326,6 +336,7 @@ struct Raw {
     limits: Vec<(String, Source)>,
     slopes: Vec<(String, Source)>,
     command: Option<Vec<OsString>>,
+    listen: Vec<(String, Source)>,
     /// `shutdown-timeout` of the file's `[server]` section: forkd's drain time.
     server_shutdown: Option<String>,
 }
@@ -403,6 +414,22 @@ fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
                     }
                 }
             }
+            "listen" => {
+                let addrs = value.as_array().and_then(|a| {
+                    a.iter()
+                        .map(|w| w.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                });
+                match addrs {
+                    Some(a) => raw.listen = a.into_iter().map(|a| (a, src())).collect(),
+                    None => {
+                        return Err(ConfigError::Value {
+                            at: at(key),
+                            message: format!("{value} must be an array of addresses"),
+                        })
+                    }
+                }
+            }
             "limits" | "slopes" => {
                 let Some(table) = value.as_table() else {
                     return Err(ConfigError::Value {
@@ -425,7 +452,10 @@ fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
                     return Err(ConfigError::UnknownKey {
                         path: path.to_path_buf(),
                         key: k.to_string(),
-                        known: format!("command, limits, slopes, {}", Scalars::names().join(", ")),
+                        known: format!(
+                            "command, listen, limits, slopes, {}",
+                            Scalars::names().join(", ")
+                        ),
                     })
                 }
             },
@@ -507,6 +537,14 @@ pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
     }
     if !args.command.is_empty() {
         raw.command = Some(args.command.clone());
+    }
+    // Flags replace the file's list as a whole, as forkd's own --listen does.
+    if !args.listen.is_empty() {
+        raw.listen = args
+            .listen
+            .iter()
+            .map(|a| (a.clone(), Source::Flag))
+            .collect();
     }
     build(raw, args.config.as_deref())
 }
@@ -624,6 +662,22 @@ fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
         Ok(Some(addr))
     })?;
 
+    let mut listen: Vec<SocketAddr> = Vec::new();
+    for (text, source) in &raw.listen {
+        let at = At {
+            key: "listen".into(),
+            source: source.clone(),
+        };
+        let addr: SocketAddr = text.parse().map_err(|_| ConfigError::Value {
+            at,
+            message: format!("{text:?} is not an address such as 127.0.0.1:8080 or [::]:80"),
+        })?;
+        if listen.contains(&addr) {
+            return Err(ConfigError::Other(format!("listen {addr} is given twice")));
+        }
+        listen.push(addr);
+    }
+
     let mut limits = Vec::new();
     for (list, slope) in [(&raw.limits, false), (&raw.slopes, true)] {
         for (text, source) in list {
@@ -651,7 +705,9 @@ fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
             "backoff-cap ({backoff_cap:?}) is shorter than backoff-base ({backoff_base:?})"
         )));
     }
-    let port = port.or(health.as_ref().map(|h| h.addr.port()));
+    let port = port
+        .or(health.as_ref().map(|h| h.addr.port()))
+        .or(listen.first().map(SocketAddr::port));
     if readiness == Readiness::Port && port.is_none() {
         return Err(ConfigError::Other(
             "readiness port needs --health-url or --port to know which port to try".into(),
@@ -724,6 +780,7 @@ fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
         port,
         status_file,
         metrics_listen,
+        listen,
     })
 }
 
@@ -1032,7 +1089,7 @@ mod tests {
     #[test]
     fn every_scalar_flag_is_a_key() {
         let mut flags = run_flags();
-        flags.retain(|f| f != "limit" && f != "slope");
+        flags.retain(|f| f != "limit" && f != "slope" && f != "listen");
         assert_eq!(flags, Scalars::names());
     }
 
@@ -1064,6 +1121,7 @@ mod tests {
              port = 8090\n\
              status-file = {status:?}\n\
              metrics-listen = '127.0.0.1:9109'\n\
+             listen = ['127.0.0.1:8091', '[::1]:8091']\n\
              command = ['/bin/sleep', '100']\n\
              [supervisor.limits]\nfds = 500\nrss = '64MiB'\n\
              [supervisor.slopes]\nprocesses = 60\n"
@@ -1111,6 +1169,13 @@ mod tests {
         assert_eq!(c.port, Some(8090));
         assert_eq!(c.status_file.as_deref(), Some(status.as_path()));
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9109".parse().unwrap()));
+        assert_eq!(
+            c.listen,
+            vec![
+                "127.0.0.1:8091".parse().unwrap(),
+                "[::1]:8091".parse().unwrap()
+            ]
+        );
         assert_eq!(c.command, vec![OsString::from("/bin/sleep"), "100".into()]);
         let mut limits: Vec<(Resource, u64, bool)> = c
             .limits

@@ -14,7 +14,11 @@
 //!
 //! The child runs in its own process group with default signal dispositions, an empty signal
 //! mask, `PR_SET_PDEATHSIG=SIGTERM`, fds 0-2 only, `NOTIFY_SOCKET` pointing at the
-//! supervisor's own notify socket and (with `--watchdog`) `WATCHDOG_USEC`.
+//! supervisor's own notify socket and (with `--watchdog`) `WATCHDOG_USEC`. With `--listen`
+//! (or sockets the supervisor itself received through `LISTEN_FDS`) the supervisor holds the
+//! listening sockets for its whole life and passes them to every child as fds 3.. with
+//! `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` (the child's own pid, set between fork and
+//! exec by `forkd_daemon::exec::spawn_with_fds`): a restart refuses no connection.
 //!
 //! ## States and events
 //!

@@ -7,6 +7,8 @@
 //! Nothing here blocks except `poll` (and the bounded sweep at exit).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::TcpListener;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use forkd_daemon::notify::Notifier;
@@ -104,6 +106,12 @@ pub struct Supervisor {
     child: Option<Running>,
     /// SIGKILL has been sent to the current child's group.
     killed: bool,
+    /// Listening sockets held for every child (`--listen`, or the supervisor's own
+    /// LISTEN_FDS), passed to each by socket activation.
+    held: Vec<TcpListener>,
+    /// The group of an ended child whose leftovers were asked to finish, and when they are
+    /// killed (socket holding).
+    leftovers: Option<(nix::unistd::Pid, Instant)>,
     /// The foreign listener of this child's port has been reported.
     warned_foreign: bool,
     /// Why the current child is being recycled, for the restart record.
@@ -164,6 +172,7 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
     let systemd_watchdog = forkd_daemon::notify::watchdog_from_env().map(|d| d / 2);
     let notify =
         NotifySocket::bind().map_err(|e| format!("unable to bind the notify socket: {e}"))?;
+    let held = hold_listeners(&cfg.listen)?;
     let reserve = Reserve::new(3).map_err(|e| e.to_string())?;
     let metrics = match cfg.metrics_listen {
         Some(addr) => {
@@ -205,6 +214,8 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
         ready_suspended: None,
         child: None,
         killed: false,
+        held,
+        leftovers: None,
         warned_foreign: false,
         recycle_reason: None,
         ready: false,
@@ -241,6 +252,42 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
         cfg,
         args,
     })
+}
+
+/// The backlog of a held socket: connections that arrive while no child runs wait there.
+fn held_backlog() -> nix::sys::socket::Backlog {
+    nix::sys::socket::Backlog::new(forkd_daemon::listener::BACKLOG)
+        .unwrap_or(nix::sys::socket::Backlog::MAXCONN)
+}
+
+/// The sockets to hold: those passed to the supervisor itself by socket activation, and a
+/// socket bound now for each `--listen` address none of them is bound to. Bound once, for the
+/// supervisor's whole life: a child's restart never closes them, so connections that arrive
+/// meanwhile wait in the backlog (what systemd's socket units, s6-fdholder and einhorn do).
+fn hold_listeners(wanted: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, String> {
+    use forkd_daemon::listener;
+    let mut held = listener::inherit().map_err(|e| e.to_string())?;
+    for addr in wanted {
+        let have = held
+            .iter()
+            .any(|l| listener::local_addr(l).ok().as_ref() == Some(addr));
+        if !have {
+            held.push(listener::bind(*addr).map_err(|e| e.to_string())?);
+        }
+    }
+    if !held.is_empty() {
+        let addrs: Vec<String> = held
+            .iter()
+            .filter_map(|l| listener::local_addr(l).ok())
+            .map(|a| a.to_string())
+            .collect();
+        tracing::info!(
+            "holding {} listening socket(s) for every child: {}",
+            held.len(),
+            addrs.join(", ")
+        );
+    }
+    Ok(held)
 }
 
 impl Supervisor {
@@ -350,8 +397,16 @@ impl Supervisor {
         let command = self.cfg.command.clone();
         let env = self.notify.env_value();
         let watchdog = self.cfg.watchdog;
+        // A held socket that someone shut down (a server that does so on its stop) listens
+        // again; on a listening socket this only sets the backlog.
+        for l in &self.held {
+            if let Err(e) = nix::sys::socket::listen(l, held_backlog()) {
+                tracing::warn!("unable to listen again on a held socket: {e}");
+            }
+        }
+        let fds: Vec<_> = self.held.iter().map(|l| l.as_fd()).collect();
         let spawned = self.reserve.with_room("start the child", || {
-            child::spawn(&command, env.as_ref(), watchdog)
+            child::spawn(&command, env.as_ref(), watchdog, &fds)
         });
         let now = Instant::now();
         match spawned {
@@ -391,6 +446,9 @@ impl Supervisor {
     /// Readiness with `auto` resolved: by port when a port is known (READY=1 also counts).
     fn readiness(&self) -> Readiness {
         match self.cfg.readiness {
+            // A held port accepts (into its backlog) before the child does anything, and the
+            // child holds it from its first instruction: only the child's word says ready.
+            Readiness::Auto if !self.held.is_empty() => Readiness::Notify,
             Readiness::Auto if self.cfg.port.is_some() => Readiness::Port,
             Readiness::Auto => Readiness::Notify,
             r => r,
@@ -514,7 +572,7 @@ impl Supervisor {
         // A stable run: the child became ready and then ran for --stable-after. One that was
         // never ready counts as a failed start however long it took to fail.
         let stable = self.ready && ran >= self.cfg.stable_after;
-        self.kill_leftovers(c.pgid);
+        self.end_leftovers(c.pgid);
         let reason = match self.recycle_reason.take() {
             Some(why) => format!("recycled: {why}"),
             None => format!("{end} after {}", show_duration(ran)),
@@ -560,6 +618,27 @@ impl Supervisor {
 
     fn kill_leftovers(&mut self, pgid: nix::unistd::Pid) {
         child::kill_leftovers(pgid, &mut self.reserve);
+    }
+
+    /// What is left of a child that ended on its own. Without socket holding it is killed at
+    /// once (it may hold the port the next child needs). With it, the leftovers (forkd's
+    /// workers, told by their dead master's PR_SET_PDEATHSIG too) serve on the held sockets
+    /// and are asked to finish: TERM now, SIGKILL after the stop timeout, so the requests
+    /// they have in hand are answered, not reset.
+    fn end_leftovers(&mut self, pgid: nix::unistd::Pid) {
+        if let Some((earlier, _)) = self.leftovers.take() {
+            self.kill_leftovers(earlier);
+        }
+        if self.held.is_empty() {
+            return self.kill_leftovers(pgid);
+        }
+        if child::stop_leftovers(pgid, &mut self.reserve) {
+            tracing::info!(
+                "asked the leftovers of group {pgid} to finish (SIGTERM); SIGKILL after {}",
+                show_duration(self.cfg.stop_timeout)
+            );
+            self.leftovers = Some((pgid, Instant::now() + self.cfg.stop_timeout));
+        }
     }
 
     fn forget_child(&mut self) {
@@ -863,6 +942,12 @@ impl Supervisor {
                 self.systemd_watchdog = Some((every, now));
             }
         }
+        if let Some((pgid, at)) = self.leftovers {
+            if now >= at {
+                self.leftovers = None;
+                self.kill_leftovers(pgid);
+            }
+        }
         if self.next_status_write.is_some_and(|t| now >= t) {
             self.write_status(now);
         }
@@ -1057,6 +1142,7 @@ impl Supervisor {
             self.systemd_watchdog.map(|(every, last)| last + every),
             self.next_status_write
                 .filter(|_| self.cfg.status_file.is_some()),
+            self.leftovers.map(|(_, at)| at),
             // A scrape's deadline, or the end of a paused listener's pause.
             self.metrics.as_ref().and_then(|m| m.next_deadline()),
         ]
@@ -1098,8 +1184,8 @@ impl Supervisor {
         let mut applied = Vec::new();
         let mut next_start = Vec::new();
         macro_rules! place {
-            (now: $($now:ident),*; next_start: $($next:ident),*; restart: $restart:ident) => {
-                let Config { $($now,)* $($next,)* $restart } = new;
+            (now: $($now:ident),*; next_start: $($next:ident),*; restart: $($restart:ident),*) => {
+                let Config { $($now,)* $($next,)* $($restart,)* } = new;
                 $(if old.$now != $now {
                     old.$now = $now;
                     applied.push(stringify!($now).replace('_', "-"));
@@ -1117,8 +1203,15 @@ impl Supervisor {
                 port, status_file;
             // The child reads these from its command line and environment when it starts.
             next_start: command, watchdog;
-            restart: metrics_listen
+            restart: metrics_listen, listen
         );
+        if old.listen != listen {
+            tracing::warn!(
+                "reload: listen cannot change while the supervisor runs (holding {:?}, \
+                 configured {listen:?}): restart the supervisor to apply",
+                old.listen
+            );
+        }
         if old.metrics_listen != metrics_listen {
             tracing::warn!(
                 "reload: metrics-listen cannot change while the supervisor runs (running {:?}, \

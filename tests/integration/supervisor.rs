@@ -1291,3 +1291,144 @@ fn a_stopped_forkd_master_is_replaced_by_the_watchdog() {
     assert!(util::state(master).is_none(), "the old master is gone");
     stop_cleanly(sup);
 }
+
+/// The pid of the child the supervisor started last, from its "started child PID" lines.
+fn last_started(sup: &Proc) -> Option<i32> {
+    sup.output().iter().rev().find_map(|l| {
+        l.split("started child ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// A new-connection load on forkd under the supervisor while its master is killed with
+/// SIGKILL five times; the load generator's report. With `hold`, the supervisor holds the
+/// listening socket and passes it to each forkd; without, each forkd binds its own.
+fn five_kills_under_load(hold: bool) -> serde_json::Value {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut flags = vec!["--stable-after", "1s", "--stop-timeout", "3s"];
+    if hold {
+        flags.extend(["--listen", &addr]);
+    }
+    let mut forkd = forkd_on(port);
+    forkd.extend(["--workers", "2", "--max-conns-per-client", "0"].map(String::from));
+    let sup = spawn_supervisor(&flags, &forkd);
+    let readies = |sup: &Proc| {
+        sup.output()
+            .iter()
+            .filter(|l| l.contains("ready after"))
+            .count()
+    };
+    eventually(Duration::from_secs(20), "forkd ready", || {
+        (readies(&sup) == 1).then_some(())
+    });
+    let load = std::process::Command::new(util::LOADGEN)
+        .args([
+            "--json",
+            "--new-conn",
+            "-c",
+            "4",
+            "-d",
+            "10s",
+            "--timeout",
+            "5s",
+        ])
+        .arg(format!("http://{addr}/"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    for round in 1..=5 {
+        let master = last_started(&sup).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(master), Signal::SIGKILL).unwrap();
+        eventually(Duration::from_secs(10), "the next forkd ready", || {
+            (readies(&sup) > round).then_some(())
+        });
+        // Past --stable-after, so every restart comes after the base delay, not a backoff
+        // grown by the kills before it.
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    let out = load.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON from the load generator: {e}"));
+    assert_eq!(starts(&sup), 6, "{}", sup.output().join("\n"));
+    stop_cleanly(sup);
+    report
+}
+
+/// Issue 10, item 3: with socket holding, five SIGKILLs of forkd's master under a
+/// new-connection load refuse and reset no connection: they wait in the held backlog for the
+/// next forkd. Without holding, the same run is measured for comparison.
+#[test]
+fn socket_holding_refuses_no_one_across_five_kills() {
+    let errors = |r: &serde_json::Value| {
+        let e = &r["errors"];
+        let n = |k: &str| e[k].as_u64().unwrap_or(0);
+        (
+            n("connect"),
+            n("reset"),
+            n("closed") + n("short_body") + n("timeout"),
+        )
+    };
+    let without = five_kills_under_load(false);
+    let with = five_kills_under_load(true);
+    let (w_refused, w_reset, w_other) = errors(&with);
+    let (o_refused, o_reset, o_other) = errors(&without);
+    eprintln!(
+        "5 SIGKILLs of the master under --new-conn load:\n  \
+         without holding: {} requests, {o_refused} refused, {o_reset} reset, {o_other} other \
+         errors, max latency {} us\n  \
+         with holding:    {} requests, {w_refused} refused, {w_reset} reset, {w_other} other \
+         errors, max latency {} us",
+        without["requests"],
+        without["latency_us"]["max"],
+        with["requests"],
+        with["latency_us"]["max"]
+    );
+    assert_eq!((w_refused, w_reset, w_other), (0, 0, 0), "{with:#}");
+    assert!(with["requests"].as_u64().unwrap() > 100, "{with:#}");
+}
+
+/// Issue 10, item 3: the held sockets reach the child as socket activation says: at fd 3
+/// onwards, the same socket the supervisor holds, with LISTEN_PID the child's own pid.
+#[test]
+fn the_child_gets_the_held_listeners() {
+    let a = format!("127.0.0.1:{}", free_port());
+    let b = format!("127.0.0.1:{}", free_port());
+    let script = "echo \"ids $LISTEN_PID $$ $LISTEN_FDS $LISTEN_FDNAMES\"; \
+                  echo \"fds $(readlink /proc/self/fd/3) $(readlink /proc/self/fd/4)\"; \
+                  ls /proc/self/fd | tr '\\n' ' '; echo; exec sleep 100";
+    let sup = spawn_supervisor(
+        &["--listen", &a, "--listen", &b, "--readiness", "none"],
+        &["/bin/sh".into(), "-c".into(), script.into()],
+    );
+    // The shell's lines, not the supervisor's "started child" line that quotes the script.
+    let line = |prefix: &str| {
+        eventually(Duration::from_secs(10), prefix, || {
+            sup.output().iter().find(|l| l.starts_with(prefix)).cloned()
+        })
+    };
+    let ids = line("ids ");
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    assert_eq!(ids[1], ids[2], "LISTEN_PID is the child's pid: {ids:?}");
+    assert_eq!(ids[3..], ["2", "http:http"]);
+    let fds = line("fds ");
+    // The supervisor's own fds to those sockets point at the same inodes.
+    let mine = util::fds(sup.pid());
+    for socket in fds.split_whitespace().skip(1) {
+        assert!(socket.starts_with("socket:["), "{fds}");
+        assert!(
+            mine.iter().any(|l| l.ends_with(socket)),
+            "{socket} not held: {mine:?}"
+        );
+    }
+    // 0-2, the two listeners, and ls's own directory fd: nothing else leaked.
+    let listed = line("0 1 2 ");
+    assert_eq!(listed.trim(), "0 1 2 3 4 5", "{listed}");
+    stop_cleanly(sup);
+}
