@@ -712,6 +712,31 @@ fn recycle_by_hup_keeps_the_child() {
     assert!(line.contains("with SIGHUP: fds is"), "{line}");
     assert_eq!(child_of(&sup), child, "a HUP recycle keeps the process");
     assert!(util::fds(child).len() < 30);
+
+    // Issue 10, fix 9: the memory of that SIGHUP dies with the child. A fresh child that
+    // reaches the limit is recycled with SIGHUP too, not restarted at its first hit for a
+    // SIGHUP it never had.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGKILL).unwrap();
+    sup.wait_line("restart 1 in", Duration::from_secs(5));
+    eventually(Duration::from_secs(20), "the second child ready", || {
+        (sup.output()
+            .iter()
+            .filter(|l| l.contains("ready after"))
+            .count()
+            == 2)
+            .then_some(())
+    });
+    let recycles = |sup: &Proc| {
+        sup.output()
+            .iter()
+            .filter(|l| l.contains("recycling child"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    load_until(port, Duration::from_secs(20), || recycles(&sup).len() >= 2);
+    let second = recycles(&sup)[1].clone();
+    assert!(second.contains("with SIGHUP: fds is"), "{second}");
+    assert_never(&sup, "SIGHUP did not help");
     stop_cleanly(sup);
 }
 
