@@ -25,7 +25,7 @@ use nix::unistd::{getpgid, setpgid, Pid};
 
 /// A running child, as the supervisor knows it. There is no `std::process::Child` kept: every
 /// child is reaped by the one `waitpid(-1)` loop, orphans included.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Running {
     pub pid: Pid,
     /// The child's process group, equal to its pid.
@@ -81,13 +81,9 @@ pub fn spawn(
 
 /// Sends `sig` to the child itself (a graceful stop or a forwarded HUP/USR1: forkd's master
 /// passes it on to its workers as it sees fit).
-pub fn signal(child: &Running, sig: Signal) {
-    if let Err(e) = kill(child.pid, sig) {
-        tracing::warn!(
-            "unable to send {} to child {}: {e}",
-            sig.as_str(),
-            child.pid
-        );
+pub fn signal(pid: Pid, sig: Signal) {
+    if let Err(e) = kill(pid, sig) {
+        tracing::warn!("unable to send {} to child {pid}: {e}", sig.as_str());
     }
 }
 

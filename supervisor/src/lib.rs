@@ -25,13 +25,18 @@
 //! Each cell names the function of `machine::Supervisor` that handles it; `-` means the
 //! event is ignored in that state.
 //!
-//! | state \ event | child exited | ready | unhealthy | over a limit | deadline | TERM/INT | HUP/USR1 |
-//! |---|---|---|---|---|---|---|---|
-//! | **Starting** (waiting for readiness) | `schedule_restart` | `mark_ready` | - | `recycle` | `recycle_by_restart` (not ready in time) | `begin_stop` | `forward` |
-//! | **Running** (ready; probes count) | `schedule_restart` | - | `recycle_by_restart` | `recycle` | - | `begin_stop` | `forward` |
-//! | **Recycling** (TERM sent, will restart) | `schedule_restart` | - | - | - | `kill_now` (SIGKILL to the group) | `begin_stop` | `forward` |
-//! | **Backoff** (no child) | - | - | - | - | `start_child` | `finish` (exit 0) | - (logged) |
-//! | **Stopping** (TERM sent, will exit) | `finish_stop` (exit 0) | - | - | - | `kill_now` | `kill_now` | - (logged) |
+//! | state \ event | child exited | ready | unhealthy | over a limit | deadline | TERM/INT | HUP/USR1 | spawned |
+//! |---|---|---|---|---|---|---|---|---|
+//! | **Starting** (waiting for readiness) | `schedule_restart` | `mark_ready` | - | `recycle` | `recycle_by_restart` (not ready in time) | `begin_stop` | `forward` | - |
+//! | **Running** (ready; probes count) | `schedule_restart` | - | `recycle_by_restart` | `recycle` | - | `begin_stop` | `forward` | - |
+//! | **Recycling** (TERM sent, will restart) | `schedule_restart` | - | - | - | `kill_now` (SIGKILL to the group) | `begin_stop` | `forward` | - |
+//! | **Backoff** (no child) | - | - | - | - | `start_child` | `finish` (exit 0) | - (logged) | `spawned` (Starting, or the next restart) |
+//! | **Stopping** (TERM sent, will exit) | `finish_stop` (exit 0) | - | - | - | `kill_now` | `kill_now` | - (logged) | - |
+//!
+//! A cell decides and changes the state; what must happen to processes it returns as
+//! `machine::Effect`s (spawn, signal, kill a group, end leftovers, tell systemd, sweep), which
+//! `Supervisor::perform` alone carries out; a spawn's outcome comes back as the input
+//! *spawned*. So each cell is tested without a process (`every_cell_of_the_table`).
 //!
 //! `schedule_restart` exits 100 when the child exited 100 (permanent failure: s6's
 //! convention), else takes one restart from the budget (exit 111 with "giving up: N failed
@@ -92,6 +97,7 @@
 
 pub mod child;
 pub mod config;
+pub mod counters;
 pub mod machine;
 pub mod metrics;
 pub mod notify;

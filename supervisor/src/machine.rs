@@ -6,7 +6,7 @@
 //! Only `step`'s cells change the state; the loop around it gathers evidence and keeps time.
 //! Nothing here blocks except `poll` (and the bounded sweep at exit).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,9 +17,11 @@ use forkd_daemon::reap::{reap, ProcessEnd};
 use forkd_daemon::signals::{Event, SignalPipe};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::child::{self, Running};
 use crate::config::{Config, Readiness, Recycle, RunArgs};
+use crate::counters::{Count, Counters};
 use crate::metrics::Metrics;
 use crate::notify::NotifySocket;
 use crate::probe::{self, Outcome, Probe};
@@ -91,6 +93,92 @@ pub enum Input {
     Stop,
     /// SIGHUP or SIGUSR1 to the supervisor, to pass on.
     Forward(Signal),
+    /// The outcome of an [`Effect::Spawn`]: the new child, or why it could not start.
+    Spawned(Result<Running, String>),
+}
+
+/// What a cell asks of the world. Cells decide and change the state; they never start,
+/// signal or sweep a process themselves: [`Supervisor::step`] returns these, and
+/// [`Supervisor::perform`] is the one place that carries them out. So every cell of the table
+/// can be tested without a process (`tests::every_cell_of_the_table`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Start a child; the outcome comes back as [`Input::Spawned`].
+    Spawn,
+    /// A signal to the child itself (its leader).
+    Signal(Pid, Signal),
+    /// SIGKILL to a whole process group.
+    KillGroup(Pid),
+    /// What is left of the group of a child that ended on its own: killed at once, or with
+    /// socket holding asked to finish (TERM) and killed after the stop timeout.
+    EndLeftovers(Pid),
+    /// What is left of the group of a child that was stopped: killed.
+    KillLeftovers(Pid),
+    /// A message to systemd (`READY=1`, `STOPPING=1`, `STATUS=...`).
+    Systemd(String),
+    /// End every descendant: the supervisor exits.
+    Sweep,
+}
+
+/// A cell of the state table: the function that handles an input in a state, by the name the
+/// table in ARCHITECTURE.md and the crate docs give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    ScheduleRestart,
+    FinishStop,
+    MarkReady,
+    RecycleByRestart,
+    Recycle,
+    KillNow,
+    StartChild,
+    Spawned,
+    BeginStop,
+    Finish,
+    Forward,
+    /// `-`: ignored (some are logged).
+    Ignore,
+}
+
+impl Cell {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cell::ScheduleRestart => "schedule_restart",
+            Cell::FinishStop => "finish_stop",
+            Cell::MarkReady => "mark_ready",
+            Cell::RecycleByRestart => "recycle_by_restart",
+            Cell::Recycle => "recycle",
+            Cell::KillNow => "kill_now",
+            Cell::StartChild => "start_child",
+            Cell::Spawned => "spawned",
+            Cell::BeginStop => "begin_stop",
+            Cell::Finish => "finish",
+            Cell::Forward => "forward",
+            Cell::Ignore => "-",
+        }
+    }
+}
+
+/// The state table: which cell handles `input` in `state`. Pure; the table test holds it to
+/// the documented table.
+pub fn cell(state: State, input: &Input) -> Cell {
+    use Input::*;
+    use State::*;
+    match (state, input) {
+        (Starting | Running | Recycling, Exited(_)) => Cell::ScheduleRestart,
+        (Stopping, Exited(_)) => Cell::FinishStop,
+        (Starting, Ready) => Cell::MarkReady,
+        (Running, Unhealthy(_)) => Cell::RecycleByRestart,
+        (Starting | Running, OverLimit(_)) => Cell::Recycle,
+        (Starting, Timeout) => Cell::RecycleByRestart,
+        (Recycling | Stopping, Timeout) => Cell::KillNow,
+        (Backoff, Timeout) => Cell::StartChild,
+        (Backoff, Spawned(_)) => Cell::Spawned,
+        (Starting | Running | Recycling, Stop) => Cell::BeginStop,
+        (Backoff, Stop) => Cell::Finish,
+        (Stopping, Stop) => Cell::KillNow,
+        (Starting | Running | Recycling, Forward(_)) => Cell::Forward,
+        _ => Cell::Ignore,
+    }
 }
 
 pub struct Supervisor {
@@ -135,8 +223,10 @@ pub struct Supervisor {
     recent: VecDeque<RestartRecord>,
     last_exit: Option<String>,
     child_status: Option<String>,
-    counters: BTreeMap<&'static str, u64>,
+    counters: Counters,
     exit: Option<i32>,
+    /// What the cell being run asked for, returned by `step`.
+    effects: Vec<Effect>,
     /// Why the supervisor ended, for the status file it leaves behind.
     final_reason: Option<String>,
     /// The process group of the child before this one: its late notify messages (STOPPING=1
@@ -185,30 +275,44 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
         }
         None => None,
     };
+    let world = World {
+        systemd,
+        systemd_watchdog,
+        notify,
+        reserve,
+        metrics,
+        held,
+    };
+    Ok(assemble(cfg, args, world))
+}
+
+/// What the supervisor holds of the outside world, opened by [`setup`].
+struct World {
+    systemd: Notifier,
+    systemd_watchdog: Option<Duration>,
+    notify: NotifySocket,
+    reserve: Reserve,
+    metrics: Option<Metrics>,
+    held: Vec<TcpListener>,
+}
+
+/// The machine in Backoff with its first start due now.
+fn assemble(cfg: Config, args: RunArgs, world: World) -> Supervisor {
+    let World {
+        systemd,
+        systemd_watchdog,
+        notify,
+        reserve,
+        metrics,
+        held,
+    } = world;
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         ^ u64::from(std::process::id()) << 32;
-    let mut counters = BTreeMap::new();
-    for k in [
-        "probe_failures",
-        "cannot_observe",
-        "recycles",
-        "recycles_hup",
-        "watchdog_misses",
-        "limit_warnings",
-        "orphans_reaped",
-        "notify_rejected",
-        "spawn_failures",
-        "stalls",
-        "foreign_listener",
-        "limits_below_rest",
-    ] {
-        counters.insert(k, 0);
-    }
     let now = Instant::now();
-    Ok(Supervisor {
+    Supervisor {
         state: State::Backoff,
         deadline: Some(now),
         ready_suspended: None,
@@ -224,6 +328,7 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
         backoff: Backoff::new(cfg.backoff_base, cfg.backoff_cap, cfg.stable_after, seed),
         budget: Budget::new(cfg.max_restarts, cfg.restart_window),
         final_reason: None,
+        effects: Vec::new(),
         previous_pgid: None,
         watch: Watch::new(cfg.limits.clone(), cfg.slope_window),
         probe: None,
@@ -239,7 +344,7 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
         recent: VecDeque::new(),
         last_exit: None,
         child_status: None,
-        counters,
+        counters: Counters::default(),
         exit: None,
         notify,
         systemd,
@@ -251,7 +356,7 @@ pub fn setup(cfg: Config, args: RunArgs) -> Result<Supervisor, String> {
         planned_wake: None,
         cfg,
         args,
-    })
+    }
 }
 
 /// The backlog of a held socket: connections that arrive while no child runs wait there.
@@ -291,41 +396,64 @@ fn hold_listeners(wanted: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, S
 }
 
 impl Supervisor {
-    /// The one transition function: each cell of the table in the crate docs.
-    pub fn step(&mut self, input: Input) {
-        use Input::*;
-        use State::*;
+    /// The one transition function: the cell of the table that `input` falls in, in the
+    /// current state, changes the state and returns what must be done.
+    pub fn step(&mut self, input: Input) -> Vec<Effect> {
         // Once the exit code is decided nothing may start or signal a process again, even if
         // more inputs were gathered in the same wake-up.
         if self.exit.is_some() {
-            return;
+            return Vec::new();
         }
         tracing::debug!("{} <- {input:?}", self.state.name());
-        match (self.state, input) {
-            (Starting | Running | Recycling, Exited(end)) => self.schedule_restart(end),
-            (Stopping, Exited(end)) => self.finish_stop(end),
-            (Backoff, Exited(_)) => {}
-            (Starting, Ready) => self.mark_ready(),
-            (Running | Recycling | Backoff | Stopping, Ready) => {}
-            (Running, Unhealthy(why)) => self.recycle_by_restart(why),
-            (Starting | Running, OverLimit(why)) => self.recycle(why),
-            (_, Unhealthy(_) | OverLimit(_)) => {}
-            (Starting, Timeout) => self.recycle_by_restart(format!(
+        let which = cell(self.state, &input);
+        match (which, input) {
+            (Cell::ScheduleRestart, Input::Exited(end)) => self.schedule_restart(end),
+            (Cell::FinishStop, Input::Exited(end)) => self.finish_stop(end),
+            (Cell::MarkReady, _) => self.mark_ready(),
+            (Cell::RecycleByRestart, Input::Unhealthy(why)) => self.recycle_by_restart(why),
+            (Cell::RecycleByRestart, _) => self.recycle_by_restart(format!(
                 "not ready within {}",
                 show_duration(self.cfg.ready_timeout)
             )),
-            (Recycling | Stopping, Timeout) => self.kill_now(),
-            (Backoff, Timeout) => self.start_child(),
-            (Running, Timeout) => {}
-            (Starting | Running | Recycling, Stop) => self.begin_stop(),
-            (Backoff, Stop) => self.finish(EXIT_STOPPED, "stopped (no child was running)"),
-            (Stopping, Stop) => self.kill_now(),
-            (Starting | Running | Recycling, Forward(sig)) => self.forward(sig),
-            (Backoff | Stopping, Forward(sig)) => {
+            (Cell::Recycle, Input::OverLimit(why)) => self.recycle(why),
+            (Cell::KillNow, _) => self.kill_now(),
+            (Cell::StartChild, _) => self.start_child(),
+            (Cell::Spawned, Input::Spawned(result)) => self.spawned(result),
+            (Cell::BeginStop, _) => self.begin_stop(),
+            (Cell::Finish, _) => self.finish(EXIT_STOPPED, "stopped (no child was running)"),
+            (Cell::Forward, Input::Forward(sig)) => self.forward(sig),
+            (_, Input::Forward(sig)) => {
                 tracing::info!("{} not forwarded: no child to receive it", sig.as_str())
             }
+            _ => {}
         }
         self.status_soon();
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Steps and carries out what the cell asked for.
+    fn handle(&mut self, input: Input) {
+        for effect in self.step(input) {
+            self.perform(effect);
+        }
+    }
+
+    /// The one place where the machine's decisions touch processes.
+    fn perform(&mut self, effect: Effect) {
+        match effect {
+            Effect::Spawn => {
+                let result = self.spawn_child();
+                self.handle(Input::Spawned(result));
+            }
+            Effect::Signal(pid, sig) => child::signal(pid, sig),
+            Effect::KillGroup(pgid) => child::kill_group(pgid),
+            Effect::EndLeftovers(pgid) => self.end_leftovers(pgid),
+            Effect::KillLeftovers(pgid) => self.kill_leftovers(pgid),
+            Effect::Systemd(msg) => {
+                let _ = self.systemd.send(&msg);
+            }
+            Effect::Sweep => sweep_descendants(&mut self.reserve),
+        }
     }
 
     fn enter(&mut self, state: State, deadline: Option<Instant>) {
@@ -381,7 +509,7 @@ impl Supervisor {
             *w += stalled;
             moved.push("watchdog");
         }
-        *self.counters.entry("stalls").or_default() += 1;
+        self.counters.bump(Count::Stalls);
         tracing::warn!(
             "the supervisor itself did not run for {}{}",
             show_duration(stalled),
@@ -394,6 +522,11 @@ impl Supervisor {
     }
 
     fn start_child(&mut self) {
+        self.effects.push(Effect::Spawn);
+    }
+
+    /// Starts the command with the notify socket, the watchdog and the held sockets.
+    fn spawn_child(&mut self) -> Result<Running, String> {
         let command = self.cfg.command.clone();
         let env = self.notify.env_value();
         let watchdog = self.cfg.watchdog;
@@ -408,38 +541,45 @@ impl Supervisor {
         let spawned = self.reserve.with_room("start the child", || {
             child::spawn(&command, env.as_ref(), watchdog, &fds)
         });
-        let now = Instant::now();
+        let shown = command
+            .iter()
+            .map(|w| w.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         match spawned {
             Ok(c) => {
-                tracing::info!(
-                    "started child {} ({})",
-                    c.pid,
-                    command
-                        .iter()
-                        .map(|w| w.to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-                self.child = Some(c);
-                self.killed = false;
-                self.warned_foreign = false;
-                self.ready = false;
-                self.health_failures = 0;
-                self.watch.new_child();
-                self.next_sample = now;
-                self.enter(State::Starting, Some(now + self.cfg.ready_timeout));
-                match self.readiness() {
-                    Readiness::None => self.step(Input::Ready),
-                    Readiness::Port => self.next_probe = Some(now),
-                    Readiness::Notify | Readiness::Auto => self.next_probe = None,
-                }
+                tracing::info!("started child {} ({shown})", c.pid);
+                Ok(c)
             }
             Err(e) => {
-                *self.counters.entry("spawn_failures").or_default() += 1;
                 tracing::error!("unable to start {:?}: {e}", command[0]);
-                let reason = format!("unable to start: {e}");
-                self.plan_restart(None, reason);
+                Err(format!("unable to start: {e}"))
             }
+        }
+    }
+
+    /// A start's outcome: Starting with the new child, or the next restart.
+    fn spawned(&mut self, result: Result<Running, String>) {
+        let c = match result {
+            Ok(c) => c,
+            Err(reason) => {
+                self.counters.bump(Count::SpawnFailures);
+                return self.plan_restart(None, reason);
+            }
+        };
+        let now = Instant::now();
+        self.child = Some(c);
+        self.killed = false;
+        self.warned_foreign = false;
+        self.ready = false;
+        self.health_failures = 0;
+        self.watch.new_child();
+        self.next_sample = now;
+        self.enter(State::Starting, Some(now + self.cfg.ready_timeout));
+        match self.readiness() {
+            Readiness::None => self.mark_ready(),
+            Readiness::Port => self.next_probe = Some(now),
+            Readiness::Notify | Readiness::Auto => self.next_probe = None,
         }
     }
 
@@ -471,7 +611,8 @@ impl Supervisor {
         self.enter(State::Running, None);
         if !self.systemd_ready {
             self.systemd_ready = true;
-            let _ = self.systemd.send("READY=1\nSTATUS=child ready");
+            self.effects
+                .push(Effect::Systemd("READY=1\nSTATUS=child ready".into()));
         }
     }
 
@@ -485,11 +626,11 @@ impl Supervisor {
         if self.cfg.recycle == Recycle::Hup && self.state == State::Running && hup_helped {
             let Some(c) = self.child.clone() else { return };
             tracing::warn!("recycling child {} with SIGHUP: {why}", c.pid);
-            *self.counters.entry("recycles_hup").or_default() += 1;
+            self.counters.bump(Count::RecyclesHup);
             self.last_hup_recycle = Some(now);
             // Workers are being replaced: judge again once a whole window has passed.
             self.watch.reset(Some(now + self.cfg.slope_window));
-            child::signal(&c, Signal::SIGHUP);
+            self.effects.push(Effect::Signal(c.pid, Signal::SIGHUP));
         } else if self.cfg.recycle == Recycle::Hup && !hup_helped {
             self.recycle_by_restart(format!("{why} (SIGHUP did not help)"));
         } else {
@@ -500,14 +641,14 @@ impl Supervisor {
     fn recycle_by_restart(&mut self, why: String) {
         let Some(c) = self.child.clone() else { return };
         tracing::warn!("recycling child {}: {why}", c.pid);
-        *self.counters.entry("recycles").or_default() += 1;
+        self.counters.bump(Count::Recycles);
         self.recycle_reason = Some(why);
         self.probe = None;
         self.next_probe = None;
-        child::signal(&c, Signal::SIGTERM);
         // A stopped child (SIGSTOP, a debugger) would hold the TERM until the kill; continued,
         // it drains as asked.
-        child::signal(&c, Signal::SIGCONT);
+        self.effects.push(Effect::Signal(c.pid, Signal::SIGTERM));
+        self.effects.push(Effect::Signal(c.pid, Signal::SIGCONT));
         self.enter(
             State::Recycling,
             Some(Instant::now() + self.cfg.stop_timeout),
@@ -521,11 +662,11 @@ impl Supervisor {
             c.pid,
             show_duration(self.cfg.stop_timeout)
         );
-        let _ = self.systemd.send("STOPPING=1");
+        self.effects.push(Effect::Systemd("STOPPING=1".into()));
         self.probe = None;
         self.next_probe = None;
         if self.state != State::Recycling {
-            child::signal(&c, Signal::SIGTERM);
+            self.effects.push(Effect::Signal(c.pid, Signal::SIGTERM));
         }
         let deadline = Instant::now() + self.cfg.stop_timeout;
         let deadline = self
@@ -553,14 +694,14 @@ impl Supervisor {
             );
         }
         self.killed = true;
-        child::kill_group(c.pgid);
+        self.effects.push(Effect::KillGroup(c.pgid));
         self.deadline = Some(Instant::now() + KILL_GRACE);
     }
 
     fn forward(&mut self, sig: Signal) {
         if let Some(c) = &self.child {
             tracing::info!("forwarding {} to child {}", sig.as_str(), c.pid);
-            child::signal(c, sig);
+            self.effects.push(Effect::Signal(c.pid, sig));
         }
     }
 
@@ -572,7 +713,7 @@ impl Supervisor {
         // A stable run: the child became ready and then ran for --stable-after. One that was
         // never ready counts as a failed start however long it took to fail.
         let stable = self.ready && ran >= self.cfg.stable_after;
-        self.end_leftovers(c.pgid);
+        self.effects.push(Effect::EndLeftovers(c.pgid));
         let reason = match self.recycle_reason.take() {
             Some(why) => format!("recycled: {why}"),
             None => format!("{end} after {}", show_duration(ran)),
@@ -661,7 +802,7 @@ impl Supervisor {
             tracing::info!("child {} {end}", c.pid);
             self.last_exit = Some(end.to_string());
             self.previous_pgid = Some(c.pgid);
-            self.kill_leftovers(c.pgid);
+            self.effects.push(Effect::KillLeftovers(c.pgid));
         }
         self.forget_child();
         self.finish(EXIT_STOPPED, "stopped");
@@ -669,13 +810,14 @@ impl Supervisor {
 
     /// The end of the supervisor: nothing it started may outlive it.
     fn finish(&mut self, code: i32, message: &str) {
-        sweep_descendants(&mut self.reserve);
+        self.effects.push(Effect::Sweep);
         if code == EXIT_STOPPED {
             tracing::info!("{message}");
         } else {
             tracing::error!("{message}");
         }
-        let _ = self.systemd.send(&format!("STATUS={message}"));
+        self.effects
+            .push(Effect::Systemd(format!("STATUS={message}")));
         self.final_reason = Some(message.to_string());
         self.exit = Some(code);
     }
@@ -725,7 +867,7 @@ impl Supervisor {
         match looked {
             Ok((true, _)) => Ok(true),
             Ok((false, holders)) => {
-                *self.counters.entry("foreign_listener").or_default() += 1;
+                self.counters.bump(Count::ForeignListener);
                 if holders > 0 && !self.warned_foreign {
                     self.warned_foreign = true;
                     tracing::warn!(
@@ -750,7 +892,7 @@ impl Supervisor {
                     Ok(true) => {
                         self.observed();
                         tracing::info!("port {} accepts", self.cfg.port.unwrap_or(0));
-                        self.step(Input::Ready);
+                        self.handle(Input::Ready);
                     }
                     Ok(false) => self.observed(),
                     Err(why) => self.cannot_observe(why),
@@ -776,7 +918,7 @@ impl Supervisor {
             Outcome::Failed(why) => {
                 self.observed();
                 self.health_failures += 1;
-                *self.counters.entry("probe_failures").or_default() += 1;
+                self.counters.bump(Count::ProbeFailures);
                 tracing::warn!(
                     "health probe failed ({}/{}): {why}",
                     self.health_failures,
@@ -784,7 +926,7 @@ impl Supervisor {
                 );
                 self.health_last = Some(format!("failed: {why}"));
                 if self.health_failures >= self.cfg.health_threshold {
-                    self.step(Input::Unhealthy(format!(
+                    self.handle(Input::Unhealthy(format!(
                         "unhealthy: {} failed probes in a row (last: {why})",
                         self.health_failures
                     )));
@@ -797,7 +939,7 @@ impl Supervisor {
     /// The supervisor's own trouble: logged once per episode, counted every time, never held
     /// against the child.
     fn cannot_observe(&mut self, why: String) {
-        *self.counters.entry("cannot_observe").or_default() += 1;
+        self.counters.bump(Count::CannotObserve);
         if self.observing {
             tracing::warn!("cannot observe the child: {why}; not counted against it");
         }
@@ -832,23 +974,23 @@ impl Supervisor {
                 }
                 if self.state == State::Running {
                     for warning in self.watch.check_rest(&reading) {
-                        *self.counters.entry("limits_below_rest").or_default() += 1;
+                        self.counters.bump(Count::LimitsBelowRest);
                         tracing::warn!("{warning}");
                     }
                 }
                 let verdict = self.watch.judge(now, reading);
                 for warning in self.watch.take_warnings() {
-                    *self.counters.entry("limit_warnings").or_default() += 1;
+                    self.counters.bump(Count::LimitWarnings);
                     tracing::warn!("child {} nears a limit: {warning}", c.pid);
                 }
                 if let Some(why) = verdict {
-                    self.step(Input::OverLimit(why));
+                    self.handle(Input::OverLimit(why));
                 }
             }
             // The child is gone; its exit is on the way through SIGCHLD.
             Err(e) if procfs::is_gone(&e) => {}
             Err(e) => {
-                *self.counters.entry("cannot_observe").or_default() += 1;
+                self.counters.bump(Count::CannotObserve);
                 if self.resources_observable {
                     tracing::warn!(
                         "cannot observe the child's resources: {e}; no limit is judged meanwhile"
@@ -863,7 +1005,7 @@ impl Supervisor {
         let pgid = self.child.as_ref().map(|c| c.pgid);
         let mut rejected = 0;
         let messages = self.notify.drain(pgid, self.previous_pgid, &mut rejected);
-        *self.counters.entry("notify_rejected").or_default() += rejected;
+        self.counters.add(Count::NotifyRejected, rejected);
         for m in messages {
             if let Some(s) = m.status {
                 self.child_status = Some(s);
@@ -878,7 +1020,7 @@ impl Supervisor {
             if m.ready {
                 self.reloading_since = None;
                 if matches!(self.cfg.readiness, Readiness::Auto | Readiness::Notify) {
-                    self.step(Input::Ready);
+                    self.handle(Input::Ready);
                 }
             }
             if m.stopping {
@@ -895,7 +1037,7 @@ impl Supervisor {
         self.excuse_stall(stalled);
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
-            self.step(Input::Timeout);
+            self.handle(Input::Timeout);
         }
         if let Some(p) = &self.probe {
             if now >= p.deadline {
@@ -914,7 +1056,7 @@ impl Supervisor {
                 }
                 Some(_) => {
                     self.reloading_since = None;
-                    self.step(Input::Unhealthy(format!(
+                    self.handle(Input::Unhealthy(format!(
                         "RELOADING=1 without READY=1 within {}",
                         show_duration(self.cfg.ready_timeout)
                     )));
@@ -931,9 +1073,9 @@ impl Supervisor {
         if self.watchdog_deadline.is_some_and(|t| now >= t) {
             self.watchdog_deadline = None;
             if self.state == State::Running {
-                *self.counters.entry("watchdog_misses").or_default() += 1;
+                self.counters.bump(Count::WatchdogMisses);
                 let w = show_duration(self.cfg.watchdog.unwrap_or_default());
-                self.step(Input::Unhealthy(format!("no WATCHDOG=1 within {w}")));
+                self.handle(Input::Unhealthy(format!("no WATCHDOG=1 within {w}")));
             }
         }
         if let Some((every, last)) = self.systemd_watchdog {
@@ -1039,7 +1181,7 @@ impl Supervisor {
         st.counters = self
             .counters
             .iter()
-            .map(|(k, v)| (k.to_string(), *v))
+            .map(|(k, v)| (k.to_string(), v))
             .collect();
         st
     }
@@ -1155,12 +1297,12 @@ impl Supervisor {
         for event in signals.drain() {
             match event {
                 Event::Child => self.reap_children(),
-                Event::Terminate | Event::Interrupt => self.step(Input::Stop),
+                Event::Terminate | Event::Interrupt => self.handle(Input::Stop),
                 Event::Reload => {
                     self.reload_config();
-                    self.step(Input::Forward(Signal::SIGHUP))
+                    self.handle(Input::Forward(Signal::SIGHUP))
                 }
-                Event::ReopenLogs => self.step(Input::Forward(Signal::SIGUSR1)),
+                Event::ReopenLogs => self.handle(Input::Forward(Signal::SIGUSR1)),
             }
         }
     }
@@ -1252,9 +1394,9 @@ impl Supervisor {
         reap(|pid, end| ends.push((pid, end)));
         for (pid, end) in ends {
             if self.child.as_ref().is_some_and(|c| c.pid == pid) {
-                self.step(Input::Exited(end));
+                self.handle(Input::Exited(end));
             } else {
-                *self.counters.entry("orphans_reaped").or_default() += 1;
+                self.counters.bump(Count::OrphansReaped);
                 tracing::debug!("reaped orphan {pid}: {end}");
             }
         }
@@ -1286,3 +1428,258 @@ fn sweep_descendants(reserve: &mut Reserve) {
 
 /// How often the final sweep looks for descendants that are still there.
 const SWEEP_TICK: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    const PID: i32 = 999_999;
+
+    /// What a cell decided: the next state (or the exit code), and the effects it returned.
+    type Decided = (Result<State, i32>, Vec<Effect>);
+
+    /// A machine in `state`, with a child that is never really signalled: effects are only
+    /// returned here, never performed.
+    fn machine(state: State) -> Supervisor {
+        let cli =
+            crate::config::Cli::try_parse_from(["forkd-supervisor", "--", "/bin/true"]).unwrap();
+        let cfg = crate::config::load(&cli.run).unwrap();
+        let world = World {
+            systemd: Notifier::none(),
+            systemd_watchdog: None,
+            notify: NotifySocket::bind().unwrap(),
+            reserve: Reserve::new(3).unwrap(),
+            metrics: None,
+            held: Vec::new(),
+        };
+        let mut sup = assemble(cfg, cli.run, world);
+        sup.state = state;
+        if state != State::Backoff {
+            sup.child = Some(fake_child());
+            sup.ready = state == State::Running;
+        }
+        sup
+    }
+
+    fn fake_child() -> Running {
+        Running {
+            pid: Pid::from_raw(PID),
+            pgid: Pid::from_raw(PID),
+            started: Instant::now(),
+            started_unix: 0,
+        }
+    }
+
+    /// The events of the table's columns, in order, each with a representative payload.
+    fn events() -> [(&'static str, Input); 8] {
+        [
+            ("child exited", Input::Exited(ProcessEnd::Exited(1))),
+            ("ready", Input::Ready),
+            ("unhealthy", Input::Unhealthy("probes failed".into())),
+            (
+                "over a limit",
+                Input::OverLimit("fds is 9 (limit 8)".into()),
+            ),
+            ("deadline", Input::Timeout),
+            ("TERM/INT", Input::Stop),
+            ("HUP/USR1", Input::Forward(Signal::SIGHUP)),
+            ("spawned", Input::Spawned(Ok(fake_child()))),
+        ]
+    }
+
+    const STATES: [State; 5] = [
+        State::Starting,
+        State::Running,
+        State::Recycling,
+        State::Backoff,
+        State::Stopping,
+    ];
+
+    /// A documented table as (state name, cell names by column), from its markdown rows.
+    fn documented(text: &str) -> Vec<(String, Vec<String>)> {
+        text.lines()
+            .map(|l| l.trim_start_matches("//! "))
+            .filter(|l| {
+                STATES.iter().any(|s| {
+                    let name = s.name();
+                    let title = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+                    l.starts_with(&format!("| {title} |"))
+                        || l.starts_with(&format!("| **{title}**"))
+                })
+            })
+            .map(|l| {
+                let cells: Vec<&str> = l
+                    .trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect();
+                let state = cells[0]
+                    .trim_matches('*')
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .trim_matches('*');
+                let names = cells[1..]
+                    .iter()
+                    .map(|c| match c.split('`').nth(1) {
+                        Some(name) => name.to_string(),
+                        None => "-".to_string(),
+                    })
+                    .collect();
+                (state.to_lowercase(), names)
+            })
+            .collect()
+    }
+
+    /// Every cell of the state table, stepped without a process: what it decides (the next
+    /// state, or the exit code) and the effects it returns. The cell names must also be
+    /// those of the tables in ARCHITECTURE.md and the crate docs, so code and docs cannot
+    /// drift apart.
+    #[test]
+    fn every_cell_of_the_table() {
+        use Effect::*;
+        use State::*;
+        let p = Pid::from_raw(PID);
+        let term = || {
+            vec![
+                Signal(p, nix::sys::signal::Signal::SIGTERM),
+                Signal(p, nix::sys::signal::Signal::SIGCONT),
+            ]
+        };
+        let stopping = || {
+            vec![
+                Systemd("STOPPING=1".into()),
+                Signal(p, nix::sys::signal::Signal::SIGTERM),
+            ]
+        };
+        let hup = || vec![Signal(p, nix::sys::signal::Signal::SIGHUP)];
+        let ready = || vec![Systemd("READY=1\nSTATUS=child ready".into())];
+        let stay = |s: State| (Ok(s), vec![]);
+        // (state, [(next state or exit code, effects); one per column of `events`]).
+        let table: Vec<(State, Vec<Decided>)> = vec![
+            (
+                Starting,
+                vec![
+                    (Ok(Backoff), vec![EndLeftovers(p)]),
+                    (Ok(Running), ready()),
+                    stay(Starting),
+                    (Ok(Recycling), term()),
+                    (Ok(Recycling), term()),
+                    (Ok(Stopping), stopping()),
+                    (Ok(Starting), hup()),
+                    stay(Starting),
+                ],
+            ),
+            (
+                Running,
+                vec![
+                    (Ok(Backoff), vec![EndLeftovers(p)]),
+                    stay(Running),
+                    (Ok(Recycling), term()),
+                    (Ok(Recycling), term()),
+                    stay(Running),
+                    (Ok(Stopping), stopping()),
+                    (Ok(Running), hup()),
+                    stay(Running),
+                ],
+            ),
+            (
+                Recycling,
+                vec![
+                    (Ok(Backoff), vec![EndLeftovers(p)]),
+                    stay(Recycling),
+                    stay(Recycling),
+                    stay(Recycling),
+                    (Ok(Recycling), vec![KillGroup(p)]),
+                    (Ok(Stopping), vec![Systemd("STOPPING=1".into())]),
+                    (Ok(Recycling), hup()),
+                    stay(Recycling),
+                ],
+            ),
+            (
+                Backoff,
+                vec![
+                    stay(Backoff),
+                    stay(Backoff),
+                    stay(Backoff),
+                    stay(Backoff),
+                    (Ok(Backoff), vec![Spawn]),
+                    (
+                        Err(EXIT_STOPPED),
+                        vec![
+                            Sweep,
+                            Systemd("STATUS=stopped (no child was running)".into()),
+                        ],
+                    ),
+                    stay(Backoff),
+                    stay(Starting),
+                ],
+            ),
+            (
+                Stopping,
+                vec![
+                    (
+                        Err(EXIT_STOPPED),
+                        vec![KillLeftovers(p), Sweep, Systemd("STATUS=stopped".into())],
+                    ),
+                    stay(Stopping),
+                    stay(Stopping),
+                    stay(Stopping),
+                    (Ok(Stopping), vec![KillGroup(p)]),
+                    (Ok(Stopping), vec![KillGroup(p)]),
+                    stay(Stopping),
+                    stay(Stopping),
+                ],
+            ),
+        ];
+        let docs = [
+            (
+                "ARCHITECTURE.md",
+                documented(include_str!("../../ARCHITECTURE.md")),
+            ),
+            ("supervisor/src/lib.rs", documented(include_str!("lib.rs"))),
+        ];
+        for (file, rows) in &docs {
+            assert_eq!(rows.len(), STATES.len(), "{file}: {rows:?}");
+        }
+        let mut cells = 0;
+        for (state, expected) in table {
+            for ((event, input), (want_next, want_effects)) in events().into_iter().zip(expected) {
+                let which = cell(state, &input);
+                for (file, rows) in &docs {
+                    let row = rows.iter().find(|(s, _)| s == state.name()).unwrap();
+                    let col = events().iter().position(|(e, _)| *e == event).unwrap();
+                    assert_eq!(row.1[col], which.name(), "{file}: {state:?} x {event}");
+                }
+                let mut sup = machine(state);
+                let effects = sup.step(input);
+                let next = match sup.exit {
+                    Some(code) => Err(code),
+                    None => Ok(sup.state),
+                };
+                assert_eq!(
+                    (next, effects),
+                    (want_next, want_effects),
+                    "{state:?} x {event} ({})",
+                    which.name()
+                );
+                cells += 1;
+            }
+        }
+        assert_eq!(cells, 40);
+    }
+
+    /// A start that fails is a failed start: the next one is planned, the budget counts it.
+    #[test]
+    fn a_failed_spawn_plans_the_next_start() {
+        let mut sup = machine(State::Backoff);
+        let effects = sup.step(Input::Spawned(Err("unable to start: ENOENT".into())));
+        assert!(effects.is_empty());
+        assert_eq!(sup.state, State::Backoff);
+        assert_eq!(sup.budget.used(), 1);
+        assert_eq!(sup.counters.get(Count::SpawnFailures), 1);
+        assert!(sup.deadline.is_some());
+    }
+}
