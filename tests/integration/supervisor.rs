@@ -1329,7 +1329,7 @@ fn last_started(sup: &Proc) -> Option<i32> {
     })
 }
 
-/// A new-connection load on forkd under the supervisor while its master is killed with
+/// A new-connection load (1,000 a second) on forkd under the supervisor while its master is killed with
 /// SIGKILL five times; the load generator's report. With `hold`, the supervisor holds the
 /// listening socket and passes it to each forkd; without, each forkd binds its own.
 fn five_kills_under_load(hold: bool) -> serde_json::Value {
@@ -1352,11 +1352,16 @@ fn five_kills_under_load(hold: bool) -> serde_json::Value {
         (readies(&sup) == 1).then_some(())
     });
     let load = std::process::Command::new(util::LOADGEN)
+        // An open loop of 1,000 new connections a second: enough to meet every restart with
+        // a few hundred connections, few enough that the TIME_WAIT sockets it leaves (a
+        // minute each) do not slow the socket sampling of tests running beside it.
         .args([
             "--json",
             "--new-conn",
+            "--rate",
+            "1000",
             "-c",
-            "4",
+            "8",
             "-d",
             "10s",
             "--timeout",
