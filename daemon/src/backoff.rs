@@ -66,6 +66,13 @@ impl Backoff {
         }
     }
 
+    /// New delays (a supervisor's reload); the failures counted so far stay counted.
+    pub fn reconfigure(&mut self, base: Duration, cap: Duration, stable_after: Duration) {
+        self.base = base;
+        self.cap = cap.max(base);
+        self.stable_after = stable_after;
+    }
+
     /// Forgets every failure: the next delay is `base` again.
     pub fn reset(&mut self) {
         self.failures = 0;

@@ -6,11 +6,17 @@
 //! callers get it without `unsafe` of their own.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{getppid, Pid};
+
+/// Exit code of a child whose program could not be executed (the shell's convention): 127
+/// when it was not found, 126 otherwise.
+pub const EXIT_NOT_FOUND: i32 = 127;
+pub const EXIT_CANNOT_EXEC: i32 = 126;
 
 /// Makes `cmd` start its program with default signal dispositions and an empty signal mask (a
 /// parent's ignored SIGPIPE must not leak into a server, as tini's `restore_signals`), with
@@ -23,11 +29,76 @@ pub fn start_clean(cmd: &mut Command) -> &mut Command {
     // calls are allowed; `restore_child_state` makes only system calls (sigprocmask,
     // rt_sigaction, prctl, getppid, close_range) on stack values, allocates nothing on its
     // success path and takes no lock.
-    unsafe { cmd.pre_exec(move || restore_child_state(parent)) }
+    unsafe { cmd.pre_exec(move || restore_child_state(parent, 3)) }
 }
 
-/// Runs in the child between fork and exec.
-fn restore_child_state(parent: Pid) -> io::Result<()> {
+/// Starts `cmd` as [`start_clean`] does, with `fds` passed by socket activation (sd_listen_fds(3)):
+/// they become fds 3, 4, ... of the program, without close-on-exec, and its environment gets
+/// `LISTEN_FDS`, `LISTEN_FDNAMES` (`names`, colon-separated) and `LISTEN_PID` set to its own
+/// pid, which only the child knows. (Tested through the supervisor, in
+/// `tests/integration/supervisor.rs`: a test harness has threads, and `fork::spawn` refuses
+/// to fork from a process that has.) This is how a supervisor that holds the listening sockets
+/// hands them to every server it starts (systemd, s6-fdholder and einhorn do the same).
+///
+/// The child is made by [`crate::fork::spawn`], the one fork site, so the caller must be
+/// single-threaded (the supervisor is, by design): the child is then a faithful copy that may
+/// run ordinary code, set the variables, and exec through `Command::exec`. The fds are first
+/// duplicated above the target range, so that a listener already numbered 3 or 4 is not
+/// overwritten by another before it is moved. Returns the child's pid; a program that cannot
+/// be executed ends the child with [`EXIT_NOT_FOUND`] or [`EXIT_CANNOT_EXEC`], as a shell's
+/// would. `cmd` must not carry `pre_exec` hooks of [`start_clean`] (they would mark the passed
+/// fds close-on-exec again).
+pub fn spawn_with_fds(cmd: &mut Command, fds: &[BorrowedFd<'_>], names: &str) -> io::Result<Pid> {
+    let parent = Pid::this();
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let count = raw.len() as i32;
+    // Prepared before the fork; only LISTEN_PID waits for the child's own pid.
+    cmd.env("LISTEN_FDS", count.to_string())
+        .env("LISTEN_FDNAMES", names);
+    let pid = crate::fork::spawn(|| {
+        if let Err(e) = place_fds(&raw).and_then(|()| restore_child_state(parent, 3 + count)) {
+            eprintln!("unable to prepare the child: {e}");
+            return EXIT_CANNOT_EXEC;
+        }
+        cmd.env("LISTEN_PID", std::process::id().to_string());
+        let e = cmd.exec();
+        eprintln!("unable to execute {:?}: {e}", cmd.get_program());
+        if e.kind() == io::ErrorKind::NotFound {
+            EXIT_NOT_FOUND
+        } else {
+            EXIT_CANNOT_EXEC
+        }
+    })
+    .map_err(io::Error::from)?;
+    Ok(pid)
+}
+
+/// In the child: moves `fds` to 3, 4, ... without close-on-exec.
+fn place_fds(fds: &[i32]) -> io::Result<()> {
+    let first_free = 3 + fds.len() as i32;
+    let mut moved = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates an fd this process holds (the caller borrowed
+        // it) to the lowest free number at or above `first_free`; no memory is involved.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, first_free) };
+        if high < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        moved.push(high);
+    }
+    for (i, high) in moved.into_iter().enumerate() {
+        // SAFETY: dup2 onto 3 + i replaces whatever was there in this child only (it is about
+        // to exec, and every other fd from 3 on is close-on-exec); the copy it makes has no
+        // close-on-exec flag, which is the point. `high` closes at exec.
+        if unsafe { libc::dup2(high, 3 + i as i32) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Runs in the child between fork and exec; fds from `keep_below` on are marked close-on-exec.
+fn restore_child_state(parent: Pid, keep_below: i32) -> io::Result<()> {
     SigSet::empty().thread_set_mask()?;
     // The raw system call, because the C library refuses to touch the two real-time signals
     // it reserves for itself, and a disposition of SIG_IGN for them would survive exec. A
@@ -64,7 +135,7 @@ fn restore_child_state(parent: Pid) -> io::Result<()> {
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3u32,
+            keep_below as u32,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         )

@@ -152,6 +152,7 @@ pub mod signals;
 pub mod trend;
 pub mod units;
 pub mod wait;
+pub mod watchdog;
 pub mod worker;
 
 pub use master::{run, Daemon, Mode, Service, Settings, StartError};

@@ -24,7 +24,7 @@ use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
 use super::signals::{Event, SignalPipe};
-use super::{atomic, fork, listener, resource, wait, worker};
+use super::{atomic, fork, listener, resource, wait, watchdog, worker};
 
 /// What a daemon built on this template does with one accepted connection. It runs in a child
 /// process (a prefork worker or a per-connection child), never in the master.
@@ -135,6 +135,38 @@ pub enum StartError {
     Fork(nix::Error),
 }
 
+impl StartError {
+    /// "Restarting will not help" (exit 100 in forkd, s6's permanent failure): the failure
+    /// is in the configuration or the file system it names, not in a passing condition. A
+    /// pid-file directory that is read-only or missing stays so (issue 10: it exited 111 and
+    /// was retried forever); an address in use, a full disk or a failed fork may pass.
+    pub fn is_permanent(&self) -> bool {
+        let errno = |e: &io::Error| e.raw_os_error().unwrap_or(0);
+        match self {
+            StartError::PidFile { source, .. } => matches!(
+                errno(source),
+                libc::EACCES
+                    | libc::EPERM
+                    | libc::EROFS
+                    | libc::ENOENT
+                    | libc::ENOTDIR
+                    | libc::EISDIR
+                    | libc::ELOOP
+                    | libc::ENAMETOOLONG
+            ),
+            StartError::Listen(listener::ListenError::Bind { source, .. }) => {
+                matches!(errno(source), libc::EACCES | libc::EPERM)
+            }
+            StartError::Listen(listener::ListenError::Inherited { .. }) => true,
+            StartError::NoListener => true,
+            StartError::Signals(_)
+            | StartError::ListenerSetup(_)
+            | StartError::Scoreboard(_)
+            | StartError::Fork(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
@@ -184,6 +216,11 @@ struct Master<'a, D: Daemon> {
     spawned: u64,
     free_slots: Vec<usize>,
     next_metrics: Option<Instant>,
+    /// `WATCHDOG=1` every half interval while the pool serves (`WATCHDOG_USEC`).
+    watchdog: Option<watchdog::Watchdog>,
+    /// Listeners passed in by socket activation (their fds): whoever passed them holds them
+    /// for the next server, so a stop closes them here but never shuts them down.
+    inherited: Vec<RawFd>,
 }
 
 /// Runs the master until it is stopped; returns the process exit code.
@@ -195,7 +232,7 @@ pub fn run<D: Daemon>(
 ) -> Result<i32, StartError> {
     // Inherited sockets first, before this process opens any fd of its own that could be
     // mistaken for one of them.
-    let listeners = open_listeners(&settings.listen)?;
+    let (listeners, inherited) = open_listeners(&settings.listen)?;
     let signals = SignalPipe::install().map_err(StartError::Signals)?;
     let mut m = Master {
         daemon,
@@ -214,6 +251,8 @@ pub fn run<D: Daemon>(
         spawned: 0,
         free_slots: (0..scoreboard::SLOTS).rev().collect(),
         next_metrics: None,
+        watchdog: watchdog::Watchdog::from_env(Instant::now()),
+        inherited,
     };
     m.prepare_listeners().map_err(StartError::ListenerSetup)?;
     m.defer_accept();
@@ -234,9 +273,11 @@ pub fn run<D: Daemon>(
     result
 }
 
-/// Binds every configured address, reusing any inherited socket already bound to it.
-fn open_listeners(wanted: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
+/// Binds every configured address, reusing any inherited socket already bound to it; also
+/// returns the fds of the inherited ones.
+fn open_listeners(wanted: &[SocketAddr]) -> Result<(Vec<TcpListener>, Vec<RawFd>), StartError> {
     let mut inherited = listener::inherit()?;
+    let inherited_fds = inherited.iter().map(listener::raw).collect();
     let mut out = Vec::new();
     for addr in wanted {
         let pos = inherited
@@ -257,7 +298,7 @@ fn open_listeners(wanted: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError>
     if out.is_empty() {
         return Err(StartError::NoListener);
     }
-    Ok(out)
+    Ok((out, inherited_fds))
 }
 
 impl<D: Daemon> Master<'_, D> {
@@ -310,6 +351,7 @@ impl<D: Daemon> Master<'_, D> {
                 }
             }
             self.publish_metrics();
+            self.ping_watchdog();
             match self.phase {
                 Phase::Running => self.fill_pool(),
                 Phase::Draining { deadline } => {
@@ -344,6 +386,21 @@ impl<D: Daemon> Master<'_, D> {
         let text = scoreboard::render(self.settings.name, self.generation);
         if let Err(e) = atomic::write_atomic(path, text.as_bytes(), 0o644) {
             tracing::warn!("unable to write metrics file {}: {e}", path.display());
+        }
+    }
+
+    /// `WATCHDOG=1` when due, if the pool is serving (see [`watchdog`]): sent from this loop,
+    /// so a master that hangs or is stopped stops it too. Never while draining.
+    fn ping_watchdog(&mut self) {
+        let Some(w) = self.watchdog.as_mut() else {
+            return;
+        };
+        let slots: Vec<usize> = self.children.values().map(|c| c.slot).collect();
+        // A master that accepts itself is its own pool; otherwise the workers are.
+        let accepts_itself = matches!(self.settings.mode, Mode::Fork { .. });
+        let pool = (!accepts_itself).then(|| watchdog::activity(slots.into_iter()));
+        if w.tick(Instant::now(), pool.as_deref()) && self.phase == Phase::Running {
+            let _ = self.notifier.send("WATCHDOG=1");
         }
     }
 
@@ -394,6 +451,9 @@ impl<D: Daemon> Master<'_, D> {
         }
         if let Some(t) = self.next_metrics {
             due(t);
+        }
+        if let Some(w) = &self.watchdog {
+            due(w.due());
         }
         let timeout = match deadline {
             None => PollTimeout::NONE,
@@ -720,10 +780,14 @@ impl<D: Daemon> Master<'_, D> {
     /// Stops accepting at once. Prefork workers share each listener and a busy one keeps its
     /// copy open until it exits, so closing ours is not enough: `shutdown` acts on the shared
     /// socket itself, which leaves the LISTEN state for every holder (Linux), and workers
-    /// blocked in `accept` return.
+    /// blocked in `accept` return. Not for an inherited listener: its holder (a supervisor,
+    /// systemd) keeps it for the next server, and connections that arrive meanwhile wait in
+    /// its backlog; ours is only closed, and workers stop accepting on their TERM.
     fn stop_listening(&mut self) {
         for l in self.listeners.drain(..) {
-            let _ = socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Both);
+            if !self.inherited.contains(&listener::raw(&l)) {
+                let _ = socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 
@@ -953,6 +1017,32 @@ mod tests {
                 want,
                 "{end} {asked} {served}"
             );
+        }
+    }
+
+    #[test]
+    fn permanent_start_failures_are_those_a_restart_cannot_cure() {
+        let pid_file = |errno| StartError::PidFile {
+            path: "/x/forkd.pid".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let bind = |errno| {
+            StartError::Listen(listener::ListenError::Bind {
+                addr: ([127, 0, 0, 1], 80).into(),
+                source: io::Error::from_raw_os_error(errno),
+            })
+        };
+        for (e, permanent) in [
+            (pid_file(libc::EROFS), true),
+            (pid_file(libc::EACCES), true),
+            (pid_file(libc::ENOENT), true),
+            (pid_file(libc::ENOSPC), false),
+            (bind(libc::EADDRINUSE), false),
+            (bind(libc::EACCES), true),
+            (StartError::NoListener, true),
+            (StartError::Fork(nix::errno::Errno::EAGAIN), false),
+        ] {
+            assert_eq!(e.is_permanent(), permanent, "{e}");
         }
     }
 

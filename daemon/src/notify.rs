@@ -6,6 +6,21 @@ use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+/// The watchdog interval asked of this process (`WATCHDOG_USEC`, sd_watchdog_enabled(3)),
+/// read once and removed from the environment with `WATCHDOG_PID`, so no child takes it for
+/// its own. Ignored when `WATCHDOG_PID` names another process, or is zero. Pings are due every
+/// half of it.
+pub fn watchdog_from_env() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    let for_us = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .is_none_or(|p| p == std::process::id());
+    std::env::remove_var("WATCHDOG_USEC");
+    std::env::remove_var("WATCHDOG_PID");
+    (for_us && usec > 0).then(|| std::time::Duration::from_micros(usec))
+}
+
 /// Where notifications go, read once from the environment.
 pub struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,

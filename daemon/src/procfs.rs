@@ -153,6 +153,54 @@ pub fn descendants_with_root(pid: i32) -> io::Result<Vec<i32>> {
     Ok(out)
 }
 
+/// The inodes of every socket open in the tree of `pid` (the process and its descendants).
+/// Processes that vanish during the walk are left out; `pid` vanishing is an error.
+pub fn tree_socket_inodes(pid: i32) -> io::Result<HashSet<u64>> {
+    let mut out = HashSet::new();
+    for (i, p) in descendants_with_root(pid)?.into_iter().enumerate() {
+        match fd_sockets(p) {
+            Ok((_, inodes)) => out.extend(inodes),
+            Err(e) if i > 0 && is_gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The inodes of the TCP sockets (IPv4 and IPv6) listening on `port` in this network
+/// namespace: who actually holds a port, as opposed to whether it accepts. Asked of the
+/// kernel for listeners only (sock_diag), so tens of thousands of TIME_WAIT sockets cost
+/// nothing; `/proc/net/tcp{,6}` where netlink is unavailable.
+pub fn listening_inodes(port: u16) -> io::Result<HashSet<u64>> {
+    let mut out = HashSet::new();
+    // TCP_LISTEN is state 10 in the kernel's numbering (see `TcpState::from_code`).
+    let listen = 1u32 << 10;
+    let dumped = diag_dump(listen, |e| {
+        if e.state == TcpState::Listen && e.local_port == port && e.inode != 0 {
+            out.insert(e.inode);
+        }
+    });
+    if dumped.is_ok() {
+        return Ok(out);
+    }
+    out.clear();
+    for (path, required) in [("/proc/net/tcp", true), ("/proc/net/tcp6", false)] {
+        let text = match read_large(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        out.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(parse_tcp_line)
+                .filter(|e| e.state == TcpState::Listen && e.local_port == port && e.inode != 0)
+                .map(|e| e.inode),
+        );
+    }
+    Ok(out)
+}
+
 /// The state letter of one process (`R`, `S`, `Z`, ...).
 pub fn process_state(pid: i32) -> io::Result<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -360,6 +408,18 @@ fn read_large(path: &str) -> io::Result<String> {
 /// Like [`tcp_states_matching`], through a `NETLINK_SOCK_DIAG` dump of every TCP socket of each
 /// address family (the filter is applied here, not by kernel bytecode, to keep this small).
 pub fn tcp_states_netlink(filter: &TcpFilter) -> io::Result<TcpStates> {
+    let mut states = TcpStates::default();
+    diag_dump(u32::MAX, |entry| {
+        if filter.matches(&entry) {
+            states.add(entry.state);
+        }
+    })?;
+    Ok(states)
+}
+
+/// Dumps the TCP sockets (both families) whose state is in the `states` bitmask (bit n is
+/// state code n) through `NETLINK_SOCK_DIAG`, calling `visit` for each.
+fn diag_dump(states: u32, mut visit: impl FnMut(TcpEntry)) -> io::Result<()> {
     use nix::sys::socket::{
         recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
     };
@@ -370,10 +430,9 @@ pub fn tcp_states_netlink(filter: &TcpFilter) -> io::Result<TcpStates> {
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkSockDiag,
     )?;
-    let mut states = TcpStates::default();
     let mut buf = vec![0u8; 64 * 1024];
     for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
-        let req = diag_request(family, seq);
+        let req = diag_request(family, seq, states);
         // An unconnected netlink socket sends to the kernel (port 0).
         send(fd.as_raw_fd(), &req, MsgFlags::empty())?;
         loop {
@@ -388,12 +447,12 @@ pub fn tcp_states_netlink(filter: &TcpFilter) -> io::Result<TcpStates> {
                     "netlink closed",
                 ));
             }
-            if parse_diag(buf.get(..n).unwrap_or_default(), filter, &mut states)? {
+            if parse_diag(buf.get(..n).unwrap_or_default(), &mut visit)? {
                 break;
             }
         }
     }
-    Ok(states)
+    Ok(())
 }
 
 const NLMSG_HDRLEN: usize = 16;
@@ -404,9 +463,9 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// network order first), expires, rqueue, wqueue, uid, inode.
 const DIAG_MSG_LEN: usize = 72;
 
-/// A dump request (`nlmsghdr` + `inet_diag_req_v2`) for every TCP socket of `family`, in any
-/// state.
-pub fn diag_request(family: u8, seq: u32) -> Vec<u8> {
+/// A dump request (`nlmsghdr` + `inet_diag_req_v2`) for every TCP socket of `family` whose
+/// state is in the bitmask `states` (`u32::MAX`: any state).
+pub fn diag_request(family: u8, seq: u32, states: u32) -> Vec<u8> {
     let len = NLMSG_HDRLEN + 56;
     let mut r = Vec::with_capacity(len);
     r.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -416,14 +475,14 @@ pub fn diag_request(family: u8, seq: u32) -> Vec<u8> {
     r.extend_from_slice(&0u32.to_ne_bytes());
     // inet_diag_req_v2: family, protocol, ext, pad, states bitmask, then a zeroed socket id.
     r.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-    r.extend_from_slice(&u32::MAX.to_ne_bytes());
+    r.extend_from_slice(&states.to_ne_bytes());
     r.resize(len, 0);
     r
 }
 
-/// Counts the sockets of one netlink datagram of a sock_diag dump into `states`. Returns true
-/// at the end of the dump; a kernel error message becomes that error.
-pub fn parse_diag(buf: &[u8], filter: &TcpFilter, states: &mut TcpStates) -> io::Result<bool> {
+/// Calls `visit` for each socket of one netlink datagram of a sock_diag dump. Returns true at
+/// the end of the dump; a kernel error message becomes that error.
+pub fn parse_diag(buf: &[u8], visit: &mut impl FnMut(TcpEntry)) -> io::Result<bool> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag message");
     let mut rest = buf;
     while rest.len() >= NLMSG_HDRLEN {
@@ -449,9 +508,7 @@ pub fn parse_diag(buf: &[u8], filter: &TcpFilter, states: &mut TcpStates) -> io:
                     })
                 });
                 if let Some(entry) = entry {
-                    if filter.matches(&entry) {
-                        states.add(entry.state);
-                    }
+                    visit(entry);
                 }
             }
             _ => return Err(bad()),
@@ -734,8 +791,13 @@ mod tests {
         buf.extend(diag_msg(0x06, 8080, 40000, 0));
         buf.extend(diag_msg(0x01, 40000, 8080, 6));
         buf.extend(diag_msg(0x04, 50000, 80, 99));
+        let mut entries = Vec::new();
+        let mut count = |e: TcpEntry| entries.push(e);
+        assert!(!parse_diag(&buf, &mut count).unwrap());
         let mut s = TcpStates::default();
-        assert!(!parse_diag(&buf, &filter, &mut s).unwrap());
+        for e in entries.iter().filter(|e| filter.matches(e)) {
+            s.add(e.state);
+        }
         assert_eq!(
             (s.listen, s.time_wait, s.established, s.fin_wait1),
             (1, 1, 0, 1)
@@ -743,15 +805,16 @@ mod tests {
         let mut done = vec![0u8; 20];
         done[..4].copy_from_slice(&20u32.to_ne_bytes());
         done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
-        assert!(parse_diag(&done, &filter, &mut s).unwrap());
+        let mut ignore = |_: TcpEntry| {};
+        assert!(parse_diag(&done, &mut ignore).unwrap());
         let mut err = vec![0u8; 20];
         err[..4].copy_from_slice(&20u32.to_ne_bytes());
         err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         err[16..20].copy_from_slice(&(-libc::ENOENT).to_ne_bytes());
-        let e = parse_diag(&err, &filter, &mut s).unwrap_err();
+        let e = parse_diag(&err, &mut ignore).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
-        assert!(parse_diag(&buf[..50], &filter, &mut s).is_err());
-        assert_eq!(diag_request(libc::AF_INET as u8, 1).len(), 72);
+        assert!(parse_diag(&buf[..50], &mut ignore).is_err());
+        assert_eq!(diag_request(libc::AF_INET as u8, 1, u32::MAX).len(), 72);
     }
 
     #[test]
@@ -781,5 +844,20 @@ mod tests {
             inodes: inodes.into_iter().collect(),
         };
         assert!(tcp_states_matching(&by_inode).unwrap().listen >= 1);
+    }
+
+    /// The port readiness check of the supervisor: the listener is found by port in the
+    /// kernel's table and among this process's fds; a connected socket on it is not listening.
+    #[test]
+    fn a_listener_is_found_among_its_owners_fds() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let listening = listening_inodes(port).unwrap();
+        assert_eq!(listening.len(), 1, "{listening:?}");
+        let mine = tree_socket_inodes(std::process::id() as i32).unwrap();
+        assert!(listening.is_subset(&mine));
+        drop(l);
+        assert!(listening_inodes(port).unwrap().is_empty());
     }
 }

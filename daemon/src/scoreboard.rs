@@ -153,6 +153,9 @@ struct Slot {
     pid: AtomicI32,
     busy: AtomicU32,
     requests: AtomicU64,
+    /// Bumped by the child per request answered ([`progress`]): what the master's watchdog
+    /// reads to tell a worker serving a long keep-alive connection from a stuck one.
+    progress: AtomicU64,
     /// The entry of [`Board::clients`] this child's connection is counted in, plus one (0:
     /// none), so the master can release it when the child dies in the middle of it.
     client: AtomicU32,
@@ -402,6 +405,24 @@ pub(crate) fn set_busy(busy: bool) {
     };
 }
 
+/// Child: one more request answered on the connection in hand. The application calls it per
+/// request (connection ends are counted by the template itself), so the master's watchdog
+/// sees a worker on a long keep-alive connection move.
+pub fn progress() {
+    if let Some(s) = my_slot() {
+        s.progress.fetch_add(1, Relaxed);
+    }
+}
+
+/// Master: whether the child in `slot` is serving a connection, and its progress count.
+pub(crate) fn slot_activity(slot: usize) -> (bool, u64) {
+    board()
+        .and_then(|b| b.board.slots.get(slot))
+        .map_or((false, 0), |s| {
+            (s.busy.load(Relaxed) != 0, s.progress.load(Relaxed))
+        })
+}
+
 /// Child: `n` more requests were answered.
 pub(crate) fn served(n: u64) {
     if let Some(b) = board() {
@@ -409,6 +430,7 @@ pub(crate) fn served(n: u64) {
     }
     if let Some(s) = my_slot() {
         s.requests.fetch_add(n, Relaxed);
+        s.progress.fetch_add(1, Relaxed);
     }
 }
 

@@ -1,7 +1,8 @@
 //! The `forkd` program: flags and file into a [`Config`], the static site into a
 //! [`Service`], then the master. Failures become exit codes a supervisor understands:
-//! 2 bad command line, 100 invalid configuration (permanent: restarting will not help),
-//! 111 a start failure that may pass (an address in use, say).
+//! 2 bad command line, 100 when restarting will not help (an invalid configuration, a pid-file
+//! directory that is read-only or missing, a port it may not bind), 111 a start failure that
+//! may pass (an address in use, say).
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
@@ -13,7 +14,7 @@ use crate::http;
 use crate::rootcheck;
 use forkd_daemon::{self as daemon, notify::Notifier, Daemon, Service, Settings};
 
-/// Invalid configuration: do not restart (the s6 convention forkd-supervisor follows).
+/// Restarting will not help: do not restart (the s6 convention forkd-supervisor follows).
 pub const EXIT_CONFIG: i32 = 100;
 /// A start failure that may pass: restart later.
 pub const EXIT_TEMPORARY: i32 = 111;
@@ -176,6 +177,10 @@ pub fn main() -> i32 {
     };
     match daemon::run(cfg.settings, site, &mut forkd, &notifier) {
         Ok(code) => code,
+        Err(e) if e.is_permanent() => {
+            eprintln!("forkd: {e} (restarting will not help)");
+            EXIT_CONFIG
+        }
         Err(e) => {
             eprintln!("forkd: {e}");
             EXIT_TEMPORARY

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::watch::{Limit, Resource};
-use forkd_daemon::units::{parse_duration, parse_size};
+use forkd_daemon::units::{parse_duration, parse_size, show_duration};
 
 /// Supervises forkd (or any daemon) from the outside: restarts it with backoff and a budget,
 /// checks readiness and health, watches its fds, memory, processes and TCP sockets, and never
@@ -58,7 +58,7 @@ pub enum Sub {
 
 /// Every value is taken as text here and parsed by the same function as the file's, so flags
 /// and file keys are refused with the same message.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct RunArgs {
     /// TOML file shared with forkd; this program reads its `[supervisor]` section. Without a
     /// COMMAND, forkd is started with `--config FILE` too.
@@ -101,15 +101,18 @@ pub struct RunArgs {
     /// A child that ran this long resets the delay to --backoff-base (default: 10s).
     #[arg(long, value_name = "DURATION")]
     pub stable_after: Option<String>,
-    /// Restarts allowed within --restart-window before giving up with exit code 111; 0 means
-    /// no limit (default: 10).
+    /// Failed starts in a row (runs that never became ready or were shorter than
+    /// --stable-after) before giving up with exit code 111; a stable run resets the count; 0
+    /// means no limit (default: 10, about 81 s of backoff with the default delays).
     #[arg(long, value_name = "N")]
     pub max_restarts: Option<String>,
-    /// The sliding window of --max-restarts (default: 60s).
+    /// Also give up after --max-restarts restarts within this sliding window, stable or not
+    /// (default: off). Refused when the backoff could never fit that many restarts in it.
     #[arg(long, value_name = "DURATION")]
     pub restart_window: Option<String>,
     /// Time the child has to exit after SIGTERM before its process group is killed
-    /// (default: 10s).
+    /// (default: forkd's shutdown timeout plus 5s: its --shutdown-timeout in the command or
+    /// the [server] section, else 10s, so 15s).
     #[arg(long, value_name = "DURATION")]
     pub stop_timeout: Option<String>,
 
@@ -147,6 +150,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 
+    /// Hold a listening socket on this address, repeatable: bound once by the supervisor (or
+    /// taken from its own LISTEN_FDS) and passed to every child it starts by socket activation
+    /// (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), so connections that arrive while the child
+    /// restarts wait in the backlog instead of being refused. Sockets the supervisor itself
+    /// received by socket activation are held and passed on without it (default: none).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+
     /// The command to supervise (default: the `forkd` next to this program, else on PATH).
     /// A first word of `forkd` is resolved the same way.
     #[arg(last = true, value_name = "COMMAND")]
@@ -170,7 +181,7 @@ pub enum Recycle {
 }
 
 /// The HTTP probe target, resolved once at start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthUrl {
     pub url: String,
     pub addr: SocketAddr,
@@ -193,7 +204,7 @@ pub struct Config {
     pub backoff_cap: Duration,
     pub stable_after: Duration,
     pub max_restarts: u32,
-    pub restart_window: Duration,
+    pub restart_window: Option<Duration>,
     pub stop_timeout: Duration,
     pub recycle: Recycle,
     pub limits: Vec<Limit>,
@@ -202,6 +213,8 @@ pub struct Config {
     pub port: Option<u16>,
     pub status_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    /// Addresses whose listening sockets the supervisor holds and passes to each child.
+    pub listen: Vec<SocketAddr>,
 }
 
 /// Where a value came from, so its error can point at it.
@@ -286,7 +299,7 @@ macro_rules! scalar_keys {
         impl RunArgs {
             /// The scalar flags the command line gave.
             fn scalars(&self) -> Scalars {
-                let RunArgs { config: _, limits: _, slopes: _, command: _, $($f,)* } = self;
+                let RunArgs { config: _, limits: _, slopes: _, command: _, listen: _, $($f,)* } = self;
                 let at = |key: &str| At { key: key.replace('_', "-"), source: Source::Flag };
                 Scalars { $($f: $f.clone().map(|v| (v, at(stringify!($f)))),)* }
             }
@@ -323,6 +336,9 @@ struct Raw {
     limits: Vec<(String, Source)>,
     slopes: Vec<(String, Source)>,
     command: Option<Vec<OsString>>,
+    listen: Vec<(String, Source)>,
+    /// `shutdown-timeout` of the file's `[server]` section: forkd's drain time.
+    server_shutdown: Option<String>,
 }
 
 /// Parses a key's value with `parse`, or returns `default` when it was not given.
@@ -362,6 +378,10 @@ fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
     })?;
+    raw.server_shutdown = doc
+        .get("server")
+        .and_then(|s| s.get("shutdown-timeout"))
+        .map(scalar_text);
     let Some(section) = doc.get("supervisor") else {
         return Ok(());
     };
@@ -394,6 +414,22 @@ fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
                     }
                 }
             }
+            "listen" => {
+                let addrs = value.as_array().and_then(|a| {
+                    a.iter()
+                        .map(|w| w.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                });
+                match addrs {
+                    Some(a) => raw.listen = a.into_iter().map(|a| (a, src())).collect(),
+                    None => {
+                        return Err(ConfigError::Value {
+                            at: at(key),
+                            message: format!("{value} must be an array of addresses"),
+                        })
+                    }
+                }
+            }
             "limits" | "slopes" => {
                 let Some(table) = value.as_table() else {
                     return Err(ConfigError::Value {
@@ -416,7 +452,10 @@ fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
                     return Err(ConfigError::UnknownKey {
                         path: path.to_path_buf(),
                         key: k.to_string(),
-                        known: format!("command, limits, slopes, {}", Scalars::names().join(", ")),
+                        known: format!(
+                            "command, listen, limits, slopes, {}",
+                            Scalars::names().join(", ")
+                        ),
                     })
                 }
             },
@@ -499,7 +538,45 @@ pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
     if !args.command.is_empty() {
         raw.command = Some(args.command.clone());
     }
+    // Flags replace the file's list as a whole, as forkd's own --listen does.
+    if !args.listen.is_empty() {
+        raw.listen = args
+            .listen
+            .iter()
+            .map(|a| (a.clone(), Source::Flag))
+            .collect();
+    }
     build(raw, args.config.as_deref())
+}
+
+/// How much longer than forkd's own drain the supervisor waits before SIGKILL, so that a
+/// graceful stop is not cut at the very instant forkd gives up on it (issue 10).
+pub const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// forkd's `--shutdown-timeout` when nothing sets it.
+const FORKD_SHUTDOWN: Duration = Duration::from_secs(10);
+
+/// forkd's drain time: `--shutdown-timeout` in the command (either spelling), else the
+/// `[server]` section's key, else forkd's default. A value that does not parse is forkd's to
+/// refuse; the default stands in for it here.
+fn forkd_shutdown(command: &[OsString], file: Option<&str>) -> Duration {
+    let words: Vec<String> = command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let from_flag =
+        words
+            .iter()
+            .enumerate()
+            .find_map(|(i, w)| match w.strip_prefix("--shutdown-timeout") {
+                Some("") => words.get(i + 1).cloned(),
+                Some(rest) => rest.strip_prefix('=').map(str::to_string),
+                None => None,
+            });
+    from_flag
+        .as_deref()
+        .or(file)
+        .and_then(|v| parse_duration(v).ok())
+        .unwrap_or(FORKD_SHUTDOWN)
 }
 
 /// The resource named by `KEY=VALUE`.
@@ -548,8 +625,13 @@ fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
     let backoff_cap = get(backoff_cap, Duration::from_secs(30), positive)?;
     let stable_after = get(stable_after, Duration::from_secs(10), positive)?;
     let max_restarts = get(max_restarts, 10, count(0))?;
-    let restart_window = get(restart_window, Duration::from_secs(60), positive)?;
-    let stop_timeout = get(stop_timeout, Duration::from_secs(10), positive)?;
+    let restart_window = get(restart_window, None, |s| positive(s).map(Some))?;
+    let command = resolve_command(raw.command, config_file)?;
+    let stop_timeout = get(
+        stop_timeout,
+        forkd_shutdown(&command, raw.server_shutdown.as_deref()) + STOP_MARGIN,
+        positive,
+    )?;
     let recycle = get(recycle, Recycle::Restart, |s| match s {
         "restart" => Ok(Recycle::Restart),
         "hup" => Ok(Recycle::Hup),
@@ -580,6 +662,22 @@ fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
         Ok(Some(addr))
     })?;
 
+    let mut listen: Vec<SocketAddr> = Vec::new();
+    for (text, source) in &raw.listen {
+        let at = At {
+            key: "listen".into(),
+            source: source.clone(),
+        };
+        let addr: SocketAddr = text.parse().map_err(|_| ConfigError::Value {
+            at,
+            message: format!("{text:?} is not an address such as 127.0.0.1:8080 or [::]:80"),
+        })?;
+        if listen.contains(&addr) {
+            return Err(ConfigError::Other(format!("listen {addr} is given twice")));
+        }
+        listen.push(addr);
+    }
+
     let mut limits = Vec::new();
     for (list, slope) in [(&raw.limits, false), (&raw.slopes, true)] {
         for (text, source) in list {
@@ -607,7 +705,9 @@ fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
             "backoff-cap ({backoff_cap:?}) is shorter than backoff-base ({backoff_base:?})"
         )));
     }
-    let port = port.or(health.as_ref().map(|h| h.addr.port()));
+    let port = port
+        .or(health.as_ref().map(|h| h.addr.port()))
+        .or(listen.first().map(SocketAddr::port));
     if readiness == Readiness::Port && port.is_none() {
         return Err(ConfigError::Other(
             "readiness port needs --health-url or --port to know which port to try".into(),
@@ -644,7 +744,20 @@ fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
         }
     }
 
-    let command = resolve_command(raw.command, config_file)?;
+    if let Some(window) = restart_window {
+        let backoff =
+            forkd_daemon::backoff::Backoff::new(backoff_base, backoff_cap, stable_after, 1);
+        let span = crate::throttle::shortest_span(&backoff, max_restarts);
+        if max_restarts > 0 && span >= window {
+            return Err(ConfigError::Other(format!(
+                "restart-window ({}) can never hold {max_restarts} restarts: the backoff alone \
+                 spaces them over at least {}, so that budget could never be spent; make the \
+                 window longer, or leave it out (failed starts in a row are always counted)",
+                show_duration(window),
+                show_duration(span)
+            )));
+        }
+    }
     Ok(Config {
         command,
         health,
@@ -667,6 +780,7 @@ fn build(raw: Raw, config_file: Option<&Path>) -> Result<Config, ConfigError> {
         port,
         status_file,
         metrics_listen,
+        listen,
     })
 }
 
@@ -835,6 +949,56 @@ mod tests {
         assert_eq!((c.max_restarts, c.health_threshold), (10, 3));
         assert_eq!(c.readiness, Readiness::Auto);
         assert!(c.health.is_none() && c.port.is_none());
+        assert_eq!(c.restart_window, None, "failed starts in a row, no window");
+        assert_eq!(
+            c.stop_timeout,
+            Duration::from_secs(15),
+            "forkd's 10 s and 5 more"
+        );
+    }
+
+    /// The stop timeout outlasts forkd's own drain by STOP_MARGIN, wherever that is set.
+    #[test]
+    fn the_stop_timeout_follows_forkds_shutdown_timeout() {
+        let c = args(&["--", "/bin/true", "--shutdown-timeout", "20s"]).unwrap();
+        assert_eq!(c.stop_timeout, Duration::from_secs(25));
+        let c = args(&["--", "/bin/true", "--shutdown-timeout=1s"]).unwrap();
+        assert_eq!(c.stop_timeout, Duration::from_secs(6));
+        let c = args(&[
+            "--stop-timeout",
+            "2s",
+            "--",
+            "/bin/true",
+            "--shutdown-timeout=1s",
+        ])
+        .unwrap();
+        assert_eq!(c.stop_timeout, Duration::from_secs(2), "the flag wins");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("forkd.toml");
+        std::fs::write(
+            &f,
+            "[server]\nshutdown-timeout = '30s'\n[supervisor]\ncommand = ['/bin/true']\n",
+        )
+        .unwrap();
+        let c = args(&["-c", f.to_str().unwrap()]).unwrap();
+        assert_eq!(c.stop_timeout, Duration::from_secs(35));
+    }
+
+    /// A window the backoff can never fill would make the budget a promise never kept.
+    #[test]
+    fn a_window_the_backoff_cannot_fill_is_refused() {
+        let err = args(&["--restart-window", "60s", "--", "/bin/true"]).unwrap_err();
+        assert!(err.contains("can never hold 10 restarts"), "{err}");
+        assert!(args(&["--restart-window", "5m", "--", "/bin/true"]).is_ok());
+        assert!(args(&[
+            "--restart-window",
+            "1s",
+            "--max-restarts",
+            "0",
+            "--",
+            "/bin/true"
+        ])
+        .is_ok());
     }
 
     #[test]
@@ -925,7 +1089,7 @@ mod tests {
     #[test]
     fn every_scalar_flag_is_a_key() {
         let mut flags = run_flags();
-        flags.retain(|f| f != "limit" && f != "slope");
+        flags.retain(|f| f != "limit" && f != "slope" && f != "listen");
         assert_eq!(flags, Scalars::names());
     }
 
@@ -957,6 +1121,7 @@ mod tests {
              port = 8090\n\
              status-file = {status:?}\n\
              metrics-listen = '127.0.0.1:9109'\n\
+             listen = ['127.0.0.1:8091', '[::1]:8091']\n\
              command = ['/bin/sleep', '100']\n\
              [supervisor.limits]\nfds = 500\nrss = '64MiB'\n\
              [supervisor.slopes]\nprocesses = 60\n"
@@ -996,7 +1161,7 @@ mod tests {
         assert_eq!(c.backoff_cap, secs(20));
         assert_eq!(c.stable_after, secs(11));
         assert_eq!(c.max_restarts, 6);
-        assert_eq!(c.restart_window, secs(120));
+        assert_eq!(c.restart_window, Some(secs(120)));
         assert_eq!(c.stop_timeout, secs(4));
         assert_eq!(c.recycle, Recycle::Hup);
         assert_eq!(c.slope_window, secs(30));
@@ -1004,6 +1169,13 @@ mod tests {
         assert_eq!(c.port, Some(8090));
         assert_eq!(c.status_file.as_deref(), Some(status.as_path()));
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9109".parse().unwrap()));
+        assert_eq!(
+            c.listen,
+            vec![
+                "127.0.0.1:8091".parse().unwrap(),
+                "[::1]:8091".parse().unwrap()
+            ]
+        );
         assert_eq!(c.command, vec![OsString::from("/bin/sleep"), "100".into()]);
         let mut limits: Vec<(Resource, u64, bool)> = c
             .limits

@@ -14,30 +14,46 @@
 //!
 //! The child runs in its own process group with default signal dispositions, an empty signal
 //! mask, `PR_SET_PDEATHSIG=SIGTERM`, fds 0-2 only, `NOTIFY_SOCKET` pointing at the
-//! supervisor's own notify socket and (with `--watchdog`) `WATCHDOG_USEC`.
+//! supervisor's own notify socket and (with `--watchdog`) `WATCHDOG_USEC`. With `--listen`
+//! (or sockets the supervisor itself received through `LISTEN_FDS`) the supervisor holds the
+//! listening sockets for its whole life and passes them to every child as fds 3.. with
+//! `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` (the child's own pid, set between fork and
+//! exec by `forkd_daemon::exec::spawn_with_fds`): a restart refuses no connection.
 //!
 //! ## States and events
 //!
 //! Each cell names the function of `machine::Supervisor` that handles it; `-` means the
 //! event is ignored in that state.
 //!
-//! | state \ event | child exited | ready | unhealthy | over a limit | deadline | TERM/INT | HUP/USR1 |
-//! |---|---|---|---|---|---|---|---|
-//! | **Starting** (waiting for readiness) | `schedule_restart` | `mark_ready` | - | `recycle` | `recycle_by_restart` (not ready in time) | `begin_stop` | `forward` |
-//! | **Running** (ready; probes count) | `schedule_restart` | - | `recycle_by_restart` | `recycle` | - | `begin_stop` | `forward` |
-//! | **Recycling** (TERM sent, will restart) | `schedule_restart` | - | - | - | `kill_now` (SIGKILL to the group) | `begin_stop` | `forward` |
-//! | **Backoff** (no child) | - | - | - | - | `start_child` | `finish` (exit 0) | - (logged) |
-//! | **Stopping** (TERM sent, will exit) | `finish_stop` (exit 0) | - | - | - | `kill_now` | `kill_now` | - (logged) |
+//! | state \ event | child exited | ready | unhealthy | over a limit | deadline | TERM/INT | HUP/USR1 | spawned |
+//! |---|---|---|---|---|---|---|---|---|
+//! | **Starting** (waiting for readiness) | `schedule_restart` | `mark_ready` | - | `recycle` | `recycle_by_restart` (not ready in time) | `begin_stop` | `forward` | - |
+//! | **Running** (ready; probes count) | `schedule_restart` | - | `recycle_by_restart` | `recycle` | - | `begin_stop` | `forward` | - |
+//! | **Recycling** (TERM sent, will restart) | `schedule_restart` | - | - | - | `kill_now` (SIGKILL to the group) | `begin_stop` | `forward` | - |
+//! | **Backoff** (no child) | - | - | - | - | `start_child` | `finish` (exit 0) | - (logged) | `spawned` (Starting, or the next restart) |
+//! | **Stopping** (TERM sent, will exit) | `finish_stop` (exit 0) | - | - | - | `kill_now` | `kill_now` | - (logged) | - |
+//!
+//! A cell decides and changes the state; what must happen to processes it returns as
+//! `machine::Effect`s (spawn, signal, kill a group, end leftovers, tell systemd, sweep), which
+//! `Supervisor::perform` alone carries out; a spawn's outcome comes back as the input
+//! *spawned*. So each cell is tested without a process (`every_cell_of_the_table`).
 //!
 //! `schedule_restart` exits 100 when the child exited 100 (permanent failure: s6's
-//! convention), else takes one restart from the budget (exit 111 with "giving up: N restarts
-//! within W" when it is spent) and enters Backoff with the next delay: `--backoff-base`
-//! doubling to `--backoff-cap`, ±20 % jitter, reset after a run of `--stable-after`.
+//! convention), else takes one restart from the budget (exit 111 with "giving up: N failed
+//! starts in a row" when it is spent: a run that never became ready or was shorter than
+//! `--stable-after` is a failed start, a stable run resets the count; an optional
+//! `--restart-window` adds "N restarts within W") and enters Backoff with the next delay:
+//! `--backoff-base` doubling to `--backoff-cap`, ±20 % jitter, reset after a stable run.
 //! `recycle` sends SIGHUP (with `--recycle hup`; a second limit hit within two slope windows
 //! escalates to a restart) or TERM then a fresh start. Evidence for the events:
 //!
 //! - *ready*: `READY=1` from the child's process group on the notify socket, or (readiness
-//!   `port`, the default when a port is known) the port accepting a connection.
+//!   `port`, the default when a port is known) the port accepting a connection on a listening
+//!   socket that is the child's own (its inode is among the fds of the child's tree).
+//! - *deadline*: a deadline that judges the child (the ready timeout, the watchdog) never runs
+//!   while the supervisor cannot see: the ready timeout is suspended while the probe cannot
+//!   observe, and both are moved back by the time the supervisor itself was not running (its
+//!   loop woke later than planned), each logged (incident 001 again, issue 10).
 //! - *unhealthy*: `--health-threshold` failed HTTP probes in a row, a missed `WATCHDOG=1`, or a
 //!   `RELOADING=1` not followed by `READY=1` within `--ready-timeout`. A probe that failed for
 //!   the supervisor's own reasons (EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL, or the
@@ -57,7 +73,7 @@
 //! | signal | effect |
 //! |---|---|
 //! | SIGTERM, SIGINT, SIGQUIT | SIGTERM to the child; after `--stop-timeout` SIGKILL to its process group; then exit 0. A second one kills at once. |
-//! | SIGHUP | forwarded to the child (forkd reloads its configuration and replaces its workers) |
+//! | SIGHUP | re-read the supervisor's own configuration (applied at once, or at the child's next start, or logged as needing a restart), then forwarded to the child (forkd reloads its configuration and replaces its workers) |
 //! | SIGUSR1 | forwarded to the child (forkd reopens its access log) |
 //! | SIGCHLD | reap every ended child, orphans included (`waitpid(-1, WNOHANG)` until none) |
 //! | SIGPIPE | ignored; the child gets the default back |
@@ -81,6 +97,7 @@
 
 pub mod child;
 pub mod config;
+pub mod counters;
 pub mod machine;
 pub mod metrics;
 pub mod notify;
@@ -163,7 +180,7 @@ fn supervise(args: &config::RunArgs) -> i32 {
             return machine::EXIT_FAILED;
         }
     };
-    match machine::setup(cfg) {
+    match machine::setup(cfg, args.clone()) {
         Ok(sup) => sup.run(&signals),
         Err(e) => {
             tracing::error!("{e}");

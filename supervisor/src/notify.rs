@@ -74,8 +74,14 @@ impl NotifySocket {
     }
 
     /// Reads every pending datagram and returns those sent from process group `pgid`;
-    /// `rejected` counts the others.
-    pub fn drain(&self, pgid: Option<Pid>, rejected: &mut u64) -> Vec<Message> {
+    /// `rejected` counts the others. A message from `previous` (the group of the child that
+    /// just ended, whose last words may arrive after its exit) is dropped without a warning.
+    pub fn drain(
+        &self,
+        pgid: Option<Pid>,
+        previous: Option<Pid>,
+        rejected: &mut u64,
+    ) -> Vec<Message> {
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
@@ -106,6 +112,8 @@ impl NotifySocket {
             };
             if from_child {
                 out.push(parse(&buf[..n]));
+            } else if sender.is_some() && sender == previous.map(Pid::as_raw) {
+                tracing::debug!("dropped a late notify message from the previous child");
             } else {
                 *rejected += 1;
                 tracing::warn!(
@@ -170,12 +178,17 @@ mod tests {
         n.send("WATCHDOG=1").unwrap();
         let mut rejected = 0;
         let me = nix::unistd::getpgrp();
-        let got = s.drain(Some(me), &mut rejected);
+        let got = s.drain(Some(me), None, &mut rejected);
         assert_eq!(got.len(), 2);
         assert!(got[0].ready && got[1].watchdog);
         n.send("READY=1").unwrap();
         let stranger = Pid::from_raw(1);
-        assert!(s.drain(Some(stranger), &mut rejected).is_empty());
+        assert!(s.drain(Some(stranger), None, &mut rejected).is_empty());
+        assert_eq!(rejected, 1);
+        // The group of a child that just ended: dropped, not counted.
+        n.send("STOPPING=1").unwrap();
+        let mine = Pid::from_raw(std::process::id() as i32);
+        assert!(s.drain(None, Some(mine), &mut rejected).is_empty());
         assert_eq!(rejected, 1);
     }
 }

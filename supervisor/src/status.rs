@@ -21,7 +21,13 @@ pub struct RestartRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub supervisor_pid: u32,
+    /// The state machine's state, or `exited` once the supervisor has ended.
     pub state: String,
+    /// Set when the supervisor has ended: its exit code and why.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub exit_reason: Option<String>,
     pub command: Vec<String>,
     pub child_pid: Option<i32>,
     pub child_started_unix: Option<u64>,
@@ -79,6 +85,10 @@ impl Status {
         };
         let _ = writeln!(s, "supervisor  pid {} {sup}", self.supervisor_pid);
         let _ = writeln!(s, "state       {}", self.state);
+        if let Some(code) = self.exit_code {
+            let why = self.exit_reason.as_deref().unwrap_or("");
+            let _ = writeln!(s, "exited      code {code}: {why}");
+        }
         let _ = writeln!(s, "command     {}", self.command.join(" "));
         match (self.child_pid, self.child_uptime_s) {
             (Some(pid), Some(up)) => {

@@ -154,6 +154,12 @@ pub struct Watch {
     /// Level limits whose early warning has been given and not yet re-armed.
     warned: Vec<Resource>,
     warnings: Vec<String>,
+    /// Level limits the child exceeded at rest, right after it became ready: recycling cannot
+    /// bring it under them, so they are counted but never acted on (issue 10: a limit below
+    /// the resting level was a restart loop that failed a quarter of the requests).
+    pub below_rest: Vec<Resource>,
+    /// The current child's resting level has been compared with the limits.
+    rest_checked: bool,
 }
 
 /// A level at this share of its limit is announced once (incident 001: a count that warns
@@ -174,7 +180,55 @@ impl Watch {
             maxheld: BTreeMap::new(),
             warned: Vec::new(),
             warnings: Vec::new(),
+            below_rest: Vec::new(),
+            rest_checked: false,
         }
+    }
+
+    /// A new child: forget the history, and compare its first reading once ready with the
+    /// limits again.
+    pub fn new_child(&mut self) {
+        self.reset(None);
+        self.rest_checked = false;
+    }
+
+    /// New limits (a reload); limits found below the resting level are judged afresh.
+    pub fn set_limits(&mut self, limits: Vec<Limit>, window: Duration) {
+        for l in &limits {
+            self.failcnt.entry(l.name()).or_insert(0);
+        }
+        self.limits = limits;
+        self.window = window;
+        self.below_rest.clear();
+        self.warned.clear();
+        self.new_child();
+    }
+
+    /// The first reading of a ready child is its resting level: a level limit it already
+    /// exceeds is reported (as the returned warnings) and left out of judgement from then on.
+    pub fn check_rest(&mut self, reading: &Reading) -> Vec<String> {
+        if self.rest_checked {
+            return Vec::new();
+        }
+        self.rest_checked = true;
+        let mut out = Vec::new();
+        for limit in self.limits.iter().filter(|l| !l.slope) {
+            let r = limit.resource;
+            match reading.get(r) {
+                Some(v) if v > limit.value && !self.below_rest.contains(&r) => {
+                    self.below_rest.push(r);
+                    out.push(format!(
+                        "limit {}={} is below what the child holds at rest ({}): a fresh \
+                         child would exceed it too, so it is counted but not acted on; raise it",
+                        r.key(),
+                        show(r, limit.value),
+                        show(r, v)
+                    ));
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Forgets the history: a new child, or a child whose workers were just replaced.
@@ -229,7 +283,9 @@ impl Watch {
             };
             if let Some(reason) = over {
                 *self.failcnt.entry(limit.name()).or_insert(0) += 1;
-                reasons.push(reason);
+                if limit.slope || !self.below_rest.contains(&limit.resource) {
+                    reasons.push(reason);
+                }
             }
         }
         if reasons.is_empty() || self.quiet_until.is_some_and(|q| now < q) {

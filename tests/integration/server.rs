@@ -357,6 +357,28 @@ fn readiness_is_notified_over_notify_socket() {
     util::wait_ready(&proc);
 }
 
+/// Issue 10: restarting will not help when the pid-file directory cannot be written, so forkd
+/// says so with exit code 100 (it was 111, "may pass", and a supervisor retried it forever).
+#[test]
+fn an_unwritable_pid_file_is_a_permanent_failure() {
+    // /sys exists and refuses new files, even to root.
+    let mut p = Proc::spawn(
+        util::FORKD,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--pid-file",
+            "/sys/forkd-test.pid",
+        ],
+    );
+    let st = p.wait_exit(Duration::from_secs(20));
+    let line = p.wait_line("unable to write pid file", Duration::from_secs(1));
+    assert_eq!(st.code(), Some(100), "{}", p.output().join("\n"));
+    assert!(line.contains("restarting will not help"), "{line}");
+}
+
 #[test]
 fn takes_a_listener_by_socket_activation() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

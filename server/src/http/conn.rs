@@ -364,6 +364,7 @@ impl Conn<'_> {
         Self::record(self.log, &mut self.scratch.line, entry);
 
         self.served += 1;
+        forkd_daemon::scoreboard::progress();
         self.input.start = next;
         match persist {
             Persist::KeepAlive | Persist::KeepAlive10 => Next::Again,
