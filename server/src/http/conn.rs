@@ -1,4 +1,4 @@
-//! One connection's life: read a head, discard any body exactly, answer, log, and go round
+//! One connection's life: read a head, answer, log, discard any body exactly, and go round
 //! again while keep-alive allows.
 //!
 //! The fast path of a keep-alive request is one `read` of the whole head, the file's `open`,
@@ -18,6 +18,22 @@
 //! half-close and a short drain, so that a request that still crosses our FIN meets a clean
 //! end rather than a reset. That last race cannot be closed from the server's side; the grace
 //! makes it need a client that pauses about as long as the grace and then sends.
+//!
+//! forkd never uses a request body, so it does not wait for one before answering: a body that
+//! has not fully arrived with its head is discarded after the response, exactly, so the next
+//! request's framing holds. A client with Nagle on sends a small body in a second segment
+//! only once the first is acknowledged, and a delayed ACK would hold it (and the answer) for
+//! 40 ms; our response carries that ACK at once. A body found malformed or too large only
+//! after the response can no longer be answered with a status: the connection ends, counted.
+//! The one exception is a response sent by `sendfile` (a large file): a blocking worker that
+//! waits in `sendfile` on a client that waits to finish sending its body would deadlock until
+//! the send timeout, so such a body is discarded first.
+//!
+//! In a prefork pool, keep-alive clients beyond the number of workers wait in the accept
+//! queue until some connection ends. When every worker is busy and a connection is queued
+//! (`worker::clients_waiting`), a response ends its connection with `Connection: close`, so
+//! clients take turns instead of starving (counted as `keepalive_yielded`), and the drain
+//! after it is the short one a retiring child uses.
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -31,10 +47,10 @@ use super::chunked::{Chunked, ChunkedError};
 use super::clock::{self, Clock};
 use super::log::{self, Entry};
 use super::parse::{self, Body, Head};
-use super::reply::Scratch;
+use super::reply::{Payload, Scratch};
 use super::respond::{self, Persist, Sender};
 use super::{Config, Docroot, Hit, Site};
-use forkd_daemon::worker::stop_requested;
+use forkd_daemon::worker::{clients_waiting, stop_requested};
 
 /// Room after a maximal head for reading (and discarding) body bytes and pipelined requests.
 const BODY_ROOM: usize = 16 * 1024;
@@ -102,6 +118,7 @@ pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
         clock: Clock::new(),
         served: 0,
         retired_idle: false,
+        yielded: false,
     };
     conn.run();
     let served = conn.served;
@@ -136,6 +153,8 @@ enum BodyEnd {
     Refused(u16),
     /// The peer went away or stalled: nothing more to say.
     Gone,
+    /// Not all of it is in yet, and the caller asked not to wait.
+    Pending,
 }
 
 struct Input {
@@ -164,6 +183,9 @@ struct Conn<'a> {
     /// The child is retiring and the connection stayed idle through the grace: it ends with a
     /// half-close and a drain instead of a plain close.
     retired_idle: bool,
+    /// The connection was ended to give clients waiting for a worker their turn: its drain is
+    /// the short one.
+    yielded: bool,
 }
 
 impl Conn<'_> {
@@ -310,6 +332,8 @@ impl Conn<'_> {
             self.served + 1 < self.cfg.max_requests_per_connection && !stop_requested();
         let mut linger = false;
         let mut next = self.input.start + head.len;
+        // The body is still on its way: it is discarded after the response.
+        let mut body_after = false;
         if head.body != Body::None {
             if head.expect_continue {
                 // RFC 9110 section 10.1.1: answer with the final status at once instead of
@@ -317,12 +341,18 @@ impl Conn<'_> {
                 we_keep = false;
                 linger = true;
             } else {
-                match self.discard_body(head) {
+                match self.discard_body(head, false) {
                     Ok(n) => next = n,
+                    Err(BodyEnd::Pending) => body_after = true,
                     Err(BodyEnd::Refused(status)) => return self.refuse(status),
                     Err(BodyEnd::Gone) => return Next::Close,
                 }
             }
+        }
+        if client_keeps && we_keep && clients_waiting() {
+            we_keep = false;
+            self.yielded = true;
+            Hit::KeepaliveYielded.count();
         }
         let persist = match (client_keeps && we_keep, head.minor) {
             (false, _) => Persist::Close,
@@ -337,19 +367,34 @@ impl Conn<'_> {
             root: self.root,
             date: self.clock.http(),
         };
-        let sent = answer::decide(&env, req, head, persist, &mut self.scratch).and_then(|reply| {
-            self.sender.send(&self.sock, &reply, &self.scratch)?;
-            // The reply ends here, and with it a file sent by `sendfile`: it is closed
-            // before the log line is written.
-            Ok((reply.status, reply.body_len(), reply.persist))
-        });
-        let (status, body_bytes, persist) = match sent {
-            Ok(sent) => sent,
+        let reply = match answer::decide(&env, req, head, persist, &mut self.scratch) {
+            Ok(reply) => reply,
             Err(e) => {
                 send_failed(&self.peer, &e);
                 return Next::Close;
             }
         };
+        if body_after && matches!(reply.payload, Payload::File { .. }) {
+            // Not while a blocking `sendfile` waits on a client that may itself wait to
+            // finish sending (see the module's docs): the body goes first.
+            body_after = false;
+            match self.discard_body(head, true) {
+                Ok(n) => next = n,
+                Err(BodyEnd::Refused(status)) => return self.refuse(status),
+                Err(BodyEnd::Gone | BodyEnd::Pending) => return Next::Close,
+            }
+        }
+        // Where the head starts, again: discarding may have moved it to the front.
+        let req = self.input.buf.get(self.input.start..).unwrap_or_default();
+        let sent = self.sender.send(&self.sock, &reply, &self.scratch);
+        let (status, body_bytes, persist) = (reply.status, reply.body_len(), reply.persist);
+        // The reply ends here, and with it a file sent by `sendfile`: it is closed before the
+        // log line is written.
+        drop(reply);
+        if let Err(e) = sent {
+            send_failed(&self.peer, &e);
+            return Next::Close;
+        }
         // The head's ranges were taken from `req` by the parser: `get` never misses.
         let field = |r: &Option<std::ops::Range<usize>>| r.clone().and_then(|r| req.get(r));
         let entry = Entry {
@@ -364,6 +409,26 @@ impl Conn<'_> {
         Self::record(self.log, &mut self.scratch.line, entry);
 
         self.served += 1;
+        if body_after {
+            if persist == Persist::Close {
+                // The drain before the close reads it.
+                return Next::Linger;
+            }
+            match self.discard_body(head, true) {
+                Ok(n) => next = n,
+                Err(BodyEnd::Refused(status)) => {
+                    // Too late for a status: the response is out. The connection ends.
+                    Hit::count(if status == 413 {
+                        Hit::BodyTooLarge
+                    } else {
+                        Hit::BadRequest
+                    });
+                    tracing::debug!(peer = %self.peer, status, "body refused after the response");
+                    return Next::Linger;
+                }
+                Err(BodyEnd::Gone | BodyEnd::Pending) => return Next::Close,
+            }
+        }
         self.input.start = next;
         match persist {
             Persist::KeepAlive | Persist::KeepAlive10 => Next::Again,
@@ -387,8 +452,10 @@ impl Conn<'_> {
 
     /// Reads and drops the body of the head at `buf[start..]`, exactly; returns where the next
     /// request starts. Body bytes are read into the buffer after the head (moved to the front
-    /// first), so the head stays intact for the answer.
-    fn discard_body(&mut self, head: &Head) -> Result<usize, BodyEnd> {
+    /// first), so the head stays intact for the answer. Without `wait`, only what has arrived
+    /// is looked at: a body not all in yet is [`BodyEnd::Pending`], and the buffer is left as
+    /// it was, so a later call starts over on the same bytes.
+    fn discard_body(&mut self, head: &Head, wait: bool) -> Result<usize, BodyEnd> {
         let cfg = self.cfg;
         let input = &mut self.input;
         input.compact();
@@ -424,6 +491,9 @@ impl Conn<'_> {
                 input.end -= used;
                 return Ok(at);
             }
+            if !wait {
+                return Err(BodyEnd::Pending);
+            }
             input.end = at;
             let timeout = match deadline.checked_duration_since(Instant::now()) {
                 Some(t) if !t.is_zero() => t.min(cfg.header_timeout),
@@ -453,7 +523,11 @@ impl Conn<'_> {
         let short = clock::after(start, self.cfg.linger_timeout.min(RETIRE_DRAIN));
         let input = &mut self.input;
         loop {
-            let deadline = if stop_requested() { short } else { full };
+            let deadline = if stop_requested() || self.yielded {
+                short
+            } else {
+                full
+            };
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };

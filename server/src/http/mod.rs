@@ -59,11 +59,12 @@ pub(crate) enum Hit {
     ExpectationFailed,
     PathRefused,
     AccessLogFailed,
+    KeepaliveYielded,
 }
 
 /// Names and meanings of the counters the HTTP side keeps on the scoreboard, in the order of
 /// its internal `Hit` enum.
-pub static COUNTERS: [Counter; 12] = [
+pub static COUNTERS: [Counter; 13] = [
     Counter {
         name: "header_timeout",
         help: "connections cut because a request head did not arrive in time (slowloris)",
@@ -111,6 +112,10 @@ pub static COUNTERS: [Counter; 12] = [
     Counter {
         name: "access_log_failed",
         help: "access-log lines lost to a failing write (disk full, file size limit)",
+    },
+    Counter {
+        name: "keepalive_yielded",
+        help: "keep-alive connections ended after a response so that clients queued behind a full prefork pool get their turn",
     },
 ];
 
