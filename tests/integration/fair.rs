@@ -210,3 +210,39 @@ fn a_late_body_refused_after_the_answer_ends_the_connection() {
     let resp = s.raw(b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
     assert_eq!(crate::util::status_of(&resp), 400);
 }
+
+/// A client with Nagle on that writes a head, then its small body: the body waits for the
+/// head's ACK, and the next request for the body's. A server that waits for the body before
+/// answering, or lets the kernel delay the body's ACK, shows the 40 ms delayed-ACK stall on
+/// (nearly) every exchange; forkd answers the head at once and acknowledges the body as it
+/// reads it. Both the GET and the POST (405) way.
+#[test]
+fn a_nagle_client_sending_a_small_body_apart_never_waits_for_a_delayed_ack() {
+    let s = Server::with_site(&["--workers", "2"], fill);
+    let stream = std::net::TcpStream::connect(s.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut c = Client {
+        s: stream,
+        buf: Vec::new(),
+    };
+    let mut stalled = Vec::new();
+    for i in 0..200 {
+        let late = [Late::GetLength, Late::PostLength][i % 2];
+        let t = Instant::now();
+        c.send(late.head());
+        c.send(late.body());
+        let r = c.response(false);
+        assert_eq!((r.status, r.body.len()), late.answer(), "{late:?}");
+        if t.elapsed() >= Duration::from_millis(35) {
+            stalled.push(t.elapsed());
+        }
+    }
+    // A loaded machine may hold a few exchanges that long; the stall holds nearly all.
+    assert!(
+        stalled.len() <= 10,
+        "{} of 200 stalled: {stalled:?}",
+        stalled.len()
+    );
+}

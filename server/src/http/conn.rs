@@ -23,7 +23,9 @@
 //! has not fully arrived with its head is discarded after the response, exactly, so the next
 //! request's framing holds. A client with Nagle on sends a small body in a second segment
 //! only once the first is acknowledged, and a delayed ACK would hold it (and the answer) for
-//! 40 ms; our response carries that ACK at once. A body found malformed or too large only
+//! 40 ms; our response carries that ACK at once, and the body's own ACK is sent as soon as it
+//! is read (`TCP_QUICKACK`), since no response follows it to carry it and the client's next
+//! request would wait for it just the same. A body found malformed or too large only
 //! after the response can no longer be answered with a status: the connection ends, counted.
 //! The one exception is a response sent by `sendfile` (a large file): a blocking worker that
 //! waits in `sendfile` on a client that waits to finish sending its body would deadlock until
@@ -42,6 +44,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::MsgFlags;
+use socket2::SockRef;
 
 use super::answer::{self, Env};
 use super::chunked::{Chunked, ChunkedError};
@@ -424,7 +427,13 @@ impl Conn<'_> {
                 return Next::Linger;
             }
             match self.discard_body(head, true) {
-                Ok(n) => next = n,
+                Ok(n) => {
+                    next = n;
+                    // The body's ACK has no response to ride on, and the kernel, which saw
+                    // us answer the head, delays it (40 ms) expecting one; a client with Nagle
+                    // on holds its next request until it comes. Acknowledge now.
+                    let _ = SockRef::from(&self.sock).set_tcp_quickack(true);
+                }
                 Err(BodyEnd::Refused(status)) => {
                     // Too late for a status: the response is out. The connection ends.
                     Hit::count(if status == 413 {
