@@ -5,6 +5,7 @@ mod util;
 
 mod abuse;
 mod answers;
+mod cache;
 mod config;
 mod fair;
 mod http;
