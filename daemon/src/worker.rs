@@ -73,7 +73,7 @@ thread_local! {
 ///
 /// Cheap on the hot path: while some child is idle it is two loads from the scoreboard (an
 /// idle child will take the queued connection); only a full pool looks at the listeners, with
-/// a `poll` of zero timeout, at most once per [`WAITING_RECHECK`] (the answer stands that
+/// a `poll` of zero timeout, at most once a millisecond (`WAITING_RECHECK`: the answer stands that
 /// long). Always false outside a prefork worker (a per-connection child has no listeners to
 /// hand back, and the master serves nothing).
 pub fn clients_waiting() -> bool {
