@@ -454,6 +454,16 @@ impl Conn<'_> {
             Persist::Close if !client_keeps && !linger && self.input.start == self.input.end => {
                 Next::Close
             }
+            // Yielded to a waiting client: this one was told `Connection: close` and, its body
+            // (if any) read and nothing more sent, has nothing on its way (a client sends its
+            // next request after reading the response, which says close). The close is clean
+            // now, and the worker goes back to the queue at once instead of waiting for the
+            // client's FIN.
+            Persist::Close
+                if self.yielded && self.input.start == self.input.end && !self.more_arrived() =>
+            {
+                Next::Close
+            }
             Persist::Close => Next::Linger,
         }
     }
@@ -534,13 +544,6 @@ impl Conn<'_> {
     /// side open.
     fn linger(&mut self) {
         if self.sock.shutdown(Shutdown::Write).is_err() {
-            return;
-        }
-        if self.yielded && self.input.start == self.input.end && !self.more_arrived() {
-            // Yielded to a waiting client: this one was told `Connection: close` and, having
-            // sent nothing more, has nothing on its way (a client sends its next request after
-            // reading the response, which says close). The close is clean now, and the worker
-            // goes back to the queue at once instead of waiting for the client's FIN.
             return;
         }
         let start = Instant::now();
