@@ -1,9 +1,10 @@
 //! One connection's life: read a head, answer, log, discard any body exactly, and go round
 //! again while keep-alive allows.
 //!
-//! The fast path of a keep-alive request is one `read` of the whole head, the file's `open`,
-//! `fstat`, `read` and `close`, and one gathered send: no timer syscalls, no allocation (all
-//! buffers live as long as the connection). Timeouts are armed only when a wait is needed:
+//! The fast path of a keep-alive request is one `read` of the whole head and one gathered
+//! send of head and body, when the process's file cache holds the file (`cache`; otherwise
+//! the file's `openat2`, `fstat`, `read` and `close` come between): no timer syscalls, no
+//! allocation (all buffers live as long as the connection). Timeouts are armed only when a wait is needed:
 //! `SO_RCVTIMEO` holds the idle keep-alive time, or what is left of the head's deadline while
 //! a head is partly in; `SO_SNDTIMEO` is set the first time a send would block.
 //!
