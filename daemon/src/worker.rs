@@ -384,3 +384,30 @@ fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketAddr)> 
     }
     Err(io::ErrorKind::WouldBlock.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The look at the accept queues: empty, then a connection queued on the second listener.
+    #[test]
+    fn a_queued_connection_makes_a_listener_readable() {
+        let listeners: Vec<TcpListener> = (0..2)
+            .map(|_| super::super::listener::bind("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        let mut fds: Vec<libc::pollfd> = listeners
+            .iter()
+            .map(|l| libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        assert!(!listeners_readable(&mut fds));
+        let addr = listeners[1].local_addr().unwrap();
+        let _client = TcpStream::connect(addr).unwrap();
+        assert!(listeners_readable(&mut fds));
+        let _ = listeners[1].accept().unwrap();
+        assert!(!listeners_readable(&mut fds));
+    }
+}
