@@ -115,6 +115,18 @@ fn listeners_readable(fds: &mut [libc::pollfd]) -> bool {
     rc > 0 && fds.iter().any(|fd| fd.revents & libc::POLLIN != 0)
 }
 
+/// What `poll` needs to look for a connection queued on any of `listeners`.
+fn pollfds(listeners: &[TcpListener]) -> Vec<libc::pollfd> {
+    listeners
+        .iter()
+        .map(|l| libc::pollfd {
+            fd: l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect()
+}
+
 /// Registers `listeners` for [`clients_waiting`] until the guard is dropped.
 fn watch_queue(listeners: &[TcpListener]) -> impl Drop {
     struct Unwatch;
@@ -130,14 +142,7 @@ fn watch_queue(listeners: &[TcpListener]) -> impl Drop {
     }
     QUEUE.with(|q| {
         if let Ok(mut q) = q.try_borrow_mut() {
-            q.fds = listeners
-                .iter()
-                .map(|l| libc::pollfd {
-                    fd: l.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
+            q.fds = pollfds(listeners);
             q.checked = None;
         }
     });
@@ -395,14 +400,7 @@ mod tests {
         let listeners: Vec<TcpListener> = (0..2)
             .map(|_| super::super::listener::bind("127.0.0.1:0".parse().unwrap()).unwrap())
             .collect();
-        let mut fds: Vec<libc::pollfd> = listeners
-            .iter()
-            .map(|l| libc::pollfd {
-                fd: l.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut fds = pollfds(&listeners);
         assert!(!listeners_readable(&mut fds));
         let addr = listeners[1].local_addr().unwrap();
         let _client = TcpStream::connect(addr).unwrap();
