@@ -190,6 +190,8 @@ fn descriptors_kept(args: &[&str]) -> Vec<String> {
             assert_eq!(c.get(&name).body.len(), 70_000);
         }
     }
+    // Answered only once the last file's request is over, descriptor closed.
+    assert_eq!(c.get("/missing").status, 404);
     let after = worker_fds(&s);
     after.into_iter().filter(|f| !before.contains(f)).collect()
 }
