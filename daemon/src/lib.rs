@@ -34,7 +34,9 @@
 //! - A `main` that fills in [`Settings`], calls [`run`] and exits with the code it returns.
 //!
 //! In a child, [`worker::stop_requested`] says when to finish, [`worker::take_reopen_request`]
-//! when to reopen log files, and [`worker::retire`] leaves the way SIGTERM would.
+//! when to reopen log files, and [`worker::retire`] leaves the way SIGTERM would. A prefork
+//! worker that holds a connection across requests asks [`worker::clients_waiting`] to learn
+//! that the pool is full and clients wait for it, and ends the connection to let them in.
 //!
 //! # The rules after fork
 //!

@@ -11,12 +11,18 @@
 //! service takes with [`take_reopen_request`] before it next writes a line. A child that cannot
 //! reopen (it dropped privileges and may not open the file) calls [`retire`] and is replaced
 //! by one that inherits the master's new file.
+//!
+//! A prefork worker serves one connection at a time, so keep-alive clients beyond the pool
+//! wait in the accept queue until a connection ends. [`clients_waiting`] tells the service
+//! when that is happening (every worker busy and a connection queued), so it can end its
+//! keep-alive connection after the current response and give the queue a turn.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -37,6 +43,110 @@ pub const EXIT_SETUP: i32 = 71;
 /// request in flight, not start another one, and return.
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
+}
+
+/// How long an answer of [`clients_waiting`] that looked at the listeners stands: it is asked
+/// after every response while the pool is full, and one `poll` a millisecond is enough to
+/// give waiting clients their turn without a system call per request.
+const WAITING_RECHECK: Duration = Duration::from_millis(1);
+
+/// What [`clients_waiting`] looks at: the listeners of this prefork worker (set for the
+/// length of [`accept_loop`], which borrows them meanwhile), and its last answer.
+struct Queue {
+    fds: Vec<libc::pollfd>,
+    checked: Option<(Instant, bool)>,
+}
+
+thread_local! {
+    static QUEUE: RefCell<Queue> = const {
+        RefCell::new(Queue {
+            fds: Vec::new(),
+            checked: None,
+        })
+    };
+}
+
+/// True when every child of the pool is serving a connection and another connection waits in
+/// a listener's accept queue: a service that holds a keep-alive connection should end it after
+/// the current response (`Connection: close`), so that clients beyond the pool take turns
+/// instead of waiting for some connection to end by itself.
+///
+/// Cheap on the hot path: while some child is idle it is two loads from the scoreboard (an
+/// idle child will take the queued connection); only a full pool looks at the listeners, with
+/// a `poll` of zero timeout, at most once a millisecond (`WAITING_RECHECK`: the answer stands that
+/// long). Always false outside a prefork worker (a per-connection child has no listeners to
+/// hand back, and the master serves nothing).
+pub fn clients_waiting() -> bool {
+    let occ = scoreboard::occupancy();
+    if occ.capacity == 0 || occ.busy < occ.capacity {
+        return false;
+    }
+    QUEUE.with(|q| {
+        let Ok(mut q) = q.try_borrow_mut() else {
+            return false;
+        };
+        if q.fds.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        if let Some((at, waiting)) = q.checked {
+            if now.duration_since(at) < WAITING_RECHECK {
+                return waiting;
+            }
+        }
+        let waiting = listeners_readable(&mut q.fds);
+        q.checked = Some((now, waiting));
+        waiting
+    })
+}
+
+/// Whether a connection waits in any of the listeners' accept queues (`POLLIN`), without
+/// waiting.
+fn listeners_readable(fds: &mut [libc::pollfd]) -> bool {
+    for fd in fds.iter_mut() {
+        fd.revents = 0;
+    }
+    let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+    // SAFETY: `fds` is a live, exclusively borrowed slice of `n` pollfd structures, which poll
+    // only reads and writes the `revents` of; the fds are the listeners `accept_loop` borrows
+    // for as long as they are registered here (an fd that were closed would only show as
+    // POLLNVAL, never as a queued connection), and a zero timeout never blocks.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), n, 0) };
+    rc > 0 && fds.iter().any(|fd| fd.revents & libc::POLLIN != 0)
+}
+
+/// What `poll` needs to look for a connection queued on any of `listeners`.
+fn pollfds(listeners: &[TcpListener]) -> Vec<libc::pollfd> {
+    listeners
+        .iter()
+        .map(|l| libc::pollfd {
+            fd: l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect()
+}
+
+/// Registers `listeners` for [`clients_waiting`] until the guard is dropped.
+fn watch_queue(listeners: &[TcpListener]) -> impl Drop {
+    struct Unwatch;
+    impl Drop for Unwatch {
+        fn drop(&mut self) {
+            QUEUE.with(|q| {
+                if let Ok(mut q) = q.try_borrow_mut() {
+                    q.fds.clear();
+                    q.checked = None;
+                }
+            });
+        }
+    }
+    QUEUE.with(|q| {
+        if let Ok(mut q) = q.try_borrow_mut() {
+            q.fds = pollfds(listeners);
+            q.checked = None;
+        }
+    });
+    Unwatch
 }
 
 /// How often [`read_or_stop`] looks at [`stop_requested`] while the client is quiet.
@@ -199,6 +309,7 @@ pub(crate) fn accept_loop<S: Service>(
 ) -> i32 {
     let mut served = 0u64;
     let mut resource_pause = Duration::from_millis(10);
+    let _watch = watch_queue(listeners);
     while !stop_requested() {
         let accepted = match listeners {
             // Blocking accept: the kernel hands each connection to one waiting worker.
@@ -277,4 +388,24 @@ fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketAddr)> 
         }
     }
     Err(io::ErrorKind::WouldBlock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The look at the accept queues: empty, then a connection queued on the second listener.
+    #[test]
+    fn a_queued_connection_makes_a_listener_readable() {
+        let listeners: Vec<TcpListener> = (0..2)
+            .map(|_| super::super::listener::bind("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        let mut fds = pollfds(&listeners);
+        assert!(!listeners_readable(&mut fds));
+        let addr = listeners[1].local_addr().unwrap();
+        let _client = TcpStream::connect(addr).unwrap();
+        assert!(listeners_readable(&mut fds));
+        let _ = listeners[1].accept().unwrap();
+        assert!(!listeners_readable(&mut fds));
+    }
 }

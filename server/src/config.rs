@@ -125,6 +125,17 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub allow_dot_path: Option<Vec<String>>,
 
+    /// Files each worker keeps open (or, when small, in memory) between requests; a kept file
+    /// is looked at again at most a second after it was last checked, so an edit, a rename
+    /// or a deletion shows within a second (0: no cache, every request opens). [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub file_cache_entries: Option<usize>,
+
+    /// Bytes of small files (64 KiB or less) and their paths each worker keeps in memory;
+    /// counted in the memory each child is allowed. [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub file_cache_bytes: Option<u64>,
+
     /// Access log in Combined Log Format: a file, "-" for stderr, or "off". [default: off]
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<String>,
@@ -430,6 +441,8 @@ options_keys!(
         max_body_bytes,
         max_requests_per_connection,
         allow_dot_path,
+        file_cache_entries,
+        file_cache_bytes,
         access_log,
         pid_file,
         metrics_file,
@@ -688,7 +701,26 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
     check_combinations(&o, &listen)?;
     let available = limits::available_memory()
         .map_err(|e| err(format!("unable to read available memory: {e}")))?;
-    let cost = limits::child_cost();
+    let file_cache = http::FileCacheLimits {
+        entries: o
+            .file_cache_entries
+            .unwrap_or(http::Config::default().file_cache.entries),
+        bytes: o
+            .file_cache_bytes
+            .unwrap_or(http::Config::default().file_cache.bytes),
+    };
+    if file_cache.bytes > available / 2 {
+        return Err(err(format!(
+            "--file-cache-bytes {} is more than half the memory available ({} MiB), for one child",
+            file_cache.bytes,
+            available >> 20
+        )));
+    }
+    // A child's file cache may grow to its byte budget: that is part of what a child costs.
+    let cost = limits::child_cost().saturating_add(match file_cache.entries {
+        0 => 0,
+        _ => file_cache.bytes,
+    });
     let mode_name = o.mode.unwrap_or(ModeName::Prefork);
     let workers = children(
         o.workers,
@@ -763,6 +795,7 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
     if let Some(paths) = &o.allow_dot_path {
         h.dot_allow = dot_allow(paths).map_err(err)?;
     }
+    h.file_cache = file_cache;
     // A silent connection is held by the kernel for as long as a worker would wait for its
     // head; a proxy or an over-large value can be turned off with 0.
     settings.defer_accept = o.defer_accept.unwrap_or(h.header_timeout);
@@ -826,6 +859,8 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             max_body_bytes: Some(h.max_body_bytes),
             max_requests_per_connection: Some(h.max_requests_per_connection),
             allow_dot_path: Some(h.dot_allow.iter().map(|p| format!("/{p}/")).collect()),
+            file_cache_entries: Some(h.file_cache.entries),
+            file_cache_bytes: Some(h.file_cache.bytes),
             access_log: Some(o.access_log.clone().unwrap_or_else(|| "off".to_string())),
             pid_file: o.pid_file.clone(),
             metrics_file: o.metrics_file.clone(),
@@ -973,6 +1008,10 @@ mod tests {
             ),
             (vec!["--log-level", "info,[["], "--log-level"),
             (vec!["--mode", "fork", "--workers", "0"], "--workers 0"),
+            (
+                vec!["--file-cache-bytes", "18446744073709551615"],
+                "--file-cache-bytes 18446744073709551615 is more than half the memory",
+            ),
         ] {
             let e = resolve(parse(&args))
                 .err()

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::util::{eventually, Server};
+use crate::util::{eventually, limit_hits, Server};
 
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// How long fresh clients are measured while an attack runs.
@@ -217,15 +217,6 @@ fn fresh_request_within(target: SocketAddr, wait: Duration) -> Option<u16> {
 fn site(root: &Path) {
     std::fs::write(root.join("small.html"), "hello\n").unwrap();
     std::fs::write(root.join("big.bin"), vec![b'x'; 1 << 20]).unwrap();
-}
-
-/// The value of `forkd_limit_hits_total{limit="NAME"}` in the metrics file.
-fn limit_hits(metrics: &Path, name: &str) -> u64 {
-    let text = std::fs::read_to_string(metrics).unwrap_or_default();
-    let key = format!("forkd_limit_hits_total{{limit=\"{name}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Runs every attack against a fresh server started with `args`; returns one line of figures

@@ -89,6 +89,8 @@ fn every_key_of_the_file_is_in_force() {
             r#"["/.well-known", "/.hg/"]"#.into(),
             r#"["/.well-known/", "/.hg/"]"#.into(),
         ),
+        ("file-cache-entries", "12".into(), "12".into()),
+        ("file-cache-bytes", "65536".into(), "65536".into()),
         (
             "access-log",
             q(&format!("{d}/access.log")),

@@ -5,12 +5,11 @@
 //! mode (`per_mode!`): the HTTP a client sees does not depend on the process model.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{body_of, eventually, header, per_mode, status_of, Mode, Server};
+use crate::util::{body_of, eventually, header, per_mode, status_of, Client, Mode, Server};
 
 const INDEX: &str = "<!doctype html><title>home</title><p>hello</p>\n";
 
@@ -42,89 +41,6 @@ fn site(mode: Mode, args: &[&str]) -> Server {
 
 fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
-}
-
-/// A keep-alive client that reads exactly one response at a time.
-struct Client {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// One response: status, head text, body.
-struct Resp {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<String> {
-        header(self.head.as_bytes(), name)
-    }
-}
-
-impl Client {
-    fn new(server: &Server) -> Client {
-        Client {
-            s: server.connect(),
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).unwrap();
-    }
-
-    fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 65536];
-        let n = self.s.read(&mut chunk).expect("read from server");
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
-    }
-
-    /// Reads one response (no body for a HEAD request or a 304).
-    fn response(&mut self, head_only: bool) -> Resp {
-        let end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            assert!(
-                self.fill() > 0,
-                "connection closed before a full head: {:?}",
-                self.text()
-            );
-        };
-        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        let status = status_of(head.as_bytes());
-        let len: usize = if head_only || status == 304 {
-            0
-        } else {
-            header(head.as_bytes(), "content-length")
-                .expect("content-length")
-                .parse()
-                .unwrap()
-        };
-        while self.buf.len() < end + len {
-            assert!(self.fill() > 0, "connection closed inside a body");
-        }
-        let body = self.buf[end..end + len].to_vec();
-        self.buf.drain(..end + len);
-        Resp { status, head, body }
-    }
-
-    fn get(&mut self, path: &str) -> Resp {
-        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        self.response(false)
-    }
-
-    /// True when the server has closed the connection and sent nothing more.
-    fn closed(&mut self) -> bool {
-        self.buf.is_empty() && self.fill() == 0
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buf).into_owned()
-    }
 }
 
 per_mode!(serves_files_with_validators);

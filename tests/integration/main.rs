@@ -5,7 +5,9 @@ mod util;
 
 mod abuse;
 mod answers;
+mod cache;
 mod config;
+mod fair;
 mod http;
 mod loadgen;
 mod panics;

@@ -341,6 +341,98 @@ impl Server {
     }
 }
 
+/// A keep-alive client that reads exactly one response at a time.
+pub struct Client {
+    pub s: TcpStream,
+    pub buf: Vec<u8>,
+}
+
+/// One response: status, head text, body.
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        header(self.head.as_bytes(), name)
+    }
+}
+
+impl Client {
+    pub fn new(server: &Server) -> Client {
+        Client {
+            s: server.connect(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    pub fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        let n = self.s.read(&mut chunk).expect("read from server");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Reads one response (no body for a HEAD request or a 304).
+    pub fn response(&mut self, head_only: bool) -> Resp {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(
+                self.fill() > 0,
+                "connection closed before a full head: {:?}",
+                self.text()
+            );
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        let status = status_of(head.as_bytes());
+        let len: usize = if head_only || status == 304 {
+            0
+        } else {
+            header(head.as_bytes(), "content-length")
+                .expect("content-length")
+                .parse()
+                .unwrap()
+        };
+        while self.buf.len() < end + len {
+            assert!(self.fill() > 0, "connection closed inside a body");
+        }
+        let body = self.buf[end..end + len].to_vec();
+        self.buf.drain(..end + len);
+        Resp { status, head, body }
+    }
+
+    pub fn get(&mut self, path: &str) -> Resp {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.response(false)
+    }
+
+    /// True when the server has closed the connection and sent nothing more.
+    pub fn closed(&mut self) -> bool {
+        self.buf.is_empty() && self.fill() == 0
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+}
+
+/// The value of `forkd_limit_hits_total{limit="NAME"}` in the metrics file.
+pub fn limit_hits(metrics: &Path, name: &str) -> u64 {
+    let text = std::fs::read_to_string(metrics).unwrap_or_default();
+    let key = format!("forkd_limit_hits_total{{limit=\"{name}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Parses forkd's readiness line: `forkd: ready on http://ADDR/ ...`.
 pub fn wait_ready(proc: &Proc) -> SocketAddr {
     let line = proc.wait_line("ready on http://", Duration::from_secs(20));

@@ -13,9 +13,10 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::cache::{self, Body, Version};
 use super::clock::LAST_HTTP_DATE;
 use super::conditional::{evaluate, if_range_holds, Preconditions, Verdict};
 use super::parse::{self, Form, Head, Method};
@@ -23,11 +24,11 @@ use super::path::{self, Refusal};
 use super::range::{byte_range, ByteRange};
 use super::reply::{Payload, Reply, Scratch};
 use super::respond::{self, Persist};
-use super::{open, site, Config, Docroot, Hit};
+use super::{open, site, Config, Docroot, Hit, Tree};
 
 /// Files up to this size are read into memory and leave with their head in one send; larger
 /// ones go out with `sendfile`.
-const SMALL_FILE: u64 = 64 * 1024;
+pub(super) const SMALL_FILE: u64 = 64 * 1024;
 
 /// What a request is answered against besides itself.
 pub(super) struct Env<'a> {
@@ -92,7 +93,7 @@ pub(super) fn decide(
     }
     let rep = match env.root {
         Docroot::Embedded => embedded(env, s, dir),
-        Docroot::Dir(root) => from_dir(root, s, dir, path::Dots::of(env.cfg)),
+        Docroot::Dir(tree) => from_dir(tree, s, dir, path::Dots::of(env.cfg)),
     };
     match rep {
         Ok(Rep::Found(found)) => representation(env, req, head, persist, s, found),
@@ -168,7 +169,7 @@ fn representation(
         Content::Static(_) => {
             let _ = std::fmt::Write::write_fmt(&mut etag, format_args!("\"e{:x}\"", found.id.0));
         }
-        Content::File { .. } => {
+        Content::Bytes(_) | Content::File { .. } => {
             let (ino, len, nanos) = found.id;
             let _ = std::fmt::Write::write_fmt(
                 &mut etag,
@@ -208,6 +209,7 @@ fn representation(
 
     let total = match &found.body {
         Content::Static(b) => b.len() as u64,
+        Content::Bytes(b) => b.len() as u64,
         Content::File { len, .. } => *len,
     };
     // RFC 9110 section 14.2: Range is defined for GET only, and If-Range makes it depend on
@@ -275,21 +277,39 @@ fn body(
     status: u16,
     s: &mut Scratch,
 ) -> io::Result<Payload> {
+    // `byte_range` keeps `from + count` within `total`, the body's length, so the error is
+    // never taken; it stands where a slice index would panic.
+    let part = |body: &[u8]| -> io::Result<std::ops::Range<usize>> {
+        let from = usize::try_from(from).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let to = usize::try_from(count)
+            .ok()
+            .and_then(|n| from.checked_add(n))
+            .filter(|&to| to <= body.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        Ok(from..to)
+    };
     let payload = match content {
         Content::Static(body) => {
-            // `byte_range` keeps `from + count` within `total`, the body's length, so the
-            // error is never taken; it stands where a slice index would panic.
-            let part = usize::try_from(from)
-                .ok()
-                .and_then(|from| body.get(from..))
-                .and_then(|rest| rest.get(..usize::try_from(count).ok()?))
-                .ok_or(io::ErrorKind::UnexpectedEof)?;
+            let part = body.get(part(body)?).unwrap_or_default();
             respond::content_length(&mut s.out, count);
             if head_only {
                 Payload::None
             } else {
                 Payload::Static(part)
             }
+        }
+        Content::Bytes(_) if head_only => {
+            respond::content_length(&mut s.out, count);
+            Payload::None
+        }
+        Content::Bytes(body) => {
+            // A small file the cache holds: its part is copied next to the head, to leave
+            // with it in one send, as a small file read from disk would be.
+            let part = body.get(part(&body)?).unwrap_or_default();
+            s.file.clear();
+            s.file.extend_from_slice(part);
+            respond::content_length(&mut s.out, count);
+            Payload::Buffered(part.len())
         }
         Content::File { file, .. } if head_only => {
             drop(file);
@@ -327,7 +347,7 @@ fn body(
 }
 
 /// Reads `file` from `at` until `buf` is full or the file ends; returns how many bytes it read.
-fn read_at_most(file: &std::fs::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+pub(super) fn read_at_most(file: &std::fs::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
     let mut got = 0;
     while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
@@ -392,7 +412,13 @@ struct Found {
 
 enum Content {
     Static(&'static [u8]),
-    File { file: std::fs::File, len: u64 },
+    /// A small file's bytes, from the file cache.
+    Bytes(Rc<[u8]>),
+    /// An open file, which the file cache may share.
+    File {
+        file: Rc<std::fs::File>,
+        len: u64,
+    },
 }
 
 /// Looks the resolved path (`s.path`, not yet terminated) up in the embedded site.
@@ -422,42 +448,73 @@ fn embedded(env: &Env<'_>, s: &Scratch, dir: bool) -> Result<Rep, u16> {
     }
 }
 
-/// Opens the resolved path (`s.path`) beneath the root; terminates `s.path` with a NUL.
-fn from_dir(
-    root: &std::os::fd::OwnedFd,
-    s: &mut Scratch,
-    dir: bool,
-    dots: path::Dots<'_>,
-) -> Result<Rep, u16> {
+/// Opens the resolved path (`s.path`) beneath the root, or finds it in the file cache;
+/// terminates `s.path` with a NUL.
+fn from_dir(tree: &Tree, s: &mut Scratch, dir: bool, dots: path::Dots<'_>) -> Result<Rep, u16> {
     s.path.push(0);
     let rel = CStr::from_bytes_with_nul(&s.path).map_err(|_| 400u16)?;
-    let file = match open::beneath(root.as_fd(), rel, dots) {
-        Ok(file) => file,
-        Err(open::Refused::Hidden) => {
-            Hit::PathRefused.count();
-            return Err(404);
+    // Per process and never borrowed across a call: the borrow cannot fail, and if it ever
+    // did the request would only go without the cache.
+    let mut cache = tree.cache.try_borrow_mut().ok().filter(|c| c.is_on());
+    // Taken before the file is looked at, so an entry is never trusted for longer than a
+    // second after the look that found it.
+    let now = Instant::now();
+    if let Some(version) = cache.as_mut().and_then(|c| c.fresh(rel.to_bytes(), now)) {
+        return Ok(Rep::Found(found(version)));
+    }
+    let opened = open::beneath(tree.as_fd(), rel, dots).and_then(|file| {
+        let meta = file.metadata()?;
+        Ok((file, meta))
+    });
+    let (file, meta) = match opened {
+        Ok((file, meta)) if meta.is_file() => (file, meta),
+        other => {
+            if let Some(c) = cache.as_mut() {
+                c.forget(rel.to_bytes());
+            }
+            return match other {
+                // With a trailing slash the index file itself turned out to be a directory.
+                Ok((_, meta)) if meta.is_dir() && !dir => Ok(Rep::Redirect),
+                Ok(_) => Err(404),
+                Err(open::Refused::Hidden) => {
+                    Hit::PathRefused.count();
+                    Err(404)
+                }
+                Err(open::Refused::Os(e)) => Err(open_status(&e, rel)),
+            };
         }
-        Err(open::Refused::Os(e)) => return Err(open_status(&e, rel)),
     };
-    let meta = file.metadata().map_err(|e| open_status(&e, rel))?;
-    if meta.is_dir() {
-        // With a trailing slash the index file itself turned out to be a directory.
-        return if dir { Err(404) } else { Ok(Rep::Redirect) };
-    }
-    if !meta.is_file() {
-        return Err(404);
-    }
-    let nanos = (meta.mtime() as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(meta.mtime_nsec() as u64);
-    Ok(Rep::Found(Found {
-        id: (meta.ino(), meta.len(), nanos),
-        modified: meta.modified().ok(),
-        body: Content::File {
-            file,
-            len: meta.len(),
+    let version = match cache.as_mut() {
+        Some(c) => c
+            .admit(rel.to_bytes(), file, &meta, now)
+            .map_err(|e| open_status(&e, rel))?,
+        None => Version {
+            stamp: cache::Stamp::of(&meta),
+            modified: meta.modified().ok(),
+            body: Body::File(Rc::new(file)),
         },
-    }))
+    };
+    Ok(Rep::Found(found(version)))
+}
+
+/// A file's version as the answer weighs it: the entity tag's parts, the modification time,
+/// the bytes.
+fn found(v: Version) -> Found {
+    let (secs, nanos) = v.stamp.mtime;
+    let nanos = (secs as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(nanos as u64);
+    Found {
+        id: (v.stamp.ino, v.stamp.size, nanos),
+        modified: v.modified,
+        body: match v.body {
+            Body::Bytes(b) => Content::Bytes(b),
+            Body::File(file) => Content::File {
+                file,
+                len: v.stamp.size,
+            },
+        },
+    }
 }
 
 /// The status for a failed open of `rel`: absent, refused by `RESOLVE_BENEATH` or not a

@@ -6,7 +6,7 @@
 //! ends. One file per concern, as in hyper's `proto/h1`: `parse` reads a request head and its
 //! framing, `chunked` walks a chunked body, `path` turns a request target into a safe relative
 //! path (the one security-critical pure function), `open` opens that path beneath the docroot
-//! race-free, `site` holds the embedded demo blog, `conditional` and `range` weigh
+//! race-free, `cache` keeps what those opens found for a second, `site` holds the embedded demo blog, `conditional` and `range` weigh
 //! preconditions and ranges, `log` formats the access log and `clock` caches the date.
 //!
 //! Deciding is not sending. `answer::decide` turns a request and what the docroot holds into
@@ -17,6 +17,7 @@
 //! Another driver (an event loop) reuses `decide` and the encoder as they are.
 
 mod answer;
+mod cache;
 pub mod chunked;
 mod clock;
 pub mod conditional;
@@ -32,12 +33,14 @@ mod respond;
 mod site;
 mod test_hooks;
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
+pub use cache::Limits as FileCacheLimits;
 pub use log::AccessLog;
 pub use respond::busy_response;
 
@@ -59,11 +62,12 @@ pub(crate) enum Hit {
     ExpectationFailed,
     PathRefused,
     AccessLogFailed,
+    KeepaliveYielded,
 }
 
 /// Names and meanings of the counters the HTTP side keeps on the scoreboard, in the order of
 /// its internal `Hit` enum.
-pub static COUNTERS: [Counter; 12] = [
+pub static COUNTERS: [Counter; 13] = [
     Counter {
         name: "header_timeout",
         help: "connections cut because a request head did not arrive in time (slowloris)",
@@ -111,6 +115,10 @@ pub static COUNTERS: [Counter; 12] = [
     Counter {
         name: "access_log_failed",
         help: "access-log lines lost to a failing write (disk full, file size limit)",
+    },
+    Counter {
+        name: "keepalive_yielded",
+        help: "keep-alive connections ended after a response so that clients queued behind a full prefork pool get their turn",
     },
 ];
 
@@ -170,6 +178,9 @@ pub struct Config {
     /// long, so the client's unread data does not turn our close into a reset that destroys
     /// the response before it is read (nginx's lingering close).
     pub linger_timeout: Duration,
+    /// What each serving process may keep of the files it opened (`cache`): entries, and
+    /// bytes of small files' bodies and paths. Zero entries turns the cache off.
+    pub file_cache: cache::Limits,
 }
 
 impl Default for Config {
@@ -191,6 +202,10 @@ impl Default for Config {
             serve_dotfiles: false,
             dot_allow: vec![".well-known".to_string()],
             linger_timeout: Duration::from_secs(2),
+            file_cache: cache::Limits {
+                entries: 1024,
+                bytes: 8 * 1024 * 1024,
+            },
         }
     }
 }
@@ -198,18 +213,49 @@ impl Default for Config {
 /// Where files come from.
 #[derive(Debug)]
 pub enum Docroot {
-    /// An `O_PATH | O_DIRECTORY | O_CLOEXEC` descriptor of the document root, opened in the
-    /// master before any chroot or privilege drop. Every file is opened relative to it with
-    /// `RESOLVE_BENEATH`, so nothing outside it is ever reachable.
-    Dir(OwnedFd),
+    /// A directory on disk.
+    Dir(Tree),
     /// The demo blog compiled into the binary.
     Embedded,
 }
 
+/// A document root on disk: an `O_PATH | O_DIRECTORY | O_CLOEXEC` descriptor of it, opened in
+/// the master before any chroot or privilege drop (every file is opened relative to it with
+/// `RESOLVE_BENEATH`, so nothing outside it is ever reachable), and the cache of what those
+/// opens found. Every driver hands `answer::decide` the docroot, so every driver gets the
+/// cache. The cache is per process: interior mutability, not shared memory.
+#[derive(Debug)]
+pub struct Tree {
+    fd: OwnedFd,
+    cache: RefCell<cache::FileCache>,
+}
+
+impl AsFd for Tree {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl Docroot {
-    /// Opens `path` as the document root.
+    /// Opens `path` as the document root, with no file cache (see [`Docroot::cache_files`]).
     pub fn open(path: &Path) -> io::Result<Docroot> {
-        open::root(path).map(Docroot::Dir)
+        open::root(path).map(|fd| {
+            Docroot::Dir(Tree {
+                fd,
+                cache: RefCell::new(cache::FileCache::new(
+                    cache::Limits::OFF,
+                    answer::SMALL_FILE,
+                )),
+            })
+        })
+    }
+
+    /// Gives a docroot on disk a file cache within `limits`, empty (the embedded site needs
+    /// none). [`Site::new`] does this with the configuration's limits.
+    pub fn cache_files(&mut self, limits: cache::Limits) {
+        if let Docroot::Dir(tree) = self {
+            tree.cache = RefCell::new(cache::FileCache::new(limits, answer::SMALL_FILE));
+        }
     }
 }
 
@@ -233,7 +279,9 @@ impl std::fmt::Debug for Site {
 }
 
 impl Site {
-    pub fn new(config: Config, docroot: Docroot, log: AccessLog) -> Site {
+    /// The site, its docroot given the file cache the configuration asks for.
+    pub fn new(config: Config, mut docroot: Docroot, log: AccessLog) -> Site {
+        docroot.cache_files(config.file_cache);
         Site {
             config,
             docroot,

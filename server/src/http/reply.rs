@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::IoSlice;
+use std::rc::Rc;
 
 use super::respond::Persist;
 
@@ -46,9 +47,14 @@ pub(super) enum Payload {
     /// The first `n` bytes of [`Scratch::file`]: a small file read whole, so it leaves with
     /// its head in one send.
     Buffered(usize),
-    /// `len` bytes of `file` from `offset`, sent by `sendfile` straight from the page cache.
-    /// The file is closed when the reply is dropped.
-    File { file: File, offset: u64, len: u64 },
+    /// `len` bytes of `file` from `offset`, sent by `sendfile` straight from the page cache,
+    /// with an explicit offset, so a descriptor the file cache shares moves no file position.
+    /// The file is closed when the reply is dropped, unless the cache still holds it.
+    File {
+        file: Rc<File>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Reply {
@@ -241,7 +247,7 @@ mod tests {
             status: 206,
             persist: Persist::KeepAlive,
             payload: Payload::File {
-                file,
+                file: Rc::new(file),
                 offset: 10,
                 len: 50,
             },

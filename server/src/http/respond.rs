@@ -428,7 +428,7 @@ mod tests {
             status: 206,
             persist: Persist::KeepAlive,
             payload: Payload::File {
-                file: tmp,
+                file: std::rc::Rc::new(tmp),
                 offset: 1,
                 len: content.len() as u64 - 1,
             },
@@ -461,7 +461,7 @@ mod tests {
             status: 200,
             persist: Persist::KeepAlive,
             payload: Payload::File {
-                file: tmp,
+                file: std::rc::Rc::new(tmp),
                 offset: 0,
                 len: content.len() as u64,
             },

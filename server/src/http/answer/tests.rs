@@ -54,7 +54,7 @@ fn etag(path: &Path) -> String {
 }
 
 /// Where a reply's body comes from, as a test sees it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Want {
     /// No body bytes follow the head.
     Nothing,
@@ -491,6 +491,13 @@ fn files_on_disk() {
         // 400: a malformed path.
         ("GET /a%00b HTTP/1.1", 400, &[], text("400 Bad Request\n")),
     ];
+    run_table(&root, &cfg, &tags, cases.clone());
+
+    // The same answers through the file cache: the first pass fills it, the second is
+    // answered from it (small files as bytes, the large one from its kept descriptor).
+    let mut root = Docroot::open(dir.path()).unwrap();
+    root.cache_files(Config::default().file_cache);
+    run_table(&root, &cfg, &tags, cases.clone());
     run_table(&root, &cfg, &tags, cases);
 }
 
