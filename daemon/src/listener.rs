@@ -153,6 +153,34 @@ pub fn accept(l: &TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> 
     Ok((sock.into(), peer))
 }
 
+/// What a failed `accept` means to a loop that accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcceptFailure {
+    /// Nothing is waiting (`EAGAIN`, or a blocking accept's timeout).
+    Empty,
+    /// A signal came first (`EINTR`), or one client's connection was aborted before it was
+    /// taken (`ECONNABORTED`): look again.
+    Again,
+    /// Out of fds or memory: the connection stays queued, so accepting again at once would
+    /// spin; pause.
+    Exhausted,
+    /// The listener was shut down (the master is stopping) or is gone: nothing will come, and
+    /// retrying would spin.
+    Closed,
+    /// Anything else: log it and slow down, so that no error turns a loop into a spin.
+    Other,
+}
+
+pub(crate) fn accept_failure(e: &io::Error) -> AcceptFailure {
+    match (e.kind(), e.raw_os_error()) {
+        (io::ErrorKind::WouldBlock, _) => AcceptFailure::Empty,
+        (io::ErrorKind::Interrupted, _) | (_, Some(libc::ECONNABORTED)) => AcceptFailure::Again,
+        _ if super::resource::is_exhausted(e) => AcceptFailure::Exhausted,
+        (_, Some(libc::EINVAL | libc::EBADF | libc::ENOTSOCK)) => AcceptFailure::Closed,
+        _ => AcceptFailure::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
