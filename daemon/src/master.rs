@@ -334,6 +334,9 @@ impl<D: Daemon> Master<'_, D> {
             if blocking {
                 listener::set_accept_timeout(l, ACCEPT_TICK)?;
             }
+            if let Mode::Event { .. } = self.settings.mode {
+                listener::tune_for_events(l)?;
+            }
         }
         Ok(())
     }

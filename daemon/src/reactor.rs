@@ -91,7 +91,8 @@ pub trait EventService {
     /// worker holds up to its table's worth of them.
     type Conn;
 
-    /// A connection was accepted (non-blocking, `TCP_NODELAY`, close-on-exec). Its first bytes
+    /// A connection was accepted (non-blocking, close-on-exec, `TCP_NODELAY` and
+    /// `TCP_NOTSENT_LOWAT`: see `listener::tune_for_events`). Its first bytes
     /// may well be there already (`TCP_DEFER_ACCEPT`): try them now.
     fn open(
         &mut self,
@@ -456,10 +457,8 @@ impl<C> Reactor<'_, C> {
         peer: SocketAddr,
         turn: &mut Turn,
     ) {
-        // Small answers must not wait for Nagle (incident 004).
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY on {peer}: {e}");
-        }
+        // TCP_NODELAY and TCP_NOTSENT_LOWAT came with the socket, from the listener
+        // (`listener::tune_for_events`).
         let Ok(client) = scoreboard::admit_conn(peer.ip(), self.pool.per_client) else {
             return worker::refuse(stream, self.pool.busy);
         };
@@ -596,8 +595,15 @@ mod tests {
     impl EventService for Echo {
         type Conn = Instant;
 
-        fn open(&mut self, _: &TcpStream, _: SocketAddr, turn: &mut Turn) -> (Instant, Interest) {
+        fn open(&mut self, s: &TcpStream, _: SocketAddr, turn: &mut Turn) -> (Instant, Interest) {
             self.opened += 1;
+            // What the listener was given, every accepted socket has: this kernel copies them.
+            let s = SockRef::from(s);
+            assert!(s.tcp_nodelay().unwrap());
+            assert_eq!(
+                s.tcp_notsent_lowat().unwrap(),
+                crate::listener::NOTSENT_LOWAT
+            );
             assert!(turn.table.busy <= turn.table.capacity);
             (turn.now, Interest::Read(Some(turn.now + IDLE)))
         }
@@ -647,6 +653,7 @@ mod tests {
     ) -> (SocketAddr, std::thread::JoinHandle<(i32, usize)>) {
         let l = crate::listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         l.set_nonblocking(true).unwrap();
+        crate::listener::tune_for_events(&l).unwrap();
         let addr = l.local_addr().unwrap();
         let worker = std::thread::spawn(move || {
             let listeners = [l];

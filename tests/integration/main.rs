@@ -6,6 +6,7 @@ mod util;
 mod abuse;
 mod answers;
 mod config;
+mod event;
 mod http;
 mod loadgen;
 mod panics;

@@ -8,6 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 pub const FORKD: &str = env!("CARGO_BIN_EXE_forkd");
@@ -311,4 +314,69 @@ pub fn ppid(pid: i32) -> Option<i32> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// The value of one sample line of a Prometheus text file.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until the metrics file shows `name` at `want` or more, and returns its text.
+pub fn metric_reaches(path: &Path, name: &str, want: u64) -> String {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{name} >= {want}"),
+        || {
+            let text = std::fs::read_to_string(path).ok()?;
+            (metric(&text, name)? >= want).then_some(text)
+        },
+    )
+}
+
+/// A forkd-loadgen run in the background, stopped (SIGINT, then its report) by `finish` or
+/// killed if the test fails first.
+pub struct Load {
+    child: Option<Child>,
+}
+
+impl Load {
+    /// Closed-loop keep-alive load from `connections` connections, until `finish`.
+    pub fn start(addr: SocketAddr, connections: usize) -> Load {
+        let url = format!("http://{addr}/bench/2k.html");
+        let child = Command::new(LOADGEN)
+            .args(["--json", "-c", &connections.to_string(), "-d", "120s", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run forkd-loadgen");
+        Load { child: Some(child) }
+    }
+
+    /// Stops the load and returns its JSON report.
+    pub fn finish(mut self) -> Value {
+        let child = self.child.take().expect("running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGINT,
+        );
+        let out = child.wait_with_output().expect("wait for forkd-loadgen");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "loadgen printed no JSON ({e}); stdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
