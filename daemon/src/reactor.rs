@@ -466,6 +466,9 @@ impl<C> Reactor<'_, C> {
             busy: self.table().busy.saturating_add(1),
             ..self.table()
         };
+        // On the scoreboard before the service sees it: a worker that dies of this connection
+        // died serving, and the master replaces it at once (not after a respawn delay).
+        scoreboard::set_load(turn.table.busy);
         let (conn, interest) = service.open(&stream, peer, turn);
         let filed = match interest {
             Interest::Read(due) => self.file(stream, conn, Wants::Read, due, client),

@@ -627,3 +627,215 @@ fn fds_stay_flat_after_20k_connections() {
         }
     }
 }
+
+/// Starts forkd in event mode with `args` and the environment `env`, serving [`site`].
+fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let mut cmd = std::process::Command::new(util::FORKD);
+    cmd.args(["--mode", "event", "--listen", "127.0.0.1:0", "--root"])
+        .arg(dir.path())
+        .args(args)
+        .env_remove("RUST_BACKTRACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let proc = util::Proc::spawn_cmd(&mut cmd);
+    let addr = util::wait_ready(&proc);
+    Server {
+        proc,
+        addr,
+        dir: Some(dir),
+    }
+}
+
+#[test]
+fn a_crashing_request_costs_its_worker_and_the_worker_is_replaced_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("m.prom");
+    let server = start_with_env(
+        &[
+            "--workers",
+            "2",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+        &[("FORKD_TEST_PANIC_PATH", "/crash")],
+    );
+    let pool = eventually(Duration::from_secs(5), "2 workers", || {
+        let w = util::children(server.pid());
+        (w.len() == 2).then_some(w)
+    });
+    let mut crash = Client::connect(server.addr);
+    assert!(
+        crash.get("/crash").is_none(),
+        "a crashing request has no answer"
+    );
+    // Replaced at once, not after a respawn delay.
+    server
+        .proc
+        .wait_line("while serving; replaced at once", Duration::from_secs(5));
+    let after = eventually(Duration::from_secs(2), "2 workers again", || {
+        let w = util::children(server.pid());
+        (w.len() == 2 && w != pool).then_some(w)
+    });
+    assert_eq!(after.iter().filter(|p| pool.contains(p)).count(), 1);
+    let text = metric_reaches(&metrics, "forkd_child_crashes_total{cause=\"panic\"}", 1);
+    assert_eq!(
+        metric(&text, "forkd_limit_hits_total{limit=\"respawn_throttled\"}"),
+        Some(0),
+        "{text}"
+    );
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.get("/small.html").map(|r| r.status), Some(200));
+}
+
+#[test]
+fn the_per_client_limit_holds_across_event_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("m.prom");
+    let server = start(&[
+        "--workers",
+        "2",
+        "--max-conns-per-client",
+        "3",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ]);
+    let mut held: Vec<Client> = (0..3).map(|_| Client::connect(server.addr)).collect();
+    for c in held.iter_mut() {
+        assert_eq!(c.get("/small.html").map(|r| r.status), Some(200));
+    }
+    // A fourth connection from the same address: a fast 503, whichever worker takes it.
+    for _ in 0..4 {
+        let mut c = Client::connect(server.addr);
+        let r = c.get("/small.html").expect("the busy answer");
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            util::header(r.head.as_bytes(), "retry-after").as_deref(),
+            Some("1")
+        );
+    }
+    // One leaves: a place for another.
+    drop(held.pop());
+    eventually(Duration::from_secs(5), "a place once one left", || {
+        let mut c = Client::connect(server.addr);
+        (c.get("/small.html").map(|r| r.status) == Some(200)).then_some(())
+    });
+    metric_reaches(&metrics, "forkd_limit_hits_total{limit=\"per_client\"}", 4);
+}
+
+#[test]
+fn a_spent_request_budget_recycles_a_worker_without_losing_a_request() {
+    let server = start(&[
+        "--workers",
+        "2",
+        "--max-requests-per-worker",
+        "40",
+        "--max-conns-per-client",
+        "0",
+    ]);
+    let pool = eventually(Duration::from_secs(5), "2 workers", || {
+        let w = util::children(server.pid());
+        (w.len() == 2).then_some(w)
+    });
+    let mut c = Client::connect(server.addr);
+    for i in 0..300 {
+        let r = c
+            .get("/small.html")
+            .unwrap_or_else(|| panic!("request {i} lost"));
+        assert_eq!(r.status, 200);
+        if r.closes() {
+            c = Client::connect(server.addr);
+        }
+    }
+    let now = util::children(server.pid());
+    assert!(
+        now.iter().any(|p| !pool.contains(p)),
+        "no worker was recycled: {pool:?} -> {now:?}"
+    );
+}
+
+#[test]
+fn a_retiring_worker_answers_the_next_request_and_closes_idle_connections_cleanly() {
+    let server = start(&["--workers", "2", "--max-conns-per-client", "0"]);
+    let mut busy = Client::connect(server.addr);
+    let mut idle = Client::connect(server.addr);
+    for c in [&mut busy, &mut idle] {
+        assert_eq!(c.get("/small.html").map(|r| r.status), Some(200));
+    }
+    server.proc.signal(Signal::SIGHUP);
+    server
+        .proc
+        .wait_line("reloaded configuration", Duration::from_secs(5));
+    // Let SIGTERM reach the old workers, but stay within their grace.
+    std::thread::sleep(Duration::from_millis(20));
+    let r = busy
+        .get("/small.html")
+        .expect("a response, not a closed connection");
+    assert_eq!(r.status, 200);
+    assert!(r.closes(), "{}", r.head);
+    assert!(busy.ended());
+    // The idle one gets a clean end of stream (not a reset) once the grace is over.
+    let t = Instant::now();
+    let mut sink = Vec::new();
+    let end = idle.s.read_to_end(&mut sink);
+    assert!(
+        matches!(end, Ok(0)),
+        "idle connection should end with FIN: {end:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[test]
+fn usr1_reopens_the_access_log_in_place() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    // Started as root, workers run as `nobody`: the file is theirs, as logrotate's `create
+    // 0640 nobody` makes it, so they can reopen it in place.
+    let nobody = nix::unistd::Uid::effective()
+        .is_root()
+        .then(|| nix::unistd::User::from_name("nobody").unwrap().unwrap());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let create = |path: &Path| {
+        std::fs::File::create(path).unwrap();
+        if let Some(u) = &nobody {
+            nix::unistd::chown(path, Some(u.uid), Some(u.gid)).unwrap();
+        }
+    };
+    create(&log);
+    let server = start(&["--workers", "1", "--access-log", log.to_str().unwrap()]);
+    let worker = eventually(Duration::from_secs(5), "1 worker", || {
+        let w = util::children(server.pid());
+        (w.len() == 1).then_some(w)
+    });
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.get("/small.html").map(|r| r.status), Some(200));
+    let rotated = dir.path().join("access.log.1");
+    eventually(Duration::from_secs(5), "a line", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("GET /small.html"))
+    });
+    std::fs::rename(&log, &rotated).unwrap();
+    create(&log);
+    server.proc.signal(Signal::SIGUSR1);
+    server.proc.wait_line(
+        "reopen theirs before their next line",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    // The same connection, the same worker: the next line goes to the new file.
+    assert_eq!(c.get("/2k.html").map(|r| r.status), Some(200));
+    let text = eventually(Duration::from_secs(5), "a line in the new file", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("GET /2k.html"))
+    });
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("2k.html"));
+    assert_eq!(util::children(server.pid()), worker, "reopened in place");
+}
