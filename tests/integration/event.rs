@@ -38,6 +38,29 @@ fn start(args: &[&str]) -> Server {
     Server::with_site(&all, site)
 }
 
+/// A metrics file in a directory of its own, removed with it.
+struct Metrics {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+/// [`start`] with `--metrics-file`.
+fn start_metered(args: &[&str]) -> (Server, Metrics) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.prom");
+    let mut all = args.to_vec();
+    all.extend(["--metrics-file", path.to_str().unwrap()]);
+    (start(&all), Metrics { _dir: dir, path })
+}
+
+/// The master's `n` workers, once it has that many.
+fn workers(server: &Server, n: usize) -> Vec<i32> {
+    eventually(Duration::from_secs(5), &format!("{n} workers"), || {
+        let w = util::children(server.pid());
+        (w.len() == n).then_some(w)
+    })
+}
+
 /// One response read off a connection.
 #[derive(Debug)]
 struct Response {
@@ -148,9 +171,7 @@ fn two_thousand_idle_connections_cost_a_few_mib_and_a_fresh_client_is_served() {
         hard >= 4500,
         "this test needs 4500 fds, the hard limit is {hard}"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = dir.path().join("m.prom");
-    let server = start(&[
+    let (server, metrics) = start_metered(&[
         "--workers",
         "2",
         "--worker-connections",
@@ -159,8 +180,6 @@ fn two_thousand_idle_connections_cost_a_few_mib_and_a_fresh_client_is_served() {
         "0",
         "--keepalive-timeout",
         "60s",
-        "--metrics-file",
-        metrics.to_str().unwrap(),
     ]);
     // Each idle connection has had a request answered: it is held by a worker, not queued.
     let mut idle: Vec<Client> = (0..2000).map(|_| Client::connect(server.addr)).collect();
@@ -170,7 +189,7 @@ fn two_thousand_idle_connections_cost_a_few_mib_and_a_fresh_client_is_served() {
     for c in idle.iter_mut() {
         assert_eq!(c.response().map(|r| r.status), Some(200));
     }
-    metric_reaches(&metrics, "forkd_connections", 2000);
+    metric_reaches(&metrics.path, "forkd_connections", 2000);
     let mut fresh = Client::connect(server.addr);
     let mut slowest = Duration::ZERO;
     for _ in 0..300 {
@@ -196,9 +215,7 @@ fn two_thousand_idle_connections_cost_a_few_mib_and_a_fresh_client_is_served() {
 
 #[test]
 fn the_bound_holds_and_a_full_worker_leaves_connections_in_the_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = dir.path().join("m.prom");
-    let server = start(&[
+    let (server, metrics) = start_metered(&[
         "--workers",
         "2",
         "--worker-connections",
@@ -208,13 +225,8 @@ fn the_bound_holds_and_a_full_worker_leaves_connections_in_the_queue() {
         // A connection ends only when its client leaves.
         "--max-requests-per-connection",
         "1000000",
-        "--metrics-file",
-        metrics.to_str().unwrap(),
     ]);
-    let workers = eventually(Duration::from_secs(5), "2 workers", || {
-        let w = util::children(server.pid());
-        (w.len() == 2).then_some(w)
-    });
+    let workers = workers(&server, 2);
     // 40 keep-alive clients asking as fast as they are answered for 2 s, then once more each.
     // 16 are served; the others wait in the accept queue (their first request unanswered) until
     // the first ones leave.
@@ -256,7 +268,7 @@ fn the_bound_holds_and_a_full_worker_leaves_connections_in_the_queue() {
     assert!(most <= 8 + 1, "a worker held {most} sockets");
     assert!(served_early <= 16, "{served_early} clients served at once");
     metric_reaches(
-        &metrics,
+        &metrics.path,
         "forkd_limit_hits_total{limit=\"worker_connections\"}",
         1,
     );
@@ -394,9 +406,7 @@ fn pipelined_requests_are_answered_in_order_and_bodies_dropped_exactly() {
 
 #[test]
 fn every_timeout_holds_per_connection_inside_one_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = dir.path().join("m.prom");
-    let server = start(&[
+    let (server, metrics) = start_metered(&[
         "--workers",
         "1",
         "--header-timeout",
@@ -407,8 +417,6 @@ fn every_timeout_holds_per_connection_inside_one_worker() {
         "1s",
         "--defer-accept",
         "0",
-        "--metrics-file",
-        metrics.to_str().unwrap(),
     ]);
     let addr = server.addr;
     let t0 = Instant::now();
@@ -455,7 +463,7 @@ fn every_timeout_holds_per_connection_inside_one_worker() {
         "the stuck reader got {got:?} of {BIG}"
     );
     let text = metric_reaches(
-        &metrics,
+        &metrics.path,
         "forkd_limit_hits_total{limit=\"send_timeout\"}",
         1,
     );
@@ -540,16 +548,7 @@ fn sigterm_under_keep_alive_load_answers_every_request_sent() {
 
 #[test]
 fn two_hundred_reloads_under_keep_alive_load_fail_no_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = dir.path().join("forkd.prom");
-    let server = start(&[
-        "--workers",
-        "2",
-        "--max-conns-per-client",
-        "0",
-        "--metrics-file",
-        metrics.to_str().unwrap(),
-    ]);
+    let (server, metrics) = start_metered(&["--workers", "2", "--max-conns-per-client", "0"]);
     let load = Load::start(server.addr, 8);
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..200 {
@@ -564,7 +563,7 @@ fn two_hundred_reloads_under_keep_alive_load_fail_no_request() {
     );
     assert_eq!(r["errors_total"], 0, "{r:#}");
     assert!(r["requests"].as_u64().unwrap() > 1000, "{r:#}");
-    let text = metric_reaches(&metrics, "forkd_generation", 20);
+    let text = metric_reaches(&metrics.path, "forkd_generation", 20);
     for cause in ["panic", "SIGKILL", "other signal", "other exit"] {
         let name = format!("forkd_child_crashes_total{{cause=\"{cause}\"}}");
         assert_eq!(metric(&text, &name), Some(0), "{text}");
@@ -653,19 +652,14 @@ fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
 fn a_crashing_request_costs_its_worker_and_the_worker_is_replaced_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = dir.path().join("m.prom");
-    let server = start_with_env(
-        &[
-            "--workers",
-            "2",
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-        ],
-        &[("FORKD_TEST_PANIC_PATH", "/crash")],
-    );
-    let pool = eventually(Duration::from_secs(5), "2 workers", || {
-        let w = util::children(server.pid());
-        (w.len() == 2).then_some(w)
-    });
+    let args = [
+        "--workers",
+        "2",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ];
+    let server = start_with_env(&args, &[("FORKD_TEST_PANIC_PATH", "/crash")]);
+    let pool = workers(&server, 2);
     let mut crash = Client::connect(server.addr);
     assert!(
         crash.get("/crash").is_none(),
@@ -692,16 +686,7 @@ fn a_crashing_request_costs_its_worker_and_the_worker_is_replaced_at_once() {
 
 #[test]
 fn the_per_client_limit_holds_across_event_workers() {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = dir.path().join("m.prom");
-    let server = start(&[
-        "--workers",
-        "2",
-        "--max-conns-per-client",
-        "3",
-        "--metrics-file",
-        metrics.to_str().unwrap(),
-    ]);
+    let (server, metrics) = start_metered(&["--workers", "2", "--max-conns-per-client", "3"]);
     let mut held: Vec<Client> = (0..3).map(|_| Client::connect(server.addr)).collect();
     for c in held.iter_mut() {
         assert_eq!(c.get("/small.html").map(|r| r.status), Some(200));
@@ -722,7 +707,11 @@ fn the_per_client_limit_holds_across_event_workers() {
         let mut c = Client::connect(server.addr);
         (c.get("/small.html").map(|r| r.status) == Some(200)).then_some(())
     });
-    metric_reaches(&metrics, "forkd_limit_hits_total{limit=\"per_client\"}", 4);
+    metric_reaches(
+        &metrics.path,
+        "forkd_limit_hits_total{limit=\"per_client\"}",
+        4,
+    );
 }
 
 #[test]
@@ -735,10 +724,7 @@ fn a_spent_request_budget_recycles_a_worker_without_losing_a_request() {
         "--max-conns-per-client",
         "0",
     ]);
-    let pool = eventually(Duration::from_secs(5), "2 workers", || {
-        let w = util::children(server.pid());
-        (w.len() == 2).then_some(w)
-    });
+    let pool = workers(&server, 2);
     let mut c = Client::connect(server.addr);
     for i in 0..300 {
         let r = c
@@ -789,27 +775,11 @@ fn a_retiring_worker_answers_the_next_request_and_closes_idle_connections_cleanl
 
 #[test]
 fn usr1_reopens_the_access_log_in_place() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, create) = util::log_dir();
     let log = dir.path().join("access.log");
-    // Started as root, workers run as `nobody`: the file is theirs, as logrotate's `create
-    // 0640 nobody` makes it, so they can reopen it in place.
-    let nobody = nix::unistd::Uid::effective()
-        .is_root()
-        .then(|| nix::unistd::User::from_name("nobody").unwrap().unwrap());
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let create = |path: &Path| {
-        std::fs::File::create(path).unwrap();
-        if let Some(u) = &nobody {
-            nix::unistd::chown(path, Some(u.uid), Some(u.gid)).unwrap();
-        }
-    };
     create(&log);
     let server = start(&["--workers", "1", "--access-log", log.to_str().unwrap()]);
-    let worker = eventually(Duration::from_secs(5), "1 worker", || {
-        let w = util::children(server.pid());
-        (w.len() == 1).then_some(w)
-    });
+    let worker = workers(&server, 1);
     let mut c = Client::connect(server.addr);
     assert_eq!(c.get("/small.html").map(|r| r.status), Some(200));
     let rotated = dir.path().join("access.log.1");

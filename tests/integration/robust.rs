@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -321,22 +320,9 @@ fn two_hundred_reloads_under_keepalive_load_fail_no_request() {
 
 #[test]
 fn two_hundred_log_reopens_under_keepalive_load_fail_no_request_and_keep_the_workers() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, create) = util::log_dir();
     let log = dir.path().join("access.log");
     let rotated = dir.path().join("access.log.1");
-    // Started as root, children run as `nobody`: give them the directory and the file, as
-    // logrotate's `create 0640 nobody` would, so they can reopen in place.
-    let nobody = nix::unistd::Uid::effective()
-        .is_root()
-        .then(|| nix::unistd::User::from_name("nobody").unwrap().unwrap());
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let create = |path: &Path| {
-        std::fs::File::create(path).unwrap();
-        if let Some(u) = &nobody {
-            nix::unistd::chown(path, Some(u.uid), Some(u.gid)).unwrap();
-        }
-    };
     create(&log);
     let (server, addr) = start(
         &[

@@ -380,3 +380,22 @@ impl Drop for Load {
         }
     }
 }
+
+/// A directory for an access log that children may reopen in place, and a function that
+/// creates a log file in it: started as root, children run as `nobody`, so the directory is
+/// searchable and each file is theirs, as logrotate's `create 0640 nobody` would make it.
+pub fn log_dir() -> (tempfile::TempDir, impl Fn(&Path)) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = nix::unistd::Uid::effective()
+        .is_root()
+        .then(|| nix::unistd::User::from_name("nobody").unwrap().unwrap());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let create = move |path: &Path| {
+        std::fs::File::create(path).unwrap();
+        if let Some(u) = &nobody {
+            nix::unistd::chown(path, Some(u.uid), Some(u.gid)).unwrap();
+        }
+    };
+    (dir, create)
+}
