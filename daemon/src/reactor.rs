@@ -78,6 +78,22 @@ pub struct Turn {
 }
 
 impl Turn {
+    /// A turn at `now` of a worker that is not stopping, with `table` (for a service's own
+    /// tests, which drive it without a reactor).
+    pub fn new(now: Instant, table: Occupancy) -> Turn {
+        Turn {
+            now,
+            stopping: false,
+            table,
+            answered: 0,
+        }
+    }
+
+    /// Requests counted with [`Turn::answered`] in this turn.
+    pub fn answered_so_far(&self) -> u64 {
+        self.answered
+    }
+
     /// Counts `n` requests answered, for the scoreboard and the worker's request budget.
     pub fn answered(&mut self, n: u64) {
         self.answered = self.answered.saturating_add(n);

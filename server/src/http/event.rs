@@ -672,3 +672,159 @@ impl Worker<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forkd_daemon::scoreboard::Occupancy;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    /// A connected pair over loopback: (server side, non-blocking; client side).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (server, client)
+    }
+
+    fn turn() -> Turn {
+        let table = Occupancy {
+            busy: 1,
+            capacity: 1024,
+        };
+        Turn::new(Instant::now(), table)
+    }
+
+    const READ: Ready = Ready {
+        read: true,
+        write: false,
+    };
+
+    /// Reads one response with a `Content-Length` body off `c`; returns its status.
+    fn response(c: &mut TcpStream) -> u16 {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte).unwrap();
+            got.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&got).to_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0; len];
+        c.read_exact(&mut body).unwrap();
+        head[9..12].parse().unwrap()
+    }
+
+    #[test]
+    fn a_connection_keeps_only_what_it_has_not_consumed() {
+        let mut site = Site::new(Config::default(), Docroot::Embedded, AccessLog::off());
+        site.prepare();
+        let (server, mut client) = pair();
+        let peer = client.local_addr().unwrap();
+        // A whole request and the start of the next one, in one segment.
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /nope HTTP/1.1\r\nHo")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut t = turn();
+        let (mut conn, interest) = site.open(&server, peer, &mut t);
+        assert!(matches!(interest, Interest::Read(Some(_))), "{interest:?}");
+        assert_eq!(t.answered_so_far(), 1);
+        assert_eq!(response(&mut client), 200);
+        // Only the partial head is kept, in a buffer of its own size.
+        assert_eq!(conn.input, b"GET /nope HTTP/1.1\r\nHo");
+        assert!(matches!(
+            conn.phase,
+            Phase::Head(HeadWait { due: Some(_), .. })
+        ));
+        client.write_all(b"st: a\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut t = turn();
+        let interest = site.on_ready(&mut conn, &server, READ, &mut t);
+        assert!(matches!(interest, Interest::Read(Some(_))), "{interest:?}");
+        assert_eq!(response(&mut client), 404);
+        // Idle between requests: nothing kept, nothing allocated.
+        assert_eq!(conn.input.capacity(), 0);
+        assert!(matches!(
+            conn.phase,
+            Phase::Head(HeadWait { due: None, .. })
+        ));
+        assert_eq!(conn.served, 2);
+        // A call with nothing to read (a deadline check) changes nothing.
+        let interest = site.on_ready(&mut conn, &server, Ready::default(), &mut turn());
+        assert!(matches!(interest, Interest::Read(Some(_))), "{interest:?}");
+        // The client leaves: the connection ends.
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            site.on_ready(&mut conn, &server, READ, &mut turn()),
+            Interest::Close
+        );
+    }
+
+    #[test]
+    fn a_reply_the_socket_cannot_take_is_detached_and_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.path().join("big"), &content).unwrap();
+        let root = Docroot::open(dir.path()).unwrap();
+        let mut site = Site::new(Config::default(), root, AccessLog::off());
+        site.prepare();
+        let (server, mut client) = pair();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        let peer = client.local_addr().unwrap();
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let (mut conn, mut interest) = site.open(&server, peer, &mut turn());
+        assert!(matches!(interest, Interest::Write(Some(_))), "{interest:?}");
+        assert!(matches!(conn.phase, Phase::Send(_)));
+        // The pipelined second request waits, kept by the connection.
+        assert_eq!(conn.input, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n");
+        // Reads until the server side is dropped, after both replies.
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).unwrap();
+            (all, content)
+        });
+        let mut calls = 0;
+        let mut answered = 0;
+        while answered < 2 {
+            calls += 1;
+            assert!(calls < 100_000, "no end in sight");
+            let ready = Ready {
+                read: false,
+                write: matches!(interest, Interest::Write(_)),
+            };
+            std::thread::sleep(Duration::from_micros(200));
+            let mut t = turn();
+            interest = site.on_ready(&mut conn, &server, ready, &mut t);
+            answered += t.answered_so_far();
+            assert_ne!(interest, Interest::Close);
+        }
+        assert!(matches!(conn.phase, Phase::Head(_)));
+        assert_eq!(conn.input.capacity(), 0);
+        drop(server);
+        let (all, content) = reader.join().unwrap();
+        // Two responses, each a head and the whole file.
+        let first = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(&all[first..first + content.len()], &content[..]);
+        let rest = &all[first + content.len()..];
+        let second = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(&rest[second..], &content[..]);
+    }
+}
