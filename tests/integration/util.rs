@@ -144,6 +144,12 @@ impl Server {
         if !args.iter().any(|a| a.starts_with("--listen")) {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
+        // `FORKD_TEST_MODE=event cargo test --test integration http::` runs a suite written
+        // for the default mode against another one: the HTTP rules are meant to be the same.
+        let mode = std::env::var("FORKD_TEST_MODE").ok();
+        if let Some(mode) = mode.as_deref().filter(|_| !args.contains(&"--mode")) {
+            all.extend(["--mode", mode]);
+        }
         let proc = Proc::spawn(FORKD, &all);
         let addr = wait_ready(&proc);
         Server {

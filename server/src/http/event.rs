@@ -20,11 +20,13 @@
 //! keep-alive connection is this struct, a socket and an entry in the reactor's table.
 //!
 //! Where the timing differs from the blocking driver. A GET or HEAD with a body is answered
-//! as soon as its head is in, and its body dropped afterwards (framing intact), instead of
-//! after the body; other methods still wait for their body, so a body refused is answered 400
-//! or 413 as before. A GET whose body then turns out malformed has had its answer already: the
-//! connection is closed, with the refusal counted. A wait for a head, or between requests,
-//! comes back to look at the pressure at least once a second.
+//! as soon as its head is in, and the rest of its body dropped afterwards (framing intact),
+//! instead of after the body: what of the body came with the head is checked first, so a body
+//! refused then is answered 400 or 413 as before; other methods still wait for their whole
+//! body. The one difference on the wire: a GET whose body comes after its answer and turns out
+//! malformed or too large cannot be answered 400 or 413 any more; the connection is closed
+//! (half-closed and drained), with the refusal counted. A wait for a head, or between
+//! requests, comes back to look at the pressure at least once a second.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -393,8 +395,24 @@ impl Worker<'_> {
             }
         }
         // An answer that does not wait for its body; with `Expect: 100-continue` the body is
-        // not read at all (see `exchange`).
-        let after = discard.filter(|_| !head.expect_continue);
+        // not read at all (see `exchange`). What of the body came with the head is walked
+        // first, so that a body refused while it is here is answered as the blocking driver
+        // answers it (400, 413), not with the file.
+        let mut after = discard.filter(|_| !head.expect_continue);
+        if let Some(d) = after.as_mut() {
+            match d.feed(input.pending()) {
+                Ok((used, done)) => {
+                    input.start = input.start.saturating_add(used).min(input.end);
+                    if done {
+                        after = None;
+                    }
+                }
+                Err(status) => {
+                    let received = input.buf.get(at..input.end).unwrap_or_default();
+                    return self.refuse(conn, status, received);
+                }
+            }
+        }
         let more = input.start < input.end;
         let req = input.buf.get(at..input.end).unwrap_or_default();
         self.exchange(conn, req, &head, after, more)
