@@ -720,7 +720,8 @@ fn worker_connections(given: Option<usize>, active: bool) -> Result<usize, Confi
     match given {
         Some(n) if fits(n) => Ok(n),
         Some(n) => Err(ConfigError(format!(
-            "{flag} {n} needs up to {} fds per worker but the hard fd limit (RLIMIT_NOFILE) is              {hard}: raise it (ulimit -Hn, systemd's LimitNOFILE=) or lower {flag}",
+            "{flag} {n} needs up to {} fds per worker but the hard fd limit (RLIMIT_NOFILE) is \
+             {hard}: raise it (ulimit -Hn, systemd's LimitNOFILE=) or lower {flag}",
             limits::event_fds(n)
         ))),
         None => {
