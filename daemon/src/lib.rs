@@ -6,9 +6,10 @@
 //!
 //! [`run`] is the master. It binds its listeners, or takes the ones systemd socket activation
 //! passed in ([`listener`]), and maps the [`scoreboard`] before the first fork. Then it either
-//! keeps a pool of workers that accept on the shared listeners ([`Mode::Prefork`]) or accepts
-//! itself and forks one child per connection ([`Mode::Fork`]); either way never more children
-//! than the bound, and [`fork::spawn`] is the only place that forks. Signals reach its one
+//! keeps a pool of workers that accept on the shared listeners ([`Mode::Prefork`]), or a pool
+//! of event workers that each multiplex many connections ([`Mode::Event`], [`reactor`]), or
+//! accepts itself and forks one child per connection ([`Mode::Fork`]); in every mode never more
+//! children (nor connections) than the bound, and [`fork::spawn`] is the only place that forks. Signals reach its one
 //! `poll` loop through a self-pipe ([`signals`]). Every child that ends is reaped at once
 //! ([`reap`]), its cause logged and counted, and a worker replaced; workers that die before
 //! serving anything are respawned slower and slower, so a broken environment cannot turn the
@@ -30,6 +31,9 @@
 //!   once-per-process work in the master so children inherit it done, [`Service::counters`]
 //!   adds the application's limit counters to the scoreboard, [`Service::busy_response`] is
 //!   what a fork-mode master sends, without forking, when every child is busy.
+//!   [`Service::events`] opts into event mode: the service's connections as state machines
+//!   ([`reactor::EventService`]: `open` a connection, `on_ready` when its socket is ready or
+//!   its deadline passed, each returning what it waits for next).
 //! - A [`Daemon`]: what SIGHUP and SIGUSR1 mean to the application.
 //! - A `main` that fills in [`Settings`], calls [`run`] and exits with the code it returns.
 //!
@@ -139,6 +143,7 @@
 
 pub mod atomic;
 pub mod backoff;
+mod deadlines;
 pub mod exec;
 pub mod fork;
 pub mod limits;
@@ -147,6 +152,7 @@ pub mod master;
 pub mod notify;
 pub mod privdrop;
 pub mod procfs;
+pub mod reactor;
 pub mod reap;
 pub mod resource;
 pub mod scoreboard;

@@ -80,6 +80,32 @@ pub fn check_children(wanted: usize, available: u64, cost: u64, flag: &str) -> R
     Ok(())
 }
 
+/// Fds an event worker with a table of `connections` may need at once: a socket per
+/// connection, a file per connection sending one with `sendfile`, and room for the rest (std
+/// streams, listeners, epoll, the access log, the docroot).
+pub fn event_fds(connections: usize) -> u64 {
+    (connections as u64).saturating_mul(2).saturating_add(64)
+}
+
+/// The fd limit (`RLIMIT_NOFILE`): (soft, hard).
+pub fn fd_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, Resource};
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)?)
+}
+
+/// Raises the soft fd limit to `wanted` (children inherit it at fork), within the hard limit;
+/// returns the soft limit in force. Never lowers it.
+pub fn raise_fd_limit(wanted: u64) -> io::Result<u64> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let (soft, hard) = fd_limit()?;
+    let target = wanted.min(hard);
+    if target <= soft {
+        return Ok(soft);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, target, hard)?;
+    Ok(target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
 use super::signals::{Event, SignalPipe};
-use super::{atomic, fork, listener, resource, wait, watchdog, worker};
+use super::{atomic, fork, listener, reactor, resource, wait, watchdog, worker};
 
 /// What a daemon built on this template does with one accepted connection. It runs in a child
 /// process (a prefork worker or a per-connection child), never in the master.
@@ -45,9 +45,18 @@ pub trait Service {
     }
 
     /// Bytes the master writes, without forking, to a connection it refuses because every
-    /// child is busy (fork mode). Empty means close without a word.
+    /// child is busy (fork mode), and a worker to a connection over the per-client limit.
+    /// Empty means close without a word.
     fn busy_response(&self) -> &[u8] {
         b""
+    }
+
+    /// Event mode ([`Mode::Event`]): the service's connections as state machines, which an
+    /// event worker multiplexes (see [`reactor`]). Return `Some(self)`, or a part of `self`,
+    /// when it implements [`reactor::EventService`]; the default `None` says the service has no
+    /// event mode, and [`run`] refuses `Mode::Event` at start.
+    fn events(&mut self) -> Option<&mut dyn reactor::Multiplex> {
+        None
     }
 }
 
@@ -75,13 +84,39 @@ pub enum Mode {
     Prefork { workers: usize },
     /// The master accepts and forks one child per connection, at most `max_children` at once.
     Fork { max_children: usize },
+    /// A pool of `workers` event workers accepting on the shared listeners, each multiplexing
+    /// up to `connections` connections ([`reactor`]).
+    Event { workers: usize, connections: usize },
 }
 
 impl Mode {
+    /// The most connections served at once: the pool's workers, fork mode's children, or every
+    /// event worker's table.
     pub fn bound(&self) -> usize {
         match *self {
             Mode::Prefork { workers } => workers,
             Mode::Fork { max_children } => max_children,
+            Mode::Event {
+                workers,
+                connections,
+            } => workers.saturating_mul(connections),
+        }
+    }
+
+    /// The size of a pool of long-lived workers (`None` in fork mode, whose children live as
+    /// long as their connection).
+    pub fn workers(&self) -> Option<usize> {
+        match *self {
+            Mode::Prefork { workers } | Mode::Event { workers, .. } => Some(workers),
+            Mode::Fork { .. } => None,
+        }
+    }
+
+    /// Connections one child serves at once.
+    pub fn per_child(&self) -> usize {
+        match *self {
+            Mode::Event { connections, .. } => connections,
+            Mode::Prefork { .. } | Mode::Fork { .. } => 1,
         }
     }
 
@@ -133,6 +168,8 @@ pub enum StartError {
     Scoreboard(io::Error),
     #[error("unable to fork: {0}")]
     Fork(nix::Error),
+    #[error("this daemon has no event mode (its service returns no `events()`)")]
+    NoEventMode,
 }
 
 impl StartError {
@@ -158,7 +195,7 @@ impl StartError {
                 matches!(errno(source), libc::EACCES | libc::EPERM)
             }
             StartError::Listen(listener::ListenError::Inherited { .. }) => true,
-            StartError::NoListener => true,
+            StartError::NoListener | StartError::NoEventMode => true,
             StartError::Signals(_)
             | StartError::ListenerSetup(_)
             | StartError::Scoreboard(_)
@@ -178,6 +215,8 @@ struct ChildInfo {
     slot: usize,
     started: Instant,
     stopping: bool,
+    /// An event worker's per-client counts, given back when it is reaped.
+    held: Option<scoreboard::Held>,
 }
 
 /// A worker that lives less than this and fails counts as dying fast; one that lives longer
@@ -254,6 +293,12 @@ pub fn run<D: Daemon>(
         watchdog: watchdog::Watchdog::from_env(Instant::now()),
         inherited,
     };
+    if let Mode::Event { connections, .. } = m.settings.mode {
+        if m.service.events().is_none() {
+            return Err(StartError::NoEventMode);
+        }
+        raise_fd_limit(connections);
+    }
     m.prepare_listeners().map_err(StartError::ListenerSetup)?;
     m.defer_accept();
     fork::warm_up();
@@ -261,6 +306,7 @@ pub fn run<D: Daemon>(
     m.service.prepare();
     scoreboard::install(m.service.counters()).map_err(StartError::Scoreboard)?;
     scoreboard::set_capacity(m.settings.mode.bound());
+    scoreboard::set_per_child(m.settings.mode.per_child());
     if let Some(path) = m.settings.pid_file.clone() {
         let text = format!("{}\n", std::process::id());
         atomic::write_atomic(&path, text.as_bytes(), 0o644)
@@ -271,6 +317,21 @@ pub fn run<D: Daemon>(
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// Event mode: raises the soft fd limit, which workers inherit, to what a table of
+/// `connections` needs (`limits::event_fds`). The application checks the hard limit when it
+/// reads its configuration; short of it, a worker that runs out pauses accepting (counted as
+/// `accept_resources`) and keeps serving what it holds.
+fn raise_fd_limit(connections: usize) {
+    let wanted = super::limits::event_fds(connections);
+    match super::limits::raise_fd_limit(wanted) {
+        Ok(soft) if soft < wanted => tracing::warn!(
+            "event workers of {connections} connections may need {wanted} fds; the limit is {soft}"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("unable to raise the fd limit to {wanted}: {e}"),
+    }
 }
 
 /// Binds every configured address, reusing any inherited socket already bound to it; also
@@ -303,8 +364,9 @@ fn open_listeners(wanted: &[SocketAddr]) -> Result<(Vec<TcpListener>, Vec<RawFd>
 
 impl<D: Daemon> Master<'_, D> {
     /// Prefork workers with one listener block in `accept` (the kernel wakes one of them per
-    /// connection, no thundering herd); with several listeners, or in fork mode where the
-    /// master polls, listeners are non-blocking.
+    /// connection, no thundering herd); with several listeners, in fork mode where the master
+    /// polls, and in event mode where workers accept in batches until `EAGAIN`, listeners are
+    /// non-blocking.
     fn prepare_listeners(&self) -> io::Result<()> {
         let blocking =
             matches!(self.settings.mode, Mode::Prefork { .. }) && self.listeners.len() == 1;
@@ -312,6 +374,9 @@ impl<D: Daemon> Master<'_, D> {
             l.set_nonblocking(!blocking)?;
             if blocking {
                 listener::set_accept_timeout(l, ACCEPT_TICK)?;
+            }
+            if let Mode::Event { .. } = self.settings.mode {
+                listener::tune_for_events(l)?;
             }
         }
         Ok(())
@@ -332,7 +397,7 @@ impl<D: Daemon> Master<'_, D> {
     }
 
     fn serve(&mut self) -> Result<i32, StartError> {
-        if let Mode::Prefork { workers } = self.settings.mode {
+        if let Some(workers) = self.settings.mode.workers() {
             for _ in 0..workers {
                 self.spawn_worker().map_err(StartError::Fork)?;
             }
@@ -414,6 +479,10 @@ impl<D: Daemon> Master<'_, D> {
         let how = match self.settings.mode {
             Mode::Prefork { workers } => format!("prefork, {workers} workers"),
             Mode::Fork { max_children } => format!("fork, at most {max_children} children"),
+            Mode::Event {
+                workers,
+                connections,
+            } => format!("event, {workers} workers x {connections} connections"),
         };
         // One write, so the line is whole even if someone else shares stderr.
         let line = format!(
@@ -594,14 +663,40 @@ impl<D: Daemon> Master<'_, D> {
         let budget = jittered(self.settings.max_requests_per_worker, self.spawned);
         let per_client = self.settings.max_conns_per_client;
         let creds = self.settings.credentials.as_ref();
-        let (listeners, service) = (&self.listeners, &mut self.service);
+        let connections = match self.settings.mode {
+            Mode::Event { connections, .. } => Some(connections),
+            Mode::Prefork { .. } | Mode::Fork { .. } => None,
+        };
+        // An event worker's per-client counts live in a table of its own, which the master
+        // keeps until the reap (see `scoreboard::Held`).
+        let held = match connections.map(|_| scoreboard::Held::map()).transpose() {
+            Ok(h) => h,
+            Err(e) => {
+                self.free_slots.push(slot);
+                tracing::error!("unable to map a worker's client table: {e}");
+                return Err(nix::errno::Errno::ENOMEM);
+            }
+        };
+        let (listeners, service, held_ref) = (&self.listeners, &mut self.service, held.as_ref());
         let spawned = fork::spawn(move || {
             if let Err(code) = worker::enter(&close, creds, slot) {
                 return code;
             }
-            worker::accept_loop(listeners, service, budget, per_client)
+            match connections {
+                Some(connections) => {
+                    if let Some(h) = held_ref {
+                        scoreboard::enter_held(h);
+                    }
+                    worker::event_loop(listeners, service, connections, budget, per_client)
+                }
+                None => worker::accept_loop(listeners, service, budget, per_client),
+            }
         });
-        self.record_spawn(spawned, slot)
+        let pid = self.record_spawn(spawned, slot)?;
+        if let Some(info) = self.children.get_mut(&pid) {
+            info.held = held;
+        }
+        Ok(pid)
     }
 
     fn record_spawn(&mut self, spawned: nix::Result<Pid>, slot: usize) -> nix::Result<Pid> {
@@ -616,6 +711,7 @@ impl<D: Daemon> Master<'_, D> {
                         slot,
                         started: Instant::now(),
                         stopping: false,
+                        held: None,
                     },
                 );
             }
@@ -632,6 +728,9 @@ impl<D: Daemon> Master<'_, D> {
     fn forget(&mut self, pid: Pid) -> Option<ChildInfo> {
         let info = self.children.remove(&pid)?;
         scoreboard::release(info.slot);
+        if let Some(held) = &info.held {
+            held.give_back_all();
+        }
         self.free_slots.push(info.slot);
         Some(info)
     }
@@ -669,7 +768,9 @@ impl<D: Daemon> Master<'_, D> {
     /// one that failed fast before serving anything (the environment is at fault, and
     /// respawning at full speed would only spin).
     fn note_end(&mut self, pid: Pid, info: &ChildInfo, end: ProcessEnd, served: bool) {
-        let is_worker = matches!(self.settings.mode, Mode::Prefork { .. });
+        // Prefork and event workers alike: an event worker that crashes takes every
+        // connection it held with it, but it is replaced at once all the same.
+        let is_worker = self.settings.mode.workers().is_some();
         let lived = info.started.elapsed();
         let what = if is_worker {
             "worker"
@@ -710,7 +811,7 @@ impl<D: Daemon> Master<'_, D> {
     /// a reload never runs more processes than the bound. Workers owed for crashes while
     /// serving come first and ignore the throttle; the rest wait for it.
     fn fill_pool(&mut self) {
-        let Mode::Prefork { workers } = self.settings.mode else {
+        let Some(workers) = self.settings.mode.workers() else {
             return;
         };
         let throttled = self.respawn_at.is_some_and(|t| Instant::now() < t);
@@ -838,6 +939,10 @@ impl<D: Daemon> Master<'_, D> {
                 self.service = service;
                 self.service.prepare();
                 scoreboard::set_capacity(self.settings.mode.bound());
+                scoreboard::set_per_child(self.settings.mode.per_child());
+                if let Mode::Event { connections, .. } = self.settings.mode {
+                    raise_fd_limit(connections);
+                }
                 self.defer_accept();
                 self.generation += 1;
                 self.respawn.reset();

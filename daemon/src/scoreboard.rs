@@ -11,11 +11,14 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::ptr::NonNull;
+use std::sync::atomic::{
+    AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use nix::sys::signal::Signal;
 
 use super::fork::EXIT_PANIC;
@@ -44,9 +47,12 @@ pub enum Limit {
     /// A connection was refused because its client address already held
     /// `Settings::max_conns_per_client` connections.
     PerClient,
+    /// An event worker's connection table was full, so it stopped taking connections and
+    /// left them queued for the other workers (one count per pause).
+    WorkerConnections,
 }
 
-const DAEMON_COUNTERS: [Counter; 5] = [
+const DAEMON_COUNTERS: [Counter; 6] = [
     Counter {
         name: "children_bound",
         help: "connections refused because every child slot was taken",
@@ -66,6 +72,10 @@ const DAEMON_COUNTERS: [Counter; 5] = [
     Counter {
         name: "per_client",
         help: "connections refused because their client address held too many already",
+    },
+    Counter {
+        name: "worker_connections",
+        help: "times an event worker's connection table was full and it paused accepting",
     },
 ];
 
@@ -137,7 +147,10 @@ const MAX_COUNTERS: usize = 64;
 /// Entries of the per-client table: four per child slot. Every counted connection is held by
 /// a child and a child holds one, so at most a quarter of the entries is ever in use, and a
 /// probe window of [`PROBE`] entries practically always has a free one (all 16 taken at a
-/// quarter load: about 1 in 4 billion). 32 KiB of shared memory.
+/// quarter load: about 1 in 4 billion). 32 KiB of shared memory. An event pool holds more
+/// connections than it has slots, but entries count addresses, not connections: a pool whose
+/// clients fill half the table still finds a free entry in all but 1 in 65,000 windows, and a
+/// connection that finds none is let in uncounted, never refused for the table's sake.
 const CLIENT_ENTRIES: usize = 4 * SLOTS;
 /// Entries an address may live in, from its hash on: a lookup reads at most these (two cache
 /// lines), whatever the table holds.
@@ -151,6 +164,8 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 #[repr(C)]
 struct Slot {
     pid: AtomicI32,
+    /// Connections this child serves: 0 or 1 for a prefork worker or a connection's child,
+    /// up to its table's size for an event worker.
     busy: AtomicU32,
     requests: AtomicU64,
     /// Bumped by the child per request answered ([`progress`]): what the master's watchdog
@@ -176,11 +191,14 @@ struct Board {
     crashes: [AtomicU64; CRASH_LABELS.len()],
     gates: [Gate; GATES],
     slots: [Slot; SLOTS],
-    /// Slots whose child serves a connection: kept beside the slots so that reading the
-    /// occupancy is two loads, not a scan (see [`occupancy`]).
+    /// Connections served by all children (the sum of the slots' `busy`): kept beside the
+    /// slots so that reading the occupancy is two loads, not a scan (see [`occupancy`]).
     busy: AtomicU32,
-    /// The mode's bound on children, set by the master at start and on reload.
+    /// The mode's bound on connections, set by the master at start and on reload.
     capacity: AtomicU32,
+    /// Connections one child may hold (1, or an event worker's table): above 1 the metrics
+    /// show each child's count.
+    per_child: AtomicU32,
     /// Keys the client fingerprints of [`Board::clients`], so that nobody outside can aim at
     /// a collision; drawn once by the master before the first fork.
     seed: AtomicU64,
@@ -353,12 +371,14 @@ pub(crate) fn release(slot: usize) {
 }
 
 fn clear_busy(b: &Board, s: &Slot) {
-    if s.busy.swap(0, Relaxed) != 0 {
-        b.busy.fetch_sub(1, Relaxed);
+    let held = s.busy.swap(0, Relaxed);
+    if held != 0 {
+        b.busy.fetch_sub(held, Relaxed);
     }
 }
 
-/// Master: the mode's bound on children, against which [`occupancy`] is measured.
+/// Master: the mode's bound on connections (children, or an event pool's tables), against
+/// which [`occupancy`] is measured.
 pub(crate) fn set_capacity(children: usize) {
     if let Some(b) = board() {
         b.board
@@ -367,7 +387,16 @@ pub(crate) fn set_capacity(children: usize) {
     }
 }
 
-/// How full the pool is: children serving a connection, and the most there may be.
+/// Master: how many connections one child may hold (an event worker's table; 1 otherwise).
+pub(crate) fn set_per_child(connections: usize) {
+    if let Some(b) = board() {
+        b.board
+            .per_child
+            .store(u32::try_from(connections).unwrap_or(u32::MAX), Relaxed);
+    }
+}
+
+/// How full the pool is: connections being served, and the most there may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Occupancy {
     pub busy: u32,
@@ -394,15 +423,22 @@ fn my_slot() -> Option<&'static Slot> {
 
 /// Child: a connection is being served (`true`) or the child waits for one (`false`).
 pub(crate) fn set_busy(busy: bool) {
+    set_load(u32::from(busy));
+}
+
+/// Child: this child now serves `connections` connections (an event worker's open
+/// connections; 0 or 1 otherwise).
+pub(crate) fn set_load(connections: u32) {
     let (Some(b), Some(s)) = (board(), my_slot()) else {
         return;
     };
-    // Only a change moves the count, so it stays the number of busy slots.
-    match (s.busy.swap(busy as u32, Relaxed) != 0, busy) {
-        (false, true) => b.board.busy.fetch_add(1, Relaxed),
-        (true, false) => b.board.busy.fetch_sub(1, Relaxed),
-        _ => 0,
-    };
+    // Only the change moves the total, so it stays the sum of the slots.
+    let old = s.busy.swap(connections, Relaxed);
+    if connections > old {
+        b.board.busy.fetch_add(connections - old, Relaxed);
+    } else if old > connections {
+        b.board.busy.fetch_sub(old - connections, Relaxed);
+    }
 }
 
 /// Child: one more request answered on the connection in hand. The application calls it per
@@ -585,6 +621,129 @@ pub(crate) fn leave() {
     }
 }
 
+/// Event mode: a worker holds many connections of many clients, so the one entry a slot
+/// remembers ([`Slot`]'s `client`) cannot say what a dead worker held. Each event worker gets
+/// a table of its own: `counts[i]` is how many of its connections are counted in the client
+/// entry `i`. It is a shared mapping the master makes before the fork and keeps until the
+/// reap, when it gives every count still held back ([`Held::give_back_all`]), so a worker that
+/// dies with a thousand connections leaves no client refused for connections it no longer has.
+/// 16 KiB of address space per worker; only the pages of entries in use are ever touched.
+pub(crate) struct Held {
+    counts: NonNull<AtomicU32>,
+}
+
+impl Held {
+    const LEN: usize = CLIENT_ENTRIES;
+
+    /// Master, before forking an event worker.
+    pub(crate) fn map() -> io::Result<Held> {
+        let len = NonZeroUsize::new(Self::LEN * std::mem::size_of::<AtomicU32>())
+            .ok_or_else(|| io::Error::other("an empty table"))?;
+        // SAFETY: a fresh anonymous mapping aliases nothing, and zeroed memory is a valid
+        // array of atomics; `Drop` unmaps it, and only the owner (the master) drops it.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )?
+        };
+        Ok(Held { counts: ptr.cast() })
+    }
+
+    fn counts(&self) -> &[AtomicU32] {
+        // SAFETY: `map` made `LEN` atomics here, mapped until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.counts.as_ptr(), Self::LEN) }
+    }
+
+    /// Master, after the reap: gives back every count the worker still held.
+    pub(crate) fn give_back_all(&self) {
+        let Some(b) = board() else { return };
+        for (held, entry) in self.counts().iter().zip(&b.board.clients) {
+            let n = held.swap(0, Relaxed);
+            if n > 0 {
+                let n = u64::from(n);
+                let _ = entry.fetch_update(Relaxed, Relaxed, |w| {
+                    let count = w & COUNT_MASK;
+                    (count > 0).then(|| w - count.min(n))
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let len = Self::LEN * std::mem::size_of::<AtomicU32>();
+        // SAFETY: the mapping was made by `map` with this length and nothing borrows it past
+        // `self` in this process (a child adopts it with `enter_held` but never drops it).
+        let _ = unsafe { munmap(self.counts.cast(), len) };
+    }
+}
+
+/// This event worker's [`Held`] table; null in the master and in other children.
+static MY_HELD: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Child (event worker): adopts the table the master made for it before the fork.
+pub(crate) fn enter_held(held: &Held) {
+    MY_HELD.store(held.counts.as_ptr(), Relaxed);
+}
+
+fn my_held() -> Option<&'static [AtomicU32]> {
+    let ptr = NonNull::new(MY_HELD.load(Relaxed))?;
+    // SAFETY: set by `enter_held` from a `Held` that this child never drops (its body ends
+    // in `_exit` without unwinding into the master's frames that own it), so the mapping of
+    // `Held::LEN` atomics stays for the rest of the process.
+    Some(unsafe { std::slice::from_raw_parts(ptr.as_ptr(), Held::LEN) })
+}
+
+/// The address was over its limit: the connection is to be refused (the hit is counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Over;
+
+/// Event worker, after `accept`: counts one connection of `ip` against this worker, unless
+/// the address holds `limit` connections across the pool already (0: no limit). `Some(entry)`
+/// is to be given back with [`leave_conn`] when the connection ends; `None`: nothing was
+/// counted (no limit, no board, or a full probe window, see [`Admit::Untracked`]).
+pub(crate) fn admit_conn(ip: IpAddr, limit: usize) -> Result<Option<u32>, Over> {
+    if limit == 0 {
+        return Ok(None);
+    }
+    let Some(b) = board().map(|b| b.board) else {
+        return Ok(None);
+    };
+    let (start, fp) = locate(client_key(ip), b.seed.load(Relaxed), b.clients.len());
+    match acquire(&b.clients, start, fp, limit as u64) {
+        Admit::Counted(i) => {
+            // Counted first, recorded second: a worker killed in between leaks one count
+            // rather than the master taking one from another connection.
+            if let Some(h) = my_held().and_then(|h| h.get(i)) {
+                h.fetch_add(1, Relaxed);
+            }
+            Ok(u32::try_from(i).ok())
+        }
+        Admit::Untracked => Ok(None),
+        Admit::Over => {
+            hit(Limit::PerClient);
+            Err(Over)
+        }
+    }
+}
+
+/// Event worker: the connection [`admit_conn`] counted in `entry` has ended.
+pub(crate) fn leave_conn(entry: u32) {
+    let Some(b) = board() else { return };
+    let i = entry as usize;
+    // The record first, as `leave_client` clears the slot first (see there).
+    if let Some(h) = my_held().and_then(|h| h.get(i)) {
+        let _ = h.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+    if let Some(e) = b.board.clients.get(i) {
+        give_back(e);
+    }
+}
+
 /// The whole board in the Prometheus text format, every name prefixed with `prefix`.
 pub fn render(prefix: &str, generation: u64) -> String {
     let mut out = String::new();
@@ -631,6 +790,29 @@ pub fn render(prefix: &str, generation: u64) -> String {
     let _ = writeln!(out, "# TYPE {prefix}_children gauge");
     let _ = writeln!(out, "{prefix}_children{{state=\"busy\"}} {busy}");
     let _ = writeln!(out, "{prefix}_children{{state=\"idle\"}} {idle}");
+    let live = || b.board.slots.iter().enumerate();
+    let live = live().filter(|(_, s)| s.pid.load(Relaxed) != 0);
+    let _ = writeln!(
+        out,
+        "# HELP {prefix}_connections Connections being served by all children."
+    );
+    let _ = writeln!(out, "# TYPE {prefix}_connections gauge");
+    let total: u64 = live
+        .clone()
+        .map(|(_, s)| u64::from(s.busy.load(Relaxed)))
+        .sum();
+    let _ = writeln!(out, "{prefix}_connections {total}");
+    if b.board.per_child.load(Relaxed) > 1 {
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_worker_connections Connections each event worker serves, by scoreboard slot."
+        );
+        let _ = writeln!(out, "# TYPE {prefix}_worker_connections gauge");
+        for (i, s) in live {
+            let n = s.busy.load(Relaxed);
+            let _ = writeln!(out, "{prefix}_worker_connections{{slot=\"{i}\"}} {n}");
+        }
+    }
     let (mut addresses, mut most) = (0, 0);
     for w in b.board.clients.iter().map(|e| e.load(Relaxed) & COUNT_MASK) {
         addresses += u64::from(w > 0);
@@ -832,11 +1014,43 @@ mod tests {
         set_busy(false);
         assert_eq!(busy(), base);
         set_busy(true);
+        // An event worker's connections: the slot holds a count, the total follows it.
+        set_load(5);
+        assert_eq!(busy(), base + 5);
+        set_load(2);
+        assert_eq!(busy(), base + 2);
         MY_SLOT.store(usize::MAX, Relaxed);
-        // A child that died busy is taken off by the master.
+        // A child that died busy is taken off by the master, whatever it held.
         release(20);
         assert_eq!(busy(), base);
         assert_eq!(occupancy().capacity, 8);
+    }
+
+    #[test]
+    fn an_event_worker_counts_each_connection_and_the_master_gives_back_what_it_held() {
+        install(&APP).unwrap();
+        let b = board().unwrap().board;
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let count = |e: u32| b.clients[e as usize].load(Relaxed) & COUNT_MASK;
+        let held = Held::map().unwrap();
+        // The worker's side (this test is the only user of `MY_HELD` in this process).
+        enter_held(&held);
+        let e = admit_conn(ip, 3).unwrap().unwrap();
+        assert_eq!(admit_conn(ip, 3), Ok(Some(e)));
+        assert_eq!(admit_conn(ip, 3), Ok(Some(e)));
+        assert_eq!(admit_conn(ip, 3), Err(Over));
+        assert_eq!(admit_conn(ip, 0), Ok(None), "0 is no limit");
+        assert_eq!(count(e), 3);
+        leave_conn(e);
+        assert_eq!(count(e), 2);
+        assert_eq!(held.counts()[e as usize].load(Relaxed), 2);
+        // It dies holding two: the master gives them back with its table.
+        MY_HELD.store(std::ptr::null_mut(), Relaxed);
+        held.give_back_all();
+        assert_eq!(count(e), 0);
+        assert_eq!(held.counts()[e as usize].load(Relaxed), 0);
+        held.give_back_all();
+        assert_eq!(count(e), 0, "never below zero");
     }
 
     #[test]

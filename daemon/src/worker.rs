@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
+use super::listener::{accept_failure, AcceptFailure};
 use super::master::Service;
 use super::privdrop::{self, Credentials};
 use super::scoreboard;
@@ -332,44 +333,63 @@ pub(crate) fn accept_loop<S: Service>(
                     return 0;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) if super::resource::is_exhausted(&e) => {
-                // The connection stays queued; retrying at once would spin.
-                tracing::warn!(
-                    "worker {}: accept failed ({e}); pausing {resource_pause:?}",
-                    std::process::id()
-                );
-                std::thread::sleep(resource_pause);
-                resource_pause = (resource_pause * 2).min(Duration::from_secs(1));
-            }
-            // The listener was shut down (the master is stopping) or is gone: there is
-            // nothing left to accept, ever, and retrying would spin.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINVAL | libc::EBADF | libc::ENOTSOCK)
-                ) =>
-            {
-                tracing::debug!(
-                    "worker {}: listener closed ({e}); leaving",
-                    std::process::id()
-                );
-                return 0;
-            }
-            // ECONNABORTED concerns one client. Anything else unexpected is logged and slowed
-            // down, so that no error can turn this loop into a spin.
-            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
-            Err(e) => {
-                tracing::warn!("worker {}: accept failed: {e}", std::process::id());
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            Err(e) => match accept_failure(&e) {
+                // Blocking accepts wake every second (and for signals) to look at the flag.
+                AcceptFailure::Empty | AcceptFailure::Again => {}
+                AcceptFailure::Exhausted => {
+                    tracing::warn!(
+                        "worker {}: accept failed ({e}); pausing {resource_pause:?}",
+                        std::process::id()
+                    );
+                    std::thread::sleep(resource_pause);
+                    resource_pause = (resource_pause * 2).min(Duration::from_secs(1));
+                }
+                AcceptFailure::Closed => {
+                    tracing::debug!(
+                        "worker {}: listener closed ({e}); leaving",
+                        std::process::id()
+                    );
+                    return 0;
+                }
+                AcceptFailure::Other => {
+                    tracing::warn!("worker {}: accept failed: {e}", std::process::id());
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            },
         }
     }
     0
+}
+
+/// An event worker's life: its service's connections multiplexed by the [`reactor`] until a
+/// stop or the request `budget` (0: none) ends it, at most `connections` at once. Returns the
+/// exit code.
+///
+/// [`reactor`]: super::reactor
+pub(crate) fn event_loop<S: Service>(
+    listeners: &[TcpListener],
+    service: &mut S,
+    connections: usize,
+    budget: u64,
+    per_client: usize,
+) -> i32 {
+    let busy = service.busy_response().to_vec();
+    let Some(events) = service.events() else {
+        // `run` refuses event mode for such a service; a worker has nothing to do here.
+        tracing::error!(
+            "worker {}: the service has no event mode",
+            std::process::id()
+        );
+        return EXIT_SETUP;
+    };
+    events.run(super::reactor::Pool {
+        listeners,
+        connections,
+        budget,
+        per_client,
+        busy: &busy,
+        stop: stop_requested,
+    })
 }
 
 /// Several listeners: wait for any of them (non-blocking sockets), then try each.

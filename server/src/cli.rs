@@ -41,6 +41,10 @@ impl Service for StaticSite {
     fn busy_response(&self) -> &[u8] {
         &self.busy
     }
+
+    fn events(&mut self) -> Option<&mut dyn forkd_daemon::reactor::Multiplex> {
+        Some(&mut self.site)
+    }
 }
 
 /// The master's hooks: a reload re-reads the file with the original flags on top.

@@ -48,11 +48,15 @@ pub struct Options {
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// prefork: a pool of workers accepts connections; fork: one child per connection.
+    /// prefork: a pool of workers accepts connections, one connection each at a time; fork:
+    /// one child per connection; event: a pool of event-loop workers, each multiplexing up to
+    /// --worker-connections connections (a crash costs a worker all of its connections).
+    /// [default: prefork]
     #[arg(long, value_enum)]
     pub mode: Option<ModeName>,
 
-    /// Prefork pool size. [default: 8 per CPU, at least 16, within what memory holds]
+    /// Pool size (prefork and event modes). [default: prefork 8 per CPU, at least 16; event one
+    /// per CPU; within what memory holds]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
@@ -60,6 +64,12 @@ pub struct Options {
     /// [default: derived from available memory, at most 1024]
     #[arg(long, value_name = "N")]
     pub max_children: Option<usize>,
+
+    /// Event mode: most connections one worker holds at once (up to 65536, and within the fd
+    /// limit: two fds per connection); a worker whose table is full leaves new connections
+    /// queued for the others. [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub worker_connections: Option<usize>,
 
     /// A prefork worker is replaced after about this many requests (0: never). [default: 100000]
     #[arg(long, value_name = "N")]
@@ -173,6 +183,7 @@ pub struct Options {
 pub enum ModeName {
     Prefork,
     Fork,
+    Event,
 }
 
 /// The file: `[server]` is ours; the supervisor's and load generator's sections may sit beside
@@ -428,6 +439,7 @@ options_keys!(
         mode,
         workers,
         max_children,
+        worker_connections,
         max_requests_per_worker,
         shutdown_timeout,
         header_timeout,
@@ -457,15 +469,17 @@ impl ModeName {
         match self {
             ModeName::Prefork => "prefork",
             ModeName::Fork => "fork",
+            ModeName::Event => "event",
         }
     }
 
-    /// Keys that only the other mode reads: accepted (one file may serve both modes), but
-    /// said to have no effect.
+    /// Keys that only another mode reads: accepted (one file may serve every mode), but said
+    /// to have no effect.
     fn unused_keys(self) -> &'static [&'static str] {
         match self {
-            ModeName::Prefork => &["max-children"],
-            ModeName::Fork => &["workers", "max-requests-per-worker"],
+            ModeName::Prefork => &["max-children", "worker-connections"],
+            ModeName::Fork => &["workers", "max-requests-per-worker", "worker-connections"],
+            ModeName::Event => &["max-children"],
         }
     }
 }
@@ -686,9 +700,54 @@ fn check_combinations(o: &Options, listen: &[SocketAddr]) -> Result<(), ConfigEr
 fn default_per_client(mode: Mode) -> usize {
     match mode {
         Mode::Prefork { workers } => workers / 2,
-        Mode::Fork { max_children } => max_children / 4,
+        Mode::Fork { .. } | Mode::Event { .. } => mode.bound() / 4,
     }
     .max(4)
+}
+
+/// Most connections one event worker may hold: beyond this a table is not a sane bound.
+const MAX_WORKER_CONNECTIONS: usize = 65_536;
+/// An event worker's table when none is given, as nginx's `worker_connections` often is.
+const DEFAULT_WORKER_CONNECTIONS: usize = 1024;
+
+/// An event worker's table: at least one, at most [`MAX_WORKER_CONNECTIONS`], and within the
+/// hard fd limit (`limits::event_fds`: the master raises the soft limit to it, not past the
+/// hard one). The default shrinks to what the hard limit allows; a given value it cannot hold
+/// is refused. Outside event mode the value is only checked for range.
+fn worker_connections(given: Option<usize>, active: bool) -> Result<usize, ConfigError> {
+    let flag = "--worker-connections";
+    match given {
+        Some(n) if n == 0 || n > MAX_WORKER_CONNECTIONS => {
+            return Err(ConfigError(format!(
+                "{flag} {n} is outside 1..={MAX_WORKER_CONNECTIONS}"
+            )))
+        }
+        Some(n) if !active => return Ok(n),
+        None if !active => return Ok(DEFAULT_WORKER_CONNECTIONS),
+        _ => {}
+    }
+    let hard = limits::fd_limit()
+        .map(|(_, hard)| hard)
+        .map_err(|e| ConfigError(format!("unable to read the fd limit: {e}")))?;
+    let fits = |n: usize| limits::event_fds(n) <= hard;
+    match given {
+        Some(n) if fits(n) => Ok(n),
+        Some(n) => Err(ConfigError(format!(
+            "{flag} {n} needs up to {} fds per worker but the hard fd limit (RLIMIT_NOFILE) is \
+             {hard}: raise it (ulimit -Hn, systemd's LimitNOFILE=) or lower {flag}",
+            limits::event_fds(n)
+        ))),
+        None => {
+            let room = usize::try_from(hard.saturating_sub(limits::event_fds(0)) / 2)
+                .unwrap_or(usize::MAX);
+            match DEFAULT_WORKER_CONNECTIONS.min(room) {
+                0 => Err(ConfigError(format!(
+                    "event mode needs more fds than the hard fd limit (RLIMIT_NOFILE) of {hard} allows"
+                ))),
+                n => Ok(n),
+            }
+        }
+    }
 }
 
 fn resolve(o: Options) -> Result<Config, ConfigError> {
@@ -722,19 +781,23 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         _ => file_cache.bytes,
     });
     let mode_name = o.mode.unwrap_or(ModeName::Prefork);
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = children(
         o.workers,
-        mode_name == ModeName::Prefork,
+        matches!(mode_name, ModeName::Prefork | ModeName::Event),
         "--workers",
         available,
         cost,
         || {
-            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-            (cpus * 8)
-                .max(16)
-                .min(limits::default_children(available, cost))
+            // An event worker keeps a CPU busy by itself; a blocking one waits on its client.
+            let per_mode = match mode_name {
+                ModeName::Event => cpus,
+                ModeName::Prefork | ModeName::Fork => (cpus * 8).max(16),
+            };
+            per_mode.min(limits::default_children(available, cost))
         },
     )?;
+    let connections = worker_connections(o.worker_connections, mode_name == ModeName::Event)?;
     let max_children = children(
         o.max_children,
         mode_name == ModeName::Fork,
@@ -746,6 +809,10 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
     let mode = match mode_name {
         ModeName::Prefork => Mode::Prefork { workers },
         ModeName::Fork => Mode::Fork { max_children },
+        ModeName::Event => Mode::Event {
+            workers,
+            connections,
+        },
     };
     let mut notices = Vec::new();
     for (name, value) in o.keys() {
@@ -846,6 +913,7 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             mode: Some(mode_name),
             workers: Some(workers),
             max_children: Some(max_children),
+            worker_connections: Some(connections),
             max_requests_per_worker: Some(settings.max_requests_per_worker),
             shutdown_timeout: Some(settings.shutdown_timeout),
             header_timeout: Some(h.header_timeout),
@@ -1144,6 +1212,86 @@ mod tests {
         assert_eq!(settings(&["--workers", "1"]).max_conns_per_client, 4);
         let s = settings(&["--workers", "16", "--max-conns-per-client", "0"]);
         assert_eq!(s.max_conns_per_client, 0);
+    }
+
+    #[test]
+    fn event_mode_defaults_bounds_and_notices() {
+        let cfg = resolve(parse(&["--mode", "event"])).unwrap();
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let Mode::Event {
+            workers,
+            connections,
+        } = cfg.settings.mode
+        else {
+            panic!("{:?}", cfg.settings.mode);
+        };
+        assert!(workers <= cpus && workers >= 1, "{workers}");
+        let hard = limits::fd_limit().unwrap().1;
+        assert_eq!(
+            connections,
+            DEFAULT_WORKER_CONNECTIONS.min((hard as usize).saturating_sub(64) / 2)
+        );
+        assert_eq!(
+            cfg.settings.max_conns_per_client,
+            (workers * connections / 4).max(4)
+        );
+        let s = resolve(parse(&[
+            "--mode",
+            "event",
+            "--workers",
+            "2",
+            "--worker-connections",
+            "8",
+        ]))
+        .unwrap()
+        .settings;
+        assert_eq!(
+            s.mode,
+            Mode::Event {
+                workers: 2,
+                connections: 8
+            }
+        );
+        assert_eq!(s.max_conns_per_client, 4);
+        for (args, needle) in [
+            (
+                &["--mode", "event", "--worker-connections", "0"][..],
+                "--worker-connections 0 is outside",
+            ),
+            (
+                &["--mode", "event", "--worker-connections", "70000"],
+                "--worker-connections 70000 is outside",
+            ),
+            (&["--worker-connections", "0"], "--worker-connections 0"),
+            (&["--mode", "event", "--workers", "0"], "--workers 0"),
+        ] {
+            let e = resolve(parse(args)).err().unwrap().0;
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        if limits::event_fds(MAX_WORKER_CONNECTIONS) > hard {
+            let e = resolve(parse(&["--mode", "event", "--worker-connections", "65536"]))
+                .err()
+                .unwrap()
+                .0;
+            assert!(e.contains("hard fd limit"), "{e}");
+        }
+        // A key of another mode is accepted but said to have no effect.
+        let cfg = resolve(parse(&["--worker-connections", "8"])).unwrap();
+        assert_eq!(
+            cfg.notices,
+            vec!["worker-connections = 8 has no effect in prefork mode".to_string()]
+        );
+        let cfg = resolve(parse(&["--mode", "event", "--max-children", "8"])).unwrap();
+        assert_eq!(
+            cfg.notices,
+            vec!["max-children = 8 has no effect in event mode".to_string()]
+        );
+        let text = resolve(parse(&["--mode", "event", "--worker-connections", "8"]))
+            .unwrap()
+            .describe();
+        assert!(text.contains("mode = \"event\""), "{text}");
+        assert!(text.contains("worker-connections = 8"), "{text}");
+        assert!(text.contains("not used in event mode"), "{text}");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! least 90 % must be answered within a second.
 //!
 //! The counts are the issue's, scaled for CI time: 500 connections for slowloris, slow read
-//! and slow POST, 2,000 for the idle flood, against 8 prefork workers (over 60 times the pool)
-//! or 64 fork-mode children (8 times). The attackers live in the test (one thread per attack,
-//! non-blocking sockets), so they can bind their own source address; a connection the server
-//! cuts is opened again at the next step, so the pressure stays for the whole case.
+//! and slow POST, 2,000 for the idle flood, against 8 prefork workers (over 60 times the pool),
+//! 64 fork-mode children (8 times), or 2 event workers (each holding up to 1024 connections).
+//! The attackers live in the test (one thread per attack, non-blocking sockets), so they can
+//! bind their own source address; a connection the server cuts is opened again at the next
+//! step, so the pressure stays for the whole case.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -272,6 +273,13 @@ fn prefork_keeps_serving_fresh_clients_under_every_attack() {
 #[test]
 fn fork_mode_keeps_serving_fresh_clients_under_every_attack() {
     survive_every_attack("fork", &["--mode", "fork", "--max-children", "64"]);
+}
+
+/// Two event workers: an attack's connections are held, not refused (up to the per-client
+/// limit, a quarter of 2 x 1024), and none of them keeps a worker from the others.
+#[test]
+fn event_mode_keeps_serving_fresh_clients_under_every_attack() {
+    survive_every_attack("event", &["--mode", "event", "--workers", "2"]);
 }
 
 /// Pressure alone (no deferred accept, no per-client limit): silent connections that hold

@@ -7,6 +7,7 @@ mod abuse;
 mod answers;
 mod cache;
 mod config;
+mod event;
 mod fair;
 mod http;
 mod loadgen;

@@ -5,14 +5,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{self, eventually, Proc, LOADGEN};
+use crate::util::{self, eventually, metric, metric_reaches, Load, Proc};
 
 /// Starts forkd with `args` plus `--listen 127.0.0.1:0` and the environment `env`.
 fn start(args: &[&str], env: &[(&str, &str)]) -> (Proc, SocketAddr) {
@@ -27,24 +26,6 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> (Proc, SocketAddr) {
     let proc = Proc::spawn_cmd(&mut cmd);
     let addr = util::wait_ready(&proc);
     (proc, addr)
-}
-
-/// The value of one sample line of a Prometheus text file.
-fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Waits until the metrics file shows `name` at `want` or more, and returns its text.
-fn metric_reaches(path: &Path, name: &str, want: u64) -> String {
-    eventually(
-        Duration::from_secs(10),
-        &format!("{name} >= {want}"),
-        || {
-            let text = std::fs::read_to_string(path).ok()?;
-            (metric(&text, name)? >= want).then_some(text)
-        },
-    )
 }
 
 /// One connection-per-request GET: the status (0 on a transport failure) and how long it took.
@@ -90,53 +71,6 @@ fn roundtrip(s: &mut TcpStream, path: &str) -> Option<(u16, String)> {
         buf.extend_from_slice(&chunk[..n]);
     }
     Some((util::status_of(&buf), head))
-}
-
-/// A forkd-loadgen run in the background, stopped (SIGINT, then its report) by `finish` or
-/// killed if the test fails first.
-struct Load {
-    child: Option<Child>,
-}
-
-impl Load {
-    /// Closed-loop keep-alive load from `connections` connections, until `finish`.
-    fn start(addr: SocketAddr, connections: usize) -> Load {
-        let url = format!("http://{addr}/bench/2k.html");
-        let child = Command::new(LOADGEN)
-            .args(["--json", "-c", &connections.to_string(), "-d", "120s", &url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run forkd-loadgen");
-        Load { child: Some(child) }
-    }
-
-    /// Stops the load and returns its JSON report.
-    fn finish(mut self) -> Value {
-        let child = self.child.take().expect("running");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            Signal::SIGINT,
-        );
-        let out = child.wait_with_output().expect("wait for forkd-loadgen");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "loadgen printed no JSON ({e}); stdout:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Waits until the master has exactly `n` workers and returns them, sorted.
@@ -386,22 +320,9 @@ fn two_hundred_reloads_under_keepalive_load_fail_no_request() {
 
 #[test]
 fn two_hundred_log_reopens_under_keepalive_load_fail_no_request_and_keep_the_workers() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, create) = util::log_dir();
     let log = dir.path().join("access.log");
     let rotated = dir.path().join("access.log.1");
-    // Started as root, children run as `nobody`: give them the directory and the file, as
-    // logrotate's `create 0640 nobody` would, so they can reopen in place.
-    let nobody = nix::unistd::Uid::effective()
-        .is_root()
-        .then(|| nix::unistd::User::from_name("nobody").unwrap().unwrap());
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let create = |path: &Path| {
-        std::fs::File::create(path).unwrap();
-        if let Some(u) = &nobody {
-            nix::unistd::chown(path, Some(u.uid), Some(u.gid)).unwrap();
-        }
-    };
     create(&log);
     let (server, addr) = start(
         &[

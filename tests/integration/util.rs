@@ -8,6 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 pub const FORKD: &str = env!("CARGO_BIN_EXE_forkd");
@@ -168,11 +171,12 @@ macro_rules! modes {
     };
 }
 
-// The one list of modes: a mode is added here and nowhere else. Event mode (issue 9, on its
-// own branch) joins as `event: "--workers 2 --worker-connections {pool}",`.
+// The one list of modes: a mode is added here and nowhere else. An event mode's pool of N is
+// one worker of N connections, so that the bound a test sets is the mode's whole bound.
 modes! {$
     prefork: "--workers {pool}",
     fork: "--max-children {pool}",
+    event: "--workers 1 --worker-connections {pool}",
 }
 
 /// One of forkd's `--mode`s as a test starts it. Without a pool forkd picks its own default
@@ -549,4 +553,88 @@ pub fn ppid(pid: i32) -> Option<i32> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// The value of one sample line of a Prometheus text file.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until the metrics file shows `name` at `want` or more, and returns its text.
+pub fn metric_reaches(path: &Path, name: &str, want: u64) -> String {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{name} >= {want}"),
+        || {
+            let text = std::fs::read_to_string(path).ok()?;
+            (metric(&text, name)? >= want).then_some(text)
+        },
+    )
+}
+
+/// A forkd-loadgen run in the background, stopped (SIGINT, then its report) by `finish` or
+/// killed if the test fails first.
+pub struct Load {
+    child: Option<Child>,
+}
+
+impl Load {
+    /// Closed-loop keep-alive load from `connections` connections, until `finish`.
+    pub fn start(addr: SocketAddr, connections: usize) -> Load {
+        let url = format!("http://{addr}/bench/2k.html");
+        let child = Command::new(LOADGEN)
+            .args(["--json", "-c", &connections.to_string(), "-d", "120s", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run forkd-loadgen");
+        Load { child: Some(child) }
+    }
+
+    /// Stops the load and returns its JSON report.
+    pub fn finish(mut self) -> Value {
+        let child = self.child.take().expect("running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGINT,
+        );
+        let out = child.wait_with_output().expect("wait for forkd-loadgen");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "loadgen printed no JSON ({e}); stdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A directory for an access log that children may reopen in place, and a function that
+/// creates a log file in it: started as root, children run as `nobody`, so the directory is
+/// searchable and each file is theirs, as logrotate's `create 0640 nobody` would make it.
+pub fn log_dir() -> (tempfile::TempDir, impl Fn(&Path)) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = nix::unistd::Uid::effective()
+        .is_root()
+        .then(|| nix::unistd::User::from_name("nobody").unwrap().unwrap());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let create = move |path: &Path| {
+        std::fs::File::create(path).unwrap();
+        if let Some(u) = &nobody {
+            nix::unistd::chown(path, Some(u.uid), Some(u.gid)).unwrap();
+        }
+    };
+    (dir, create)
 }

@@ -48,31 +48,28 @@ use nix::sys::socket::MsgFlags;
 use socket2::SockRef;
 
 use super::answer::{self, Env};
-use super::chunked::{Chunked, ChunkedError};
+use super::body::{self, Discard};
 use super::clock::{self, Clock};
 use super::log::{self, Entry};
 use super::parse::{self, Body, Head};
 use super::reply::{Payload, Scratch};
-use super::respond::{self, Persist, Sender};
+use super::respond::{self, send_failed, Persist, Sender};
 use super::{Config, Docroot, Hit, Site};
 use forkd_daemon::worker::{clients_waiting, stop_requested};
 
 /// Room after a maximal head for reading (and discarding) body bytes and pipelined requests.
 const BODY_ROOM: usize = 16 * 1024;
 
-/// The request line logged for a head that could not be parsed is cut at this length.
-const LOGGED_LINE_MAX: usize = 1024;
-
 /// How long a retiring child waits for the next request of an idle keep-alive connection
 /// before it closes it. A closed-loop client's next request arrives within a round trip (well
 /// under a millisecond on a LAN, tens on a loaded machine), so this is generous for it, and
 /// it bounds what a truly idle connection adds to a reload or a stop.
-const RETIRE_GRACE: Duration = Duration::from_millis(200);
+pub(super) const RETIRE_GRACE: Duration = Duration::from_millis(200);
 
 /// How long a retiring child drains a connection it half-closed (instead of the full
 /// `linger_timeout`, so a stop is not held up): long enough for a client that read our
 /// `Connection: close` to close its side.
-const RETIRE_DRAIN: Duration = Duration::from_millis(200);
+pub(super) const RETIRE_DRAIN: Duration = Duration::from_millis(200);
 
 /// How long a connection keeps its worker, at least, before it yields to clients queued for
 /// one. A turn of a few requests pays for the reconnect (accept, close, a fresh read) that
@@ -88,11 +85,19 @@ const TURN: Duration = Duration::from_millis(3);
 /// writes to instead of allocating and zeroing 24 KiB.
 #[derive(Default)]
 pub(super) struct Buffers {
-    input: Vec<u8>,
-    scratch: Scratch,
+    pub(super) input: Vec<u8>,
+    pub(super) scratch: Scratch,
 }
 
 impl Buffers {
+    /// Makes sure the input buffer is the size `cfg` asks for (the buffers a process
+    /// inherited may have been made for another configuration, or not at all).
+    pub(super) fn fit(&mut self, cfg: &Config) {
+        if self.input.len() != cfg.max_header_bytes.max(1024) + BODY_ROOM {
+            *self = Buffers::new(cfg);
+        }
+    }
+
     pub(super) fn new(cfg: &Config) -> Buffers {
         Buffers {
             input: vec![0; cfg.max_header_bytes.max(1024) + BODY_ROOM],
@@ -108,9 +113,7 @@ impl Buffers {
 
 pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
     let mut bufs = std::mem::take(&mut site.buffers);
-    if bufs.input.len() != site.config.max_header_bytes.max(1024) + BODY_ROOM {
-        bufs = Buffers::new(&site.config);
-    }
+    bufs.fit(&site.config);
     let cfg = &site.config;
     let mut conn = Conn {
         cfg,
@@ -291,16 +294,7 @@ impl Conn<'_> {
 
     /// Answers a head that was refused (or never completed) and ends the connection.
     fn refuse(&mut self, status: u16) -> Next {
-        Hit::count(match status {
-            408 => Hit::HeaderTimeout,
-            413 => Hit::BodyTooLarge,
-            414 => Hit::UriTooLong,
-            417 => Hit::ExpectationFailed,
-            431 => Hit::HeaderTooLarge,
-            501 => Hit::UnsupportedCoding,
-            505 => Hit::VersionUnsupported,
-            _ => Hit::BadRequest,
-        });
+        Hit::of_refusal(status).count();
         self.clock.tick();
         let s = &mut self.scratch;
         let reply = respond::error(
@@ -315,32 +309,23 @@ impl Conn<'_> {
             send_failed(&self.peer, &e);
             return Next::Close;
         }
-        // The first line, after any empty ones (RFC 9112 section 2.2 lets a client send
-        // CRLFs before a request), cut to a length a log line can bear.
-        let line = self
-            .input
-            .pending()
-            .split(|&b| b == b'\r' || b == b'\n')
-            .find(|l| !l.is_empty())
-            .unwrap_or_default();
-        let line = line.get(..LOGGED_LINE_MAX).unwrap_or(line);
         let entry = Entry {
             peer: self.peer.ip(),
             time: self.clock.clf(),
-            request: if line.is_empty() { b"-" } else { line },
+            request: log::refused_line(self.input.pending()),
             status,
             body_bytes: reply.body_len(),
             referer: None,
             user_agent: None,
         };
-        Self::record(self.log, &mut self.scratch.line, entry);
+        log::record(self.log, &mut self.scratch.line, &entry);
         Next::Linger
     }
 
     /// One request whose head is at `buf[start..]`: body, answer, log, bookkeeping.
     fn exchange(&mut self, head: &Head) -> Next {
         self.clock.tick();
-        let client_keeps = !head.close && (head.minor >= 1 || head.keep_alive);
+        let client_keeps = respond::client_keeps(head);
         let mut we_keep =
             self.served + 1 < self.cfg.max_requests_per_connection && !stop_requested();
         let mut linger = false;
@@ -367,11 +352,7 @@ impl Conn<'_> {
             self.yielded = true;
             Hit::KeepaliveYielded.count();
         }
-        let persist = match (client_keeps && we_keep, head.minor) {
-            (false, _) => Persist::Close,
-            (true, 0) => Persist::KeepAlive10,
-            (true, _) => Persist::KeepAlive,
-        };
+        let persist = Persist::choose(client_keeps && we_keep, head.minor);
 
         // `start` is where the head just parsed began, within the buffer.
         let req = self.input.buf.get(self.input.start..).unwrap_or_default();
@@ -408,18 +389,9 @@ impl Conn<'_> {
             send_failed(&self.peer, &e);
             return Next::Close;
         }
-        // The head's ranges were taken from `req` by the parser: `get` never misses.
-        let field = |r: &Option<std::ops::Range<usize>>| r.clone().and_then(|r| req.get(r));
-        let entry = Entry {
-            peer: self.peer.ip(),
-            time: self.clock.clf(),
-            request: req.get(head.line.clone()).unwrap_or(b"-"),
-            status,
-            body_bytes,
-            referer: field(&head.referer),
-            user_agent: field(&head.user_agent),
-        };
-        Self::record(self.log, &mut self.scratch.line, entry);
+        let (peer, time) = (self.peer.ip(), self.clock.clf());
+        let entry = Entry::of_request(peer, time, req, head, status, body_bytes);
+        log::record(self.log, &mut self.scratch.line, &entry);
 
         self.served += 1;
         forkd_daemon::scoreboard::progress();
@@ -470,16 +442,6 @@ impl Conn<'_> {
         }
     }
 
-    /// Formats and writes one access-log line; nothing at all when the log is off. An
-    /// associated function so callers can lend it fields while the input is borrowed.
-    fn record(log: &mut super::AccessLog, line: &mut Vec<u8>, entry: Entry<'_>) {
-        if log.is_on() {
-            log.follow_rotation();
-            log::format(line, &entry);
-            log.write_line(line);
-        }
-    }
-
     /// Reads and drops the body of the head at `buf[start..]`, exactly; returns where the next
     /// request starts. Body bytes are read into the buffer after the head (moved to the front
     /// first), so the head stays intact for the answer. Without `wait`, only what has arrived
@@ -490,31 +452,14 @@ impl Conn<'_> {
         let input = &mut self.input;
         input.compact();
         let at = head.len;
-        let mut chunked = Chunked::new(cfg.max_body_bytes, cfg.max_header_bytes);
-        let mut left = match head.body {
-            Body::Length(n) => n,
-            _ => 0,
+        let Some(mut body) = Discard::of(head.body, cfg) else {
+            return Ok(at);
         };
-        let max_secs = cfg.max_body_bytes / cfg.min_send_rate.max(1);
-        let allowed = cfg
-            .header_timeout
-            .saturating_add(Duration::from_secs(max_secs));
-        let deadline = clock::after(Instant::now(), allowed);
+        let deadline = body::deadline(cfg, Instant::now());
         loop {
             // After `compact` the head is at the front, so `at <= end`.
             let avail = input.buf.get(at..input.end).unwrap_or_default();
-            let (used, done) = match head.body {
-                Body::Chunked => match chunked.feed(avail) {
-                    Ok(used) => (used, chunked.is_done()),
-                    Err(ChunkedError::Malformed) => return Err(BodyEnd::Refused(400)),
-                    Err(ChunkedError::TooLarge) => return Err(BodyEnd::Refused(413)),
-                },
-                _ => {
-                    let used = left.min(avail.len() as u64);
-                    left -= used;
-                    (used as usize, left == 0)
-                }
-            };
+            let (used, done) = body.feed(avail).map_err(BodyEnd::Refused)?;
             if done {
                 // Whatever follows the body is the next request: close the gap.
                 input.buf.copy_within(at + used..input.end, at);
@@ -639,13 +584,6 @@ impl Input {
         self.end += n;
         Ok(n)
     }
-}
-
-fn send_failed(peer: &SocketAddr, e: &io::Error) {
-    if e.kind() == io::ErrorKind::TimedOut {
-        Hit::SendTimeout.count();
-    }
-    tracing::debug!(%peer, error = %e, "response not sent");
 }
 
 fn is_timeout(e: &io::Error) -> bool {

@@ -179,6 +179,64 @@ pub(super) struct Entry<'a> {
     pub user_agent: Option<&'a [u8]>,
 }
 
+/// The request line a log line names for a head that was refused (or never completed): the
+/// first line of what was received, after any empty ones (RFC 9112 section 2.2 lets a client
+/// send CRLFs before a request), cut to a length a log line can bear; `-` when there is none.
+pub(super) fn refused_line(received: &[u8]) -> &[u8] {
+    /// The request line logged for a head that could not be parsed is cut at this length.
+    const LOGGED_LINE_MAX: usize = 1024;
+    let line = received
+        .split(|&b| b == b'\r' || b == b'\n')
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    match line.get(..LOGGED_LINE_MAX).unwrap_or(line) {
+        [] => b"-",
+        line => line,
+    }
+}
+
+impl<'a> Entry<'a> {
+    /// The entry of a request answered: its line and fields taken from `req`, the buffer its
+    /// head was parsed from.
+    pub(super) fn of_request(
+        peer: IpAddr,
+        time: &'a [u8],
+        req: &'a [u8],
+        head: &super::parse::Head,
+        status: u16,
+        body_bytes: u64,
+    ) -> Entry<'a> {
+        // The head's ranges were taken from `req` by the parser: `get` never misses.
+        let field = |r: &Option<std::ops::Range<usize>>| r.clone().and_then(|r| req.get(r));
+        Entry {
+            peer,
+            time,
+            request: req.get(head.line.clone()).unwrap_or(b"-"),
+            status,
+            body_bytes,
+            referer: field(&head.referer),
+            user_agent: field(&head.user_agent),
+        }
+    }
+}
+
+/// Formats and writes one line; nothing at all when the log is off.
+pub(super) fn record(log: &mut AccessLog, line: &mut Vec<u8>, entry: &Entry<'_>) {
+    if log.is_on() {
+        format(line, entry);
+        write_formatted(log, line);
+    }
+}
+
+/// Writes a line [`format`] made earlier (an event worker formats a line when it answers and
+/// writes it once the response is whole); nothing when the log is off or the line empty.
+pub(super) fn write_formatted(log: &mut AccessLog, line: &[u8]) {
+    if log.is_on() && !line.is_empty() {
+        log.follow_rotation();
+        log.write_line(line);
+    }
+}
+
 /// Formats `e` as one Combined Log Format line into `out` (cleared first):
 /// `host - - [time] "request" status bytes "referer" "user-agent"`.
 pub(super) fn format(out: &mut Vec<u8>, e: &Entry<'_>) {

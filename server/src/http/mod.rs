@@ -14,14 +14,19 @@
 //! `reply::Progress` is the one encoder that turns a reply into gathered sends and
 //! `sendfile`s and resumes after a partial write; `respond` builds heads and its `Sender` runs
 //! those steps on a blocking socket with deadlines; `conn` is one blocking connection's life.
-//! Another driver (an event loop) reuses `decide` and the encoder as they are.
+//! `event` is the other driver: the same exchange as a state machine that an event worker
+//! (`forkd_daemon::reactor`) drives, reusing `decide`, the encoder, `body` and `log` as they
+//! are; [`Site`] implements both (`Service::serve` through `conn`, `EventService` through
+//! `event`).
 
 mod answer;
+mod body;
 mod cache;
 pub mod chunked;
 mod clock;
 pub mod conditional;
 mod conn;
+mod event;
 mod log;
 mod open;
 pub mod parse;
@@ -131,6 +136,21 @@ impl Hit {
     /// Same as [`hit`], for call sites that read better with a method.
     pub(crate) fn count(self) {
         hit(self)
+    }
+
+    /// The counter of a request refused with `status` (408 is a head that did not come in
+    /// time, whatever its cause).
+    pub(crate) fn of_refusal(status: u16) -> Hit {
+        match status {
+            408 => Hit::HeaderTimeout,
+            413 => Hit::BodyTooLarge,
+            414 => Hit::UriTooLong,
+            417 => Hit::ExpectationFailed,
+            431 => Hit::HeaderTooLarge,
+            501 => Hit::UnsupportedCoding,
+            505 => Hit::VersionUnsupported,
+            _ => Hit::BadRequest,
+        }
     }
 }
 
@@ -264,8 +284,11 @@ pub struct Site {
     pub config: Config,
     pub docroot: Docroot,
     pub log: AccessLog,
-    /// Connection buffers kept between connections (see `conn::Buffers`).
+    /// Connection buffers kept between connections (see `conn::Buffers`); an event worker's
+    /// one input buffer and scratch, shared by all its connections.
     buffers: conn::Buffers,
+    /// An event worker's date, formatted once a second for all its connections.
+    clock: clock::Clock,
 }
 
 impl std::fmt::Debug for Site {
@@ -287,6 +310,7 @@ impl Site {
             docroot,
             log,
             buffers: conn::Buffers::default(),
+            clock: clock::Clock::new(),
         }
     }
 

@@ -24,7 +24,7 @@ pub(crate) const PRESSED_HEADER: Duration = Duration::from_secs(1);
 /// trip; a client that thinks longer reconnects, which is cheaper than a child held idle.
 pub(crate) const PRESSED_IDLE: Duration = Duration::from_millis(500);
 /// A wait for a head looks at the occupancy again at least this often.
-const RECHECK: Duration = Duration::from_secs(1);
+pub(super) const RECHECK: Duration = Duration::from_secs(1);
 
 /// The timeouts in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,13 +58,37 @@ pub(super) fn apply(deadline: Option<Instant>, cfg: &Config) -> (Option<Instant>
         cfg.header_timeout,
         cfg.keepalive_timeout,
     );
-    let deadline = deadline.map(|d| {
-        let now = Instant::now();
+    (shrink(deadline, cfg, t, Instant::now()), t.idle)
+}
+
+/// The event driver's hook: as [`apply`], at the turn's time `now`, and with the worker's own
+/// connection table (`table`) weighed as well as the pool. The pool counts every event
+/// worker's connections against all their tables; a worker whose own table is three quarters
+/// full is pressed even when the others have room, since the connections it holds idle are
+/// the ones it cannot accept.
+pub(super) fn apply_at(
+    deadline: Option<Instant>,
+    cfg: &Config,
+    now: Instant,
+    table: Occupancy,
+) -> (Option<Instant>, Duration) {
+    let (header, idle) = (cfg.header_timeout, cfg.keepalive_timeout);
+    let pool = timeouts(scoreboard::occupancy(), header, idle);
+    let own = timeouts(table, header, idle);
+    let t = Timeouts {
+        header: pool.header.min(own.header),
+        idle: pool.idle.min(own.idle),
+    };
+    (shrink(deadline, cfg, t, now), t.idle)
+}
+
+/// A head's deadline under the timeouts `t`, and never further than [`RECHECK`] from `now`.
+fn shrink(deadline: Option<Instant>, cfg: &Config, t: Timeouts, now: Instant) -> Option<Instant> {
+    deadline.map(|d| {
         let cut = cfg.header_timeout.saturating_sub(t.header);
         let pressed = d.checked_sub(cut).unwrap_or(now);
         pressed.min(now.checked_add(RECHECK).unwrap_or(pressed))
-    });
-    (deadline, t.idle)
+    })
 }
 
 #[cfg(test)]
@@ -123,5 +147,24 @@ mod tests {
         let near = Instant::now() + Duration::from_millis(100);
         assert_eq!(apply(Some(near), &cfg).0, Some(near));
         assert_eq!(apply(None, &cfg).0, None);
+    }
+
+    #[test]
+    fn an_event_workers_own_table_presses_too() {
+        let cfg = Config::default();
+        let now = Instant::now();
+        let head_due = now + Duration::from_millis(9500);
+        let table = |busy| Occupancy {
+            busy,
+            capacity: 1024,
+        };
+        // A table with room: the configured idle time, the head rechecked within a second.
+        let (d, idle) = apply_at(Some(head_due), &cfg, now, table(100));
+        assert_eq!(idle, cfg.keepalive_timeout);
+        assert_eq!(d, Some(now + RECHECK));
+        // Three quarters full: the pressed times.
+        let (d, idle) = apply_at(Some(head_due), &cfg, now, table(768));
+        assert_eq!(idle, PRESSED_IDLE);
+        assert_eq!(d, Some(head_due - (cfg.header_timeout - PRESSED_HEADER)));
     }
 }

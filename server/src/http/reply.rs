@@ -174,6 +174,35 @@ impl Progress {
     pub(super) fn is_done(&self) -> bool {
         self.gathered_done() && self.file == self.file_len
     }
+
+    /// What is left of `reply` to send, detached from the buffers `s` it was encoded in (an
+    /// event worker's, shared by all its connections): the unsent part of the gathered run,
+    /// copied, and the reply with its file (if any) moved on past what went out. A fresh
+    /// `Progress` over a `Scratch` whose `out` holds the copy sends the same bytes this one
+    /// would have.
+    pub(super) fn detach(&self, reply: Reply, s: &Scratch) -> (Vec<u8>, Reply) {
+        let mut rest = Vec::new();
+        if let Step::Gather { bufs, .. } = self.step(&reply, s) {
+            rest.reserve_exact(bufs.iter().map(|b| b.len()).sum());
+            for b in &bufs {
+                rest.extend_from_slice(b);
+            }
+        }
+        let payload = match reply.payload {
+            Payload::File { file, offset, len } if self.file < len => Payload::File {
+                file,
+                offset: offset.saturating_add(self.file),
+                len: len - self.file,
+            },
+            _ => Payload::None,
+        };
+        let rest_reply = Reply {
+            status: reply.status,
+            persist: reply.persist,
+            payload,
+        };
+        (rest, rest_reply)
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +250,88 @@ mod tests {
             assert!(p.is_done());
             assert!(matches!(p.step(&reply, &s), Step::Done));
         }
+    }
+
+    /// The bytes a reply's steps give from `p` on, a file body read from the file.
+    fn all_bytes(mut p: Progress, reply: &Reply, s: &Scratch) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut out = Vec::new();
+        loop {
+            match p.step(reply, s) {
+                Step::Done => return out,
+                step @ Step::Gather { .. } => {
+                    let b = gathered(&step);
+                    p.advance(b.len() as u64);
+                    out.extend(b);
+                }
+                Step::File { file, offset, len } => {
+                    let mut b = vec![0; len as usize];
+                    file.read_exact_at(&mut b, offset).unwrap();
+                    p.advance(len);
+                    out.extend(b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_detached_remainder_sends_the_same_bytes() {
+        let content: Vec<u8> = (0..100u8).collect();
+        let make = || {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(&content).unwrap();
+            Reply {
+                status: 200,
+                persist: Persist::KeepAlive,
+                payload: Payload::File {
+                    file: file.into(),
+                    offset: 10,
+                    len: 50,
+                },
+            }
+        };
+        let mut s = scratch(b"HEAD");
+        s.file = b"unused".to_vec();
+        let whole = all_bytes(Progress::new(&make(), &s), &make(), &s);
+        assert_eq!(&whole[..4], b"HEAD");
+        assert_eq!(&whole[4..], &content[10..60]);
+        // Cut after every possible count of bytes, in the head and in the file.
+        for cut in 0..=whole.len() as u64 {
+            let reply = make();
+            let mut p = Progress::new(&reply, &s);
+            let mut taken = 0;
+            while taken < cut {
+                let n = match p.step(&reply, &s) {
+                    Step::Gather { bufs, .. } => bufs.iter().map(|b| b.len() as u64).sum(),
+                    Step::File { len, .. } => len,
+                    Step::Done => break,
+                }
+                .min(cut - taken);
+                p.advance(n);
+                taken += n;
+            }
+            let (rest, reply) = p.detach(reply, &s);
+            let s2 = scratch(&rest);
+            let tail = all_bytes(Progress::new(&reply, &s2), &reply, &s2);
+            assert_eq!(tail, &whole[cut as usize..], "cut at {cut}");
+            assert_eq!((reply.status, reply.persist), (200, Persist::KeepAlive));
+        }
+        // A body in memory is copied out with the rest of the head.
+        let s = Scratch {
+            out: b"HEAD".to_vec(),
+            file: b"body".to_vec(),
+            ..Scratch::default()
+        };
+        let reply = Reply {
+            status: 200,
+            persist: Persist::Close,
+            payload: Payload::Buffered(4),
+        };
+        let mut p = Progress::new(&reply, &s);
+        p.advance(2);
+        let (rest, reply) = p.detach(reply, &s);
+        assert_eq!(rest, b"ADbody");
+        assert!(matches!(reply.payload, Payload::None));
     }
 
     #[test]

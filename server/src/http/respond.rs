@@ -72,6 +72,32 @@ pub(super) enum Persist {
     Close,
 }
 
+impl Persist {
+    /// How the response says what becomes of the connection: kept only when both sides keep
+    /// it, and said so explicitly to an HTTP/1.0 client (`minor` 0).
+    pub(super) fn choose(keep: bool, minor: u8) -> Persist {
+        match (keep, minor) {
+            (false, _) => Persist::Close,
+            (true, 0) => Persist::KeepAlive10,
+            (true, _) => Persist::KeepAlive,
+        }
+    }
+}
+
+/// Whether the client keeps its connection after this request: HTTP/1.1 unless it says
+/// `close`, HTTP/1.0 only when it says `keep-alive`.
+pub(super) fn client_keeps(head: &super::parse::Head) -> bool {
+    !head.close && (head.minor >= 1 || head.keep_alive)
+}
+
+/// A response could not be sent: counted when it was the client's slowness, logged for debug.
+pub(super) fn send_failed(peer: &std::net::SocketAddr, e: &io::Error) {
+    if e.kind() == io::ErrorKind::TimedOut {
+        super::Hit::SendTimeout.count();
+    }
+    tracing::debug!(%peer, error = %e, "response not sent");
+}
+
 /// Starts a head in `out` (cleared): status line, `Server`, `Date`, `Connection`.
 pub(super) fn start(out: &mut Vec<u8>, status: u16, server: &str, date: &[u8], persist: Persist) {
     out.clear();
@@ -223,13 +249,11 @@ impl Sender {
         s: &Scratch,
         left: &mut Progress,
     ) -> io::Result<()> {
-        let sock_ref = SockRef::from(sock);
         let mut deadline = None;
-        while let Step::Gather { bufs, more } = left.step(reply, s) {
+        while let step @ Step::Gather { .. } = left.step(reply, s) {
             let wait = if self.armed { 0 } else { libc::MSG_DONTWAIT };
-            let more = if more { libc::MSG_MORE } else { 0 };
-            match sock_ref.send_vectored_with_flags(&bufs, libc::MSG_NOSIGNAL | wait | more) {
-                Ok(n) => left.advance(n as u64),
+            match send_step(sock, &step, wait) {
+                Ok(n) => left.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !self.armed => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -259,26 +283,89 @@ impl Sender {
     ) -> io::Result<()> {
         self.arm(sock)?;
         let deadline = self.deadline(left.file_len());
-        while let Step::File { file, offset, len } = left.step(reply, s) {
-            let end = offset
-                .checked_add(len)
-                .and_then(|e| libc::off_t::try_from(e).ok())
-                .ok_or(io::ErrorKind::InvalidInput)?;
-            let mut at = offset as libc::off_t;
-            let count = len.min(SENDFILE_CHUNK) as usize;
-            match nix::sys::sendfile::sendfile(sock, file, Some(&mut at), count) {
-                // The file shrank under us: the promised length cannot be kept.
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => left.advance((at as u64).saturating_sub(offset)),
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(nix::errno::Errno::EAGAIN) => return Err(io::ErrorKind::TimedOut.into()),
-                Err(e) => return Err(e.into()),
+        while let step @ Step::File { .. } = left.step(reply, s) {
+            match send_step(sock, &step, 0) {
+                Ok(n) => left.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // `SO_SNDTIMEO` ran out with nothing taken.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::ErrorKind::TimedOut.into())
+                }
+                Err(e) => return Err(e),
             }
-            if at < end && Instant::now() > deadline {
+            if !left.is_done() && Instant::now() > deadline {
                 return Err(io::ErrorKind::TimedOut.into());
             }
         }
         Ok(())
+    }
+}
+
+/// One step's system call: a gathered `sendmsg` (`MSG_NOSIGNAL`, `MSG_MORE` when a file
+/// follows, plus `flags`), or a `sendfile` of at most [`SENDFILE_CHUNK`] bytes. Returns how many
+/// bytes the kernel took; a file that shrank under the length its head promised is
+/// `UnexpectedEof`.
+fn send_step(sock: &TcpStream, step: &Step<'_>, flags: libc::c_int) -> io::Result<u64> {
+    match step {
+        Step::Gather { bufs, more } => {
+            let more = if *more { libc::MSG_MORE } else { 0 };
+            let n = SockRef::from(sock)
+                .send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL | more | flags)?;
+            Ok(n as u64)
+        }
+        Step::File { file, offset, len } => {
+            let mut at = libc::off_t::try_from(*offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+            let count = (*len).min(SENDFILE_CHUNK) as usize;
+            match nix::sys::sendfile::sendfile(sock, file, Some(&mut at), count)? {
+                0 => Err(io::ErrorKind::UnexpectedEof.into()),
+                _ => Ok((at as u64).saturating_sub(*offset)),
+            }
+        }
+        Step::Done => Ok(0),
+    }
+}
+
+/// How far [`push`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pushed {
+    /// The reply went out whole.
+    Done,
+    /// The socket is full: resume when it is writable.
+    Blocked,
+    /// The byte budget ran out first: the socket may well take more at once, but other
+    /// connections get their turn.
+    Yielded,
+}
+
+/// Sends what a non-blocking socket takes of `reply`, from where `progress` stands, without
+/// waiting: an event worker's send, resumed on the next writable event. Stops after about
+/// `budget` bytes, so one fast reader of a large file does not hold the worker. Returns how
+/// far it got and how many bytes went out.
+pub(super) fn push(
+    sock: &TcpStream,
+    reply: &Reply,
+    s: &Scratch,
+    progress: &mut Progress,
+    budget: u64,
+) -> io::Result<(Pushed, u64)> {
+    let mut sent = 0u64;
+    loop {
+        let step = progress.step(reply, s);
+        if matches!(step, Step::Done) {
+            return Ok((Pushed::Done, sent));
+        }
+        if sent >= budget {
+            return Ok((Pushed::Yielded, sent));
+        }
+        match send_step(sock, &step, libc::MSG_DONTWAIT) {
+            Ok(n) => {
+                progress.advance(n);
+                sent = sent.saturating_add(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Pushed::Blocked, sent)),
+            Err(e) => return Err(e),
+        }
     }
 }
 
