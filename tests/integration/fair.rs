@@ -1,10 +1,11 @@
 //! Issue 9, part 4: a blocking prefork pool serves keep-alive clients beyond its size in
-//! turns, and a request whose body comes late is answered without waiting for it.
+//! turns, and, in every mode, a request whose body comes late is answered without waiting
+//! for it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::{eventually, limit_hits, Client, Server};
+use crate::util::{eventually, limit_hits, per_mode, Client, Mode, Server};
 
 fn fill(root: &Path) {
     std::fs::write(root.join("2k.html"), vec![b'x'; 2048]).unwrap();
@@ -140,13 +141,13 @@ impl Late {
 /// How long each body is held back after its head.
 const BODY_DELAY: Duration = Duration::from_millis(300);
 
+per_mode!(a_late_body_does_not_hold_the_answer);
 /// 50 requests whose 5-byte body comes 300 ms after the head (what a client with Nagle on
 /// does when the server's ACK is delayed, slowed down to be unmistakable), on five keep-alive
 /// connections: each response arrives before its body is sent, and the next request on the
 /// connection is answered as it should be, so the body was discarded exactly afterwards.
-#[test]
-fn a_late_body_does_not_hold_the_answer() {
-    let s = Server::with_site(&["--workers", "6", "--max-conns-per-client", "0"], fill);
+fn a_late_body_does_not_hold_the_answer(mode: Mode) {
+    let s = mode.pool(6).with_site(&["--max-conns-per-client", "0"], fill);
     let kinds = [Late::GetLength, Late::PostLength, Late::GetChunked];
     std::thread::scope(|scope| {
         for conn in 0..5 {
@@ -211,14 +212,14 @@ fn a_late_body_refused_after_the_answer_ends_the_connection() {
     assert_eq!(crate::util::status_of(&resp), 400);
 }
 
+per_mode!(a_nagle_client_sending_a_small_body_apart_never_waits_for_a_delayed_ack);
 /// A client with Nagle on that writes a head, then its small body: the body waits for the
 /// head's ACK, and the next request for the body's. A server that waits for the body before
 /// answering, or lets the kernel delay the body's ACK, shows the 40 ms delayed-ACK stall on
 /// (nearly) every exchange; forkd answers the head at once and acknowledges the body as it
 /// reads it. Both the GET and the POST (405) way.
-#[test]
-fn a_nagle_client_sending_a_small_body_apart_never_waits_for_a_delayed_ack() {
-    let s = Server::with_site(&["--workers", "2"], fill);
+fn a_nagle_client_sending_a_small_body_apart_never_waits_for_a_delayed_ack(mode: Mode) {
+    let s = mode.pool(2).with_site(&[], fill);
     let stream = std::net::TcpStream::connect(s.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

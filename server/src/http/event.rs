@@ -37,11 +37,13 @@ use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
 
 use super::answer::{self, Env};
+use socket2::SockRef;
+
 use super::body::{self, Discard};
 use super::clock::{self, Clock};
 use super::conn::{RETIRE_DRAIN, RETIRE_GRACE};
 use super::log::{self, Entry};
-use super::parse::{self, Body, Head, Method};
+use super::parse::{self, Body, Head};
 use super::reply::{Progress, Reply, Scratch};
 use super::respond::{self, send_failed, Persist, Pushed};
 use super::{pressure, AccessLog, Config, Docroot, Hit, Site};
@@ -113,9 +115,6 @@ struct BodyWait {
     discard: Discard,
     /// The whole body is due by then (`body::deadline`).
     deadline: Instant,
-    /// The head of the request, when its answer waits for the body (methods other than GET
-    /// and HEAD); `None` when the answer went out already.
-    head: Option<Vec<u8>>,
 }
 
 /// A reply the socket would not take whole, detached from the worker's buffers.
@@ -312,7 +311,7 @@ impl Worker<'_> {
     fn step(&mut self, conn: &mut Conn, input: &mut Input, phase: Phase, ready: Ready) -> Step {
         match phase {
             Phase::Head(w) => self.head(conn, input, w),
-            Phase::Body(b) => self.body(conn, input, b),
+            Phase::Body(b) => self.body(input, b),
             Phase::Send(s) => self.resume(conn, s, ready),
             Phase::Linger { since } => self.linger(input, since),
             Phase::Done => closed(),
@@ -373,27 +372,14 @@ impl Worker<'_> {
         (Phase::Head(w), Some(Interest::Read(Some(wake))))
     }
 
-    /// A head is in at `input.start`: answer it, with its body dropped before (methods other
-    /// than GET and HEAD) or after.
+    /// A head is in at `input.start`: answer it, and drop its body after. forkd needs no
+    /// request body, so no answer waits for one: a client with Nagle on that sends a small body
+    /// in a second segment is answered at once instead of after a delayed ACK (as in `conn`).
     fn request(&mut self, conn: &mut Conn, input: &mut Input, head: Head) -> Step {
         self.requests_left = self.requests_left.saturating_sub(1);
         let at = input.start;
         input.start = at.saturating_add(head.len).min(input.end);
-        let body_first = head.body != Body::None
-            && !head.expect_continue
-            && !matches!(head.method, Method::Get | Method::Head);
         let discard = Discard::of(head.body, self.cfg);
-        if body_first {
-            if let Some(discard) = discard {
-                let kept = input.buf.get(at..input.start).unwrap_or_default().to_vec();
-                let wait = BodyWait {
-                    discard,
-                    deadline: body::deadline(self.cfg, self.turn.now),
-                    head: Some(kept),
-                };
-                return (Phase::Body(Box::new(wait)), None);
-            }
-        }
         // An answer that does not wait for its body; with `Expect: 100-continue` the body is
         // not read at all (see `exchange`). What of the body came with the head is walked
         // first, so that a body refused while it is here is answered as the blocking driver
@@ -590,7 +576,6 @@ impl Worker<'_> {
                 let wait = BodyWait {
                     discard,
                     deadline: body::deadline(self.cfg, now),
-                    head: None,
                 };
                 (Phase::Body(Box::new(wait)), None)
             }
@@ -600,9 +585,9 @@ impl Worker<'_> {
         }
     }
 
-    /// Dropping a body: what came, and what comes, until it ends; then the answer that waited
-    /// for it, or the next request.
-    fn body(&mut self, conn: &mut Conn, input: &mut Input, mut b: Box<BodyWait>) -> Step {
+    /// Dropping a body whose request was answered already: what came, and what comes, until it
+    /// ends; then the next request.
+    fn body(&mut self, input: &mut Input, mut b: Box<BodyWait>) -> Step {
         let now = self.turn.now;
         loop {
             match b.discard.feed(input.pending()) {
@@ -613,15 +598,10 @@ impl Worker<'_> {
                     }
                 }
                 Err(status) => {
-                    return match &b.head {
-                        Some(head) => self.refuse(conn, status, head),
-                        None => {
-                            // The answer went out before the body turned out bad: nothing to
-                            // say now, and where the next request starts is unknown.
-                            Hit::of_refusal(status).count();
-                            self.start_linger()
-                        }
-                    };
+                    // The answer went out before the body turned out bad: nothing to say
+                    // now, and where the next request starts is unknown.
+                    Hit::of_refusal(status).count();
+                    return self.start_linger();
                 }
             }
             match input.read(self.sock) {
@@ -635,17 +615,11 @@ impl Worker<'_> {
             let deadline = b.deadline;
             return (Phase::Body(b), Some(Interest::Read(Some(deadline))));
         }
-        let Some(kept) = b.head.take() else {
-            return (Phase::Head(HeadWait::idle(now)), None);
-        };
-        match parse::parse(&kept, self.cfg) {
-            Ok(Some(head)) => {
-                let more = input.start < input.end;
-                self.exchange(conn, &kept, &head, None, more)
-            }
-            // It parsed when it came in; it cannot fail now.
-            _ => closed(),
-        }
+        // The body's ACK has no response to ride on, and the kernel, which saw us answer the
+        // head, delays it (40 ms) expecting one; a client with Nagle on holds its next request
+        // until it comes. Acknowledge now, as `conn` does.
+        let _ = SockRef::from(self.sock).set_tcp_quickack(true);
+        (Phase::Head(HeadWait::idle(now)), None)
     }
 
     /// Half-closes and starts draining (see [`Worker::linger`]); what was received and not
