@@ -105,6 +105,7 @@ pub mod probe;
 pub mod reserve;
 pub mod status;
 pub mod throttle;
+pub mod timers;
 pub mod watch;
 
 use clap::Parser;
