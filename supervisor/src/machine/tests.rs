@@ -253,3 +253,288 @@ fn a_failed_spawn_plans_the_next_start() {
     assert_eq!(sup.counters.get(Count::SpawnFailures), 1);
     assert!(sup.timers.get(Timer::State).is_some());
 }
+
+// Sequences of inputs, as the loop would gather them, stepped without a process.
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Makes `t` due now, as the loop would have found it, and steps its input.
+fn fire(sup: &mut Supervisor, t: Timer) -> Vec<Effect> {
+    sup.timers.set(t, Some(Instant::now()));
+    sup.step(Input::Expired(t))
+}
+
+/// A probe outcome of the generation the machine wants now.
+fn probed(sup: &Supervisor, outcome: Outcome) -> Input {
+    Input::Probed {
+        generation: sup.prober.generation(),
+        outcome,
+    }
+}
+
+fn term() -> Vec<Effect> {
+    let p = Pid::from_raw(PID);
+    vec![
+        Effect::Signal(p, Signal::SIGTERM),
+        Effect::Signal(p, Signal::SIGCONT),
+    ]
+}
+
+/// Incident 001 in the Starting state (issue 10): while the supervisor cannot observe, the
+/// ready timeout stands still and never fires; seeing again starts it with what it had left.
+#[test]
+fn blind_suspends_the_ready_timeout_until_observed_again() {
+    let mut sup = machine(State::Starting);
+    sup.timers.enter(Some(Instant::now() + 3 * SECOND));
+    let blind = Outcome::CannotObserve("cannot create a probe socket: EMFILE".into());
+    assert_eq!(sup.step(probed(&sup, blind.clone())), vec![]);
+    let left = sup.timers.ready_suspended().unwrap();
+    assert!(left > 2 * SECOND && left <= 3 * SECOND, "{left:?}");
+    assert_eq!(sup.timers.get(Timer::State), None);
+    assert!(!sup.observing);
+    // Blind again: still suspended once, counted every time.
+    assert_eq!(sup.step(probed(&sup, blind)), vec![]);
+    assert_eq!(sup.counters.get(Count::CannotObserve), 2);
+    // The loop would not even gather the timer; a stale one does nothing.
+    assert_eq!(sup.step(Input::Expired(Timer::State)), vec![]);
+    assert_eq!(sup.state, State::Starting);
+    // The port refuses: evidence, so observing again, and the clock runs on.
+    let refused = Outcome::Failed("connect: connection refused".into());
+    assert_eq!(sup.step(probed(&sup, refused)), vec![]);
+    assert!(sup.observing);
+    assert_eq!(sup.timers.ready_suspended(), None);
+    let resumed = sup.timers.get(Timer::State).unwrap();
+    assert!(
+        resumed > Instant::now() + 2 * SECOND,
+        "resumed with what it had left"
+    );
+    // Only now can it expire.
+    assert_eq!(fire(&mut sup, Timer::State), term());
+    assert_eq!(sup.state, State::Recycling);
+    assert_eq!(
+        sup.recycle_reason.as_deref(),
+        Some("not ready within 30s"),
+        "{:?}",
+        sup.recycle_reason
+    );
+}
+
+/// A child that exits at once, again and again: each start is a failed start, the backoff
+/// plans the next, and the eleventh failure in a row (the default budget of 10) ends the
+/// supervisor with 111.
+#[test]
+fn a_child_exiting_fast_spends_the_budget() {
+    let mut sup = machine(State::Backoff);
+    let p = Pid::from_raw(PID);
+    let mut starts = 0;
+    while sup.exit.is_none() {
+        assert_eq!(fire(&mut sup, Timer::State), vec![Effect::Spawn]);
+        starts += 1;
+        assert_eq!(sup.step(Input::Spawned(Ok(fake_child()))), vec![]);
+        assert_eq!(sup.state, State::Starting);
+        let effects = sup.step(Input::Exited(ProcessEnd::Exited(1)));
+        assert_eq!(effects[0], Effect::EndLeftovers(p));
+        if sup.exit.is_none() {
+            assert_eq!(sup.state, State::Backoff);
+            let next = sup.timers.get(Timer::State).unwrap();
+            assert!(next > Instant::now(), "backs off before the next start");
+            assert_eq!(
+                sup.step(Input::Expired(Timer::State)),
+                vec![],
+                "a start is not due before the backoff"
+            );
+        } else {
+            assert_eq!(effects[1], Effect::Sweep);
+        }
+    }
+    assert_eq!(starts, 11);
+    assert_eq!(sup.exit, Some(EXIT_BUDGET));
+    assert_eq!(sup.restarts, 10);
+    let reason = sup.final_reason.clone().unwrap();
+    assert!(
+        reason.starts_with("giving up: 10 failed starts in a row"),
+        "{reason}"
+    );
+    // Nothing more happens once the exit is decided.
+    assert_eq!(fire(&mut sup, Timer::State), vec![]);
+}
+
+/// SIGHUP while the child is starting: the supervisor's configuration is applied (or the
+/// error logged) and the signal forwarded either way; with no child it goes nowhere.
+#[test]
+fn hup_while_starting_reloads_and_forwards() {
+    let p = Pid::from_raw(PID);
+    let mut sup = machine(State::Starting);
+    let mut cfg = sup.cfg.clone();
+    cfg.health_threshold = 7;
+    let effects = sup.step(Input::Reload(Ok(Box::new(cfg))));
+    assert_eq!(effects, vec![Effect::Signal(p, Signal::SIGHUP)]);
+    assert_eq!(sup.cfg.health_threshold, 7);
+    assert_eq!(sup.state, State::Starting);
+    let effects = sup.step(Input::Reload(Err("bad toml".into())));
+    assert_eq!(effects, vec![Effect::Signal(p, Signal::SIGHUP)]);
+    assert_eq!(
+        sup.cfg.health_threshold, 7,
+        "kept the running configuration"
+    );
+    let mut idle = machine(State::Backoff);
+    assert_eq!(idle.step(Input::Reload(Err("bad toml".into()))), vec![]);
+}
+
+/// READY=1 and a failed readiness probe gathered in the same wake-up: the probe was cancelled
+/// by the readiness, so its failure is not counted against the now running child.
+#[test]
+fn a_probe_cancelled_in_the_same_turn_is_not_held_against_the_child() {
+    let mut sup = machine(State::Starting);
+    let started_in = sup.prober.generation();
+    let ready = Message {
+        ready: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        sup.step(Input::Notified(ready)),
+        vec![Effect::Systemd("READY=1\nSTATUS=child ready".into())]
+    );
+    assert_eq!(sup.state, State::Running);
+    let stale = Input::Probed {
+        generation: started_in,
+        outcome: Outcome::Failed("connect: connection refused".into()),
+    };
+    assert_eq!(sup.step(stale), vec![]);
+    assert_eq!(sup.health_failures, 0);
+    assert_eq!(sup.counters.get(Count::ProbeFailures), 0);
+}
+
+/// Health probes: three failures in a row recycle a running child, a success in between
+/// starts the count again.
+#[test]
+fn health_failures_in_a_row_recycle() {
+    let mut sup = machine(State::Running);
+    let failed = || Outcome::Failed("HTTP status 503".into());
+    assert_eq!(sup.step(probed(&sup, failed())), vec![]);
+    assert_eq!(sup.step(probed(&sup, Outcome::Healthy(200))), vec![]);
+    assert_eq!(sup.health_failures, 0);
+    assert_eq!(sup.step(probed(&sup, failed())), vec![]);
+    assert_eq!(sup.step(probed(&sup, failed())), vec![]);
+    assert_eq!(sup.state, State::Running);
+    assert_eq!(sup.step(probed(&sup, failed())), term());
+    assert_eq!(sup.state, State::Recycling);
+    assert_eq!(sup.counters.get(Count::ProbeFailures), 4);
+}
+
+/// The child's WATCHDOG=1 moves its deadline: a watchdog timer gathered in the same wake-up
+/// as the ping does nothing; a missed one recycles.
+#[test]
+fn a_watchdog_ping_in_the_same_turn_wins_over_its_deadline() {
+    let mut sup = machine(State::Running);
+    sup.cfg.watchdog = Some(10 * SECOND);
+    sup.timers.set(Timer::Watchdog, Some(Instant::now()));
+    let ping = Message {
+        watchdog: true,
+        ..Default::default()
+    };
+    assert_eq!(sup.step(Input::Notified(ping)), vec![]);
+    assert_eq!(sup.step(Input::Expired(Timer::Watchdog)), vec![]);
+    assert_eq!(sup.state, State::Running);
+    assert_eq!(fire(&mut sup, Timer::Watchdog), term());
+    assert_eq!(sup.counters.get(Count::WatchdogMisses), 1);
+    assert_eq!(
+        sup.recycle_reason.as_deref(),
+        Some("no WATCHDOG=1 within 10s")
+    );
+}
+
+/// A stall of the supervisor itself pushes the ready timeout back by as much, so a ready
+/// timeout gathered as due in that wake-up does not fire.
+#[test]
+fn a_stall_excuses_the_child() {
+    let mut sup = machine(State::Starting);
+    let due = Instant::now();
+    sup.timers.enter(Some(due));
+    assert_eq!(sup.step(Input::Stalled(4 * SECOND)), vec![]);
+    assert_eq!(sup.counters.get(Count::Stalls), 1);
+    assert_eq!(sup.timers.get(Timer::State), Some(due + 4 * SECOND));
+    assert_eq!(sup.step(Input::Expired(Timer::State)), vec![]);
+    assert_eq!(sup.state, State::Starting);
+}
+
+/// Readiness by port: the probe interval asks for a bare connect; a port whose listener is
+/// another process's is counted and not ready; the child's own makes it ready.
+#[test]
+fn readiness_by_port() {
+    let mut sup = machine(State::Starting);
+    sup.cfg.port = Some(8080);
+    let effects = fire(&mut sup, Timer::Probe);
+    assert_eq!(
+        effects,
+        vec![Effect::Probe(Target {
+            addr: ([127, 0, 0, 1], 8080).into(),
+            request: None,
+            timeout: sup.cfg.health_timeout,
+        })]
+    );
+    assert_eq!(sup.step(Input::ForeignListener { holders: 1 }), vec![]);
+    let not_childs = Outcome::Failed("the port's listener is not the child's".into());
+    assert_eq!(sup.step(probed(&sup, not_childs)), vec![]);
+    assert_eq!(sup.counters.get(Count::ForeignListener), 1);
+    assert_eq!(sup.state, State::Starting);
+    assert!(sup.timers.get(Timer::Probe).is_some(), "tried again soon");
+    assert_eq!(
+        sup.step(probed(&sup, Outcome::Healthy(0))),
+        vec![Effect::Systemd("READY=1\nSTATUS=child ready".into())]
+    );
+    assert_eq!(sup.state, State::Running);
+}
+
+/// A sample judged against a limit recycles (after a first, resting, reading under it); one of
+/// another pid (a child that ended in the same wake-up) is not judged.
+#[test]
+fn a_sample_over_a_limit_recycles_its_own_child_only() {
+    let mut sup = machine(State::Running);
+    let limit = crate::watch::Limit {
+        resource: crate::watch::Resource::Fds,
+        value: 8,
+        slope: false,
+    };
+    sup.watch.set_limits(vec![limit], sup.cfg.slope_window);
+    let fds = |n| Reading {
+        values: [(crate::watch::Resource::Fds, n)].into_iter().collect(),
+    };
+    let rest = Input::Sampled {
+        pid: Pid::from_raw(PID),
+        reading: Ok(fds(5)),
+    };
+    assert_eq!(sup.step(rest), vec![]);
+    let reading = fds(9);
+    let other = Input::Sampled {
+        pid: Pid::from_raw(PID + 1),
+        reading: Ok(reading.clone()),
+    };
+    assert_eq!(sup.step(other), vec![]);
+    let own = Input::Sampled {
+        pid: Pid::from_raw(PID),
+        reading: Ok(reading),
+    };
+    assert_eq!(sup.step(own), term());
+    assert_eq!(sup.state, State::Recycling);
+}
+
+/// The timers that only ask for an effect: systemd's watchdog (re-armed), the status write,
+/// the leftovers' kill.
+#[test]
+fn housekeeping_timers() {
+    let mut sup = machine(State::Running);
+    sup.systemd_watchdog = Some(5 * SECOND);
+    assert_eq!(
+        fire(&mut sup, Timer::SystemdWatchdog),
+        vec![Effect::Systemd("WATCHDOG=1".into())]
+    );
+    assert!(sup.timers.get(Timer::SystemdWatchdog).unwrap() > Instant::now() + 4 * SECOND);
+    assert_eq!(fire(&mut sup, Timer::Status), vec![Effect::WriteStatus]);
+    sup.leftovers = Some(Pid::from_raw(PID));
+    assert_eq!(
+        fire(&mut sup, Timer::Leftovers),
+        vec![Effect::KillLeftovers(Pid::from_raw(PID))]
+    );
+    assert_eq!(fire(&mut sup, Timer::Leftovers), vec![]);
+}
