@@ -190,7 +190,7 @@ pub struct HealthUrl {
 }
 
 /// Everything the supervisor needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub command: Vec<OsString>,
     pub health: Option<HealthUrl>,

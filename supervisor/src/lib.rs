@@ -33,10 +33,15 @@
 //! | **Backoff** (no child) | - | - | - | - | `start_child` | `finish` (exit 0) | - (logged) | `spawned` (Starting, or the next restart) |
 //! | **Stopping** (TERM sent, will exit) | `finish_stop` (exit 0) | - | - | - | `kill_now` | `kill_now` | - (logged) | - |
 //!
-//! A cell decides and changes the state; what must happen to processes it returns as
-//! `machine::Effect`s (spawn, signal, kill a group, end leftovers, tell systemd, sweep), which
+//! Each turn of the loop waits, then gathers every input of the turn (notify messages,
+//! signals and reaped children, probe outcomes, resource samples, the configuration read again
+//! on HUP, expired timers) before anything changes, then steps the machine with each. A step
+//! books evidence, which may amount to an event of this table, and the event's cell changes
+//! the state. What must happen to processes and files it returns as `machine::Effect`s (spawn,
+//! probe, signal, kill a group, end leftovers, tell systemd, write the status, sweep), which
 //! `Supervisor::perform` alone carries out; a spawn's outcome comes back as the input
-//! *spawned*. So each cell is tested without a process (`every_cell_of_the_table`).
+//! *spawned*. So each cell, and any sequence of inputs, is tested without a process
+//! (`every_cell_of_the_table`).
 //!
 //! `schedule_restart` exits 100 when the child exited 100 (permanent failure: s6's
 //! convention), else takes one restart from the budget (exit 111 with "giving up: N failed
@@ -86,8 +91,9 @@
 //!
 //! ## Code map
 //!
-//! `config` (flags and the `[supervisor]` TOML section), `machine` (the state machine and the
-//! loop), `child` (the only place that starts or signals processes), `notify` (the server side
+//! `config` (flags and the `[supervisor]` TOML section), `machine` (the state table, the
+//! transition and its effects; `machine::run` the loop that gathers inputs and performs
+//! effects), `timers` (every deadline), `child` (the only place that starts or signals processes), `notify` (the server side
 //! of the notify protocol), `probe` (the non-blocking HTTP probe and its "cannot observe"
 //! verdicts), `watch` (resource limits), `throttle` (the restart budget; the backoff is `forkd_daemon::backoff`), `reserve` (spare
 //! fds), `status` and `metrics` (what the outside sees); durations and sizes are `forkd_daemon::units`.
@@ -105,6 +111,7 @@ pub mod probe;
 pub mod reserve;
 pub mod status;
 pub mod throttle;
+pub mod timers;
 pub mod watch;
 
 use clap::Parser;

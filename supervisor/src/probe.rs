@@ -203,6 +203,100 @@ pub fn http_request(host: &str, path: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// What to probe: `request` makes it an HTTP exchange, without it a bare connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub request: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// The probe in flight and the generation of the machine's wishes it serves.
+///
+/// The machine cancels probes without a system call, by moving to a new generation
+/// ([`Prober::cancel`]); the loop drops a probe of an older generation before it polls
+/// ([`Prober::drop_cancelled`]), and an outcome carries the generation it was started in, so
+/// one that was under way when the machine stopped wanting it (READY=1 arrived in the same
+/// wake-up, the child was recycled) is recognised as stale and not held against anyone.
+#[derive(Default)]
+pub struct Prober {
+    generation: u64,
+    in_flight: Option<(u64, Probe)>,
+}
+
+impl Prober {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The probe in flight, if any, is no longer wanted. Pure: nothing is closed here.
+    pub fn cancel(&mut self) {
+        self.generation += 1;
+    }
+
+    /// A wanted probe is under way.
+    pub fn busy(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|(g, _)| *g == self.generation)
+    }
+
+    /// Closes the socket of a probe that was cancelled.
+    pub fn drop_cancelled(&mut self) {
+        if !self.busy() {
+            self.in_flight = None;
+        }
+    }
+
+    /// Starts a probe of `target` in the current generation. An outcome known at once (no
+    /// socket, refused, connected at once for a bare connect) is returned instead.
+    pub fn start(&mut self, target: Target) -> Option<Outcome> {
+        let Target {
+            addr,
+            request,
+            timeout,
+        } = target;
+        match Probe::start(addr, request, timeout) {
+            Ok(p) => {
+                self.in_flight = Some((self.generation, p));
+                None
+            }
+            Err(outcome) => {
+                self.in_flight = None;
+                Some(outcome)
+            }
+        }
+    }
+
+    /// The socket to poll and what for.
+    pub fn poll_fd(&self) -> Option<(BorrowedFd<'_>, PollFlags)> {
+        self.in_flight.as_ref().map(|(_, p)| (p.fd(), p.interest()))
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.in_flight.as_ref().map(|(_, p)| p.deadline)
+    }
+
+    /// Moves the probe on after its socket polled ready; its generation and outcome when over.
+    pub fn advance(&mut self) -> Option<(u64, Outcome)> {
+        let (generation, p) = self.in_flight.as_mut()?;
+        let outcome = p.advance()?;
+        let generation = *generation;
+        self.in_flight = None;
+        Some((generation, outcome))
+    }
+
+    /// The outcome of a probe whose deadline passed at `now`; `stalled` is how late the loop
+    /// woke (see [`Probe::expire`]).
+    pub fn expire(&mut self, now: Instant, stalled: Duration) -> Option<(u64, Outcome)> {
+        if self.deadline().is_none_or(|d| now < d) {
+            return None;
+        }
+        let (generation, p) = self.in_flight.take()?;
+        Some((generation, p.expire(stalled)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +331,37 @@ mod tests {
             let _ = s.write_all(answer);
         });
         addr
+    }
+
+    /// A cancelled probe's socket is closed before the next poll, and an outcome of the
+    /// generation before is told apart from a current one.
+    #[test]
+    fn a_cancelled_probe_is_dropped_and_its_outcome_is_stale() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target {
+            addr: l.local_addr().unwrap(),
+            request: Some(http_request("x", "/")),
+            timeout: Duration::from_millis(50),
+        };
+        let mut prober = Prober::default();
+        assert_eq!(prober.start(target.clone()), None);
+        assert!(prober.busy() && prober.poll_fd().is_some());
+        let started_in = prober.generation();
+        prober.cancel();
+        assert!(!prober.busy());
+        prober.drop_cancelled();
+        assert!(prober.poll_fd().is_none() && prober.deadline().is_none());
+        assert_eq!(prober.start(target), None);
+        let deadline = prober.deadline().unwrap();
+        assert_eq!(
+            prober.expire(deadline - Duration::from_millis(1), Duration::ZERO),
+            None
+        );
+        let (generation, outcome) = prober.expire(deadline, Duration::ZERO).unwrap();
+        assert_ne!(generation, started_in);
+        assert_eq!(generation, prober.generation());
+        assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+        assert!(!prober.busy());
     }
 
     #[test]
