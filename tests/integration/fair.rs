@@ -147,7 +147,9 @@ per_mode!(a_late_body_does_not_hold_the_answer);
 /// connections: each response arrives before its body is sent, and the next request on the
 /// connection is answered as it should be, so the body was discarded exactly afterwards.
 fn a_late_body_does_not_hold_the_answer(mode: Mode) {
-    let s = mode.pool(6).with_site(&["--max-conns-per-client", "0"], fill);
+    let s = mode
+        .pool(6)
+        .with_site(&["--max-conns-per-client", "0"], fill);
     let kinds = [Late::GetLength, Late::PostLength, Late::GetChunked];
     std::thread::scope(|scope| {
         for conn in 0..5 {
