@@ -135,9 +135,8 @@ start_server() {
             --max-conns-per-client 0 2>"$dir/err" &
         ;;
     forkd-event)
-        # ---- forkd event mode (issue 9) ------------------------------------------------------
-        # Started only when `forkd --help` lists it (forkd_has_event). If the mode takes a
-        # worker count, pass --workers "$EPOLL_WORKERS" here so that it matches floor-epoll.
+        # As many workers as floor-epoll, so the ratio compares like with like. Skipped for a
+        # forkd built before the mode existed (forkd_has_event), e.g. with BIN_DIR.
         setsid "$FORKD" --listen "127.0.0.1:$PORT" --root "$SITE" --mode event \
             --workers "$EPOLL_WORKERS" --max-conns-per-client 0 2>"$dir/err" &
         ;;
