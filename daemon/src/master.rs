@@ -232,6 +232,13 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often the metrics file is rewritten.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+/// Fork mode, every slot taken: how long connections wait in the backlog before the first is
+/// refused. A child ends its connection before it exits and is reaped, so a client that
+/// reconnects at once (and the next client of a busy site) would otherwise meet a full table
+/// for the few hundred microseconds the exit takes, and get a 503 with a slot about to free:
+/// 20-33 % of a lone reconnecting client's connections at `--max-children 1`. SIGCHLD ends
+/// the wait early; a table that stays full still answers 503 within this time.
+const FULL_GRACE: Duration = Duration::from_millis(20);
 /// A worker's blocking accept returns this often, to close the race with a stop signal.
 const ACCEPT_TICK: Duration = Duration::from_secs(1);
 
@@ -252,6 +259,9 @@ struct Master<'a, D: Daemon> {
     /// respawn throttle.
     replace_now: usize,
     accept_pause: Option<(Instant, Duration)>,
+    /// Fork mode: since when every child slot has been taken. Connections are left queued for
+    /// up to [`FULL_GRACE`] before any is refused, since a slot is usually about to come back.
+    full_since: Option<Instant>,
     spawned: u64,
     free_slots: Vec<usize>,
     next_metrics: Option<Instant>,
@@ -287,6 +297,7 @@ pub fn run<D: Daemon>(
         respawn_at: None,
         replace_now: 0,
         accept_pause: None,
+        full_since: None,
         spawned: 0,
         free_slots: (0..scoreboard::SLOTS).rev().collect(),
         next_metrics: None,
@@ -504,11 +515,22 @@ impl<D: Daemon> Master<'_, D> {
     /// with a deadline for whatever is due next.
     fn wait(&mut self) -> Vec<Event> {
         let now = Instant::now();
+        let fork_mode = matches!(self.settings.mode, Mode::Fork { .. });
+        let grace_ends = if fork_mode {
+            self.full_grace_ends(now)
+        } else {
+            None
+        };
         let accepting = self.phase == Phase::Running
-            && matches!(self.settings.mode, Mode::Fork { .. })
-            && self.accept_pause.is_none_or(|(until, _)| now >= until);
+            && fork_mode
+            && self.accept_pause.is_none_or(|(until, _)| now >= until)
+            && grace_ends.is_none_or(|t| now >= t);
         let mut deadline: Option<Instant> = None;
         let mut due = |t: Instant| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        // Only a grace still running is a wake-up; one that ran out is over (accepting again).
+        if let Some(t) = grace_ends.filter(|&t| t > now) {
+            due(t);
+        }
         if let Some(t) = self.respawn_at {
             due(t);
         }
@@ -575,6 +597,15 @@ impl<D: Daemon> Master<'_, D> {
     /// bound is reached.
     fn accept_burst(&mut self, i: usize) {
         for _ in 0..64 {
+            if self.children.len() >= self.settings.mode.bound() {
+                // Exits whose SIGCHLD is still on its way free slots too.
+                self.reap_children();
+            }
+            let now = Instant::now();
+            if self.full_grace_ends(now).is_some_and(|t| now < t) {
+                // Left queued: the next wait ends at a SIGCHLD or when the grace runs out.
+                return;
+            }
             let Some(l) = self.listeners.get(i) else {
                 return;
             };
@@ -582,10 +613,6 @@ impl<D: Daemon> Master<'_, D> {
             match accepted {
                 Ok((stream, peer)) => {
                     self.accept_pause = None;
-                    if self.children.len() >= self.settings.mode.bound() {
-                        // Exits whose SIGCHLD is still on its way free slots too.
-                        self.reap_children();
-                    }
                     if self.children.len() >= self.settings.mode.bound() {
                         scoreboard::hit(Limit::ChildrenBound);
                         self.refuse(stream);
@@ -606,6 +633,16 @@ impl<D: Daemon> Master<'_, D> {
                 }
             }
         }
+    }
+
+    /// Fork mode: when the grace for a full table ends, while every slot is taken; `None` when
+    /// a slot is free (which also forgets when the table filled).
+    fn full_grace_ends(&mut self, now: Instant) -> Option<Instant> {
+        if self.children.len() < self.settings.mode.bound() {
+            self.full_since = None;
+            return None;
+        }
+        Some(*self.full_since.get_or_insert(now) + FULL_GRACE)
     }
 
     /// EMFILE and friends: the connection stays in the backlog, so polling again at once would

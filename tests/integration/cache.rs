@@ -12,10 +12,7 @@ const BOUND: Duration = Duration::from_millis(1300);
 /// One worker, so every request meets the same cache. In fork mode each connection's child
 /// starts with the master's empty cache: the bound holds there trivially, and the test says so.
 fn one_worker(mode: Mode, fill: impl FnOnce(&Path)) -> Server {
-    // Not one child in fork mode: a connection that comes while the last one's child is
-    // still exiting would be refused (503), which is not what these tests are about.
-    let pool = if mode.name == "fork" { 4 } else { 1 };
-    mode.pool(pool).with_site(&[], fill)
+    mode.pool(1).with_site(&[], fill)
 }
 
 /// Polls each path for two seconds after `changed` (the instant the change was complete);
