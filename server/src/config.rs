@@ -71,7 +71,9 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub worker_connections: Option<usize>,
 
-    /// A prefork worker is replaced after about this many requests (0: never). [default: 100000]
+    /// A worker is replaced after about this many requests (0: never). [default: 100000 in
+    /// prefork mode; 0 in event mode, where a recycle would close every connection the worker
+    /// holds, as often as every few seconds under load]
     #[arg(long, value_name = "N")]
     pub max_requests_per_worker: Option<u64>,
 
@@ -836,7 +838,10 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         name: "forkd",
         mode,
         listen: listen.clone(),
-        max_requests_per_worker: o.max_requests_per_worker.unwrap_or(100_000),
+        max_requests_per_worker: o.max_requests_per_worker.unwrap_or(match mode_name {
+            ModeName::Event => 0,
+            ModeName::Prefork | ModeName::Fork => 100_000,
+        }),
         shutdown_timeout: o.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
         credentials,
         pid_file: o.pid_file.clone(),

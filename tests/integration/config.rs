@@ -203,6 +203,36 @@ fn check_config_prints_defaults_and_flags() {
         line_of(&out, "max-conns-per-client").unwrap(),
         "max-conns-per-client = 4  # default"
     );
+    assert_eq!(
+        line_of(&out, "max-requests-per-worker").unwrap(),
+        "max-requests-per-worker = 100000  # default"
+    );
+}
+
+/// An event worker holds up to `--worker-connections` clients, and recycling it would close
+/// them all, every 100,000 requests (seconds under load): by default it is never recycled.
+/// An explicit budget still applies.
+#[test]
+fn event_workers_are_not_recycled_by_default() {
+    let (code, out, err) = check_config(&["--mode", "event", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        line_of(&out, "max-requests-per-worker").unwrap(),
+        "max-requests-per-worker = 0  # default"
+    );
+    let (code, out, err) = check_config(&[
+        "--mode",
+        "event",
+        "--max-requests-per-worker",
+        "500",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        line_of(&out, "max-requests-per-worker").unwrap(),
+        "max-requests-per-worker = 500  # from flag"
+    );
 }
 
 /// `metrics-file` in `[server]` was accepted and ignored; now the master writes it.
