@@ -118,6 +118,8 @@
 //!         metrics_file: None,
 //!         defer_accept: Duration::ZERO,
 //!         max_conns_per_client: 0,
+//!         agent_listen: None,
+//!         status_listen: None,
 //!     };
 //!     let mut daemon = Fixed(settings.clone());
 //!     let code = match forkd_daemon::run(settings, Echo, &mut daemon, &Notifier::none()) {
@@ -156,6 +158,7 @@ pub mod reactor;
 pub mod reap;
 pub mod resource;
 pub mod scoreboard;
+pub mod side;
 pub mod signals;
 pub mod trend;
 pub mod units;
