@@ -218,7 +218,7 @@ pub fn status_html(s: &Snapshot) -> String {
          body{{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:52em}}\
          h1{{font-size:1.5em}} h2{{font-size:1.1em;margin-top:1.5em}}\
          table{{border-collapse:collapse}} td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}}\
-         td.n{{text-align:right;font-variant-numeric:tabular-nums}} .zero{{color:#999}}\
+         td.n{{text-align:right;font-weight:600;font-variant-numeric:tabular-nums}} td.zero{{color:#999;font-weight:normal}} #crashes th{{font-weight:normal;font-size:.85em}}\
          .state{{padding:.1em .5em;border-radius:.3em;color:#fff;background:#2a7}}\
          .draining,.reloading{{background:#c80}} .down{{background:#c22}}\
          </style></head><body>\n\
@@ -247,6 +247,20 @@ pub fn status_html(s: &Snapshot) -> String {
         free = s.free_percent(),
         req = t.requests,
     );
+    out.push_str("<h2>Children that ended unasked, by cause</h2>\n<table id=\"crashes\"><tr>");
+    for (cause, _) in &t.crashes {
+        let _ = write!(out, "<th>{}</th>", e(cause));
+    }
+    out.push_str("</tr>\n<tr>");
+    for (cause, n) in &t.crashes {
+        let zero = if *n == 0 { " zero" } else { "" };
+        let _ = write!(
+            out,
+            "<td class=\"n{zero}\" id=\"crash-{}\">{n}</td>",
+            e(&slug(cause))
+        );
+    }
+    out.push_str("</tr></table>\n");
     out.push_str("<h2>Limits hit</h2>\n<table id=\"limits\"><tr><th>limit</th><th>hits</th><th>what it counts</th></tr>\n");
     for (name, help, n) in &t.limits {
         let zero = if *n == 0 { " zero" } else { "" };
@@ -256,16 +270,6 @@ pub fn status_html(s: &Snapshot) -> String {
             e(name),
             e(&slug(name)),
             e(help)
-        );
-    }
-    out.push_str("</table>\n<h2>Children that ended unasked, by cause</h2>\n<table id=\"crashes\"><tr><th>cause</th><th>count</th></tr>\n");
-    for (cause, n) in &t.crashes {
-        let zero = if *n == 0 { " zero" } else { "" };
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td class=\"n{zero}\" id=\"crash-{}\">{n}</td></tr>",
-            e(cause),
-            e(&slug(cause))
         );
     }
     let _ = write!(

@@ -266,3 +266,107 @@ fn a_public_status_address_is_refused_without_consent() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a loopback address"), "{err}");
 }
+
+/// The first of the usual names of a Chromium binary found in `PATH`.
+fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome", "chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Runs headless Chromium with `args` and returns what it printed on stdout (the DOM for
+/// `--dump-dom`), within a minute.
+fn run_chromium(bin: &Path, profile: &Path, args: &[&str]) -> String {
+    let out = profile.join("stdout");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        // Root has no user namespace sandbox here; the page is our own.
+        .arg("--no-sandbox")
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let status = eventually(Duration::from_secs(60), "chromium to finish", || {
+        child.try_wait().unwrap()
+    });
+    assert!(status.success(), "chromium {args:?}: {status:?}");
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// The page as a browser shows it: loaded by Debian's Chromium, headless, after some requests
+/// and a worker killed from outside; what it shows must match `/status.json`. Skipped, loudly,
+/// where there is no Chromium (`.ci/run` installs it).
+#[test]
+fn the_status_page_in_a_real_browser() {
+    let Some(bin) = chromium() else {
+        eprintln!(
+            "\n*** SKIPPED side::the_status_page_in_a_real_browser: no chromium in PATH \
+             (apt-get install chromium) ***\n"
+        );
+        return;
+    };
+    let (server, _, status_addr) = start(Mode::named("prefork"));
+    for _ in 0..7 {
+        assert_eq!(server.get("/").0, 200);
+    }
+    // A worker counts a connection's requests as it ends it: wait for all seven before one
+    // of them is killed.
+    eventually(Duration::from_secs(5), "7 requests counted", || {
+        (status_json(status_addr)["requests"] == 7).then_some(())
+    });
+    let victim = util::children(server.pid())[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let v = eventually(Duration::from_secs(5), "the numbers to settle", || {
+        let v = status_json(status_addr);
+        let settled =
+            v["requests"] == 7 && v["crashes"]["SIGKILL"] == 1 && v["children"]["idle"] == 4;
+        settled.then_some(v)
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{status_addr}/");
+    let dom = run_chromium(&bin, profile.path(), &["--dump-dom", &url]);
+    let shown = |id: &str| -> String {
+        let key = format!("id=\"{id}\"");
+        let rest = dom
+            .split(&key)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no #{id} in {dom}"));
+        let text = rest.split_once('>').unwrap().1;
+        text.split('<').next().unwrap().to_string()
+    };
+    assert_eq!(shown("state"), "serving");
+    assert_eq!(shown("mode"), "prefork");
+    assert_eq!(shown("requests"), v["requests"].to_string());
+    assert_eq!(shown("crash-SIGKILL"), "1");
+    assert_eq!(shown("crash-panic"), "0");
+    assert_eq!(shown("children-idle"), v["children"]["idle"].to_string());
+    assert_eq!(shown("children-busy"), "0");
+    assert_eq!(shown("capacity"), "4");
+    assert_eq!(shown("generation"), "0");
+    assert_eq!(shown("agent"), "up ready 100%");
+    assert_eq!(shown("limit-side-connections"), "0");
+
+    // What it looks like: FORKD_STATUS_SCREENSHOT=docs/status-page.png keeps the picture.
+    let png = profile.path().join("status.png");
+    let shot = format!("--screenshot={}", png.display());
+    run_chromium(
+        &bin,
+        profile.path(),
+        &["--window-size=860,1240", &shot, &url],
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    if let Some(keep) = std::env::var_os("FORKD_STATUS_SCREENSHOT") {
+        std::fs::write(keep, bytes).unwrap();
+    }
+}
