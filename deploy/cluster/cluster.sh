@@ -175,7 +175,7 @@ loopback_addresses() {
     for i in $(seq 1 "$HOSTS"); do
         ADDR[i]=127.$((id >> 8 & 0xff)).$((id & 0xff)).$((10 + i))
     done
-    log "no network namespaces here (root and CAP_NET_ADMIN needed): hosts on ${ADDR[*]}"
+    log "hosts on loopback addresses ${ADDR[*]} (network namespaces need root and CAP_NET_ADMIN)"
 }
 
 # The runtime API: one command, its answer on stdout.

@@ -6,6 +6,7 @@ mod util;
 mod abuse;
 mod answers;
 mod cache;
+mod cluster;
 mod config;
 mod event;
 mod fair;
