@@ -43,6 +43,8 @@ pub const DEADLINE: Duration = Duration::from_secs(2);
 pub const MAX_HEAD: usize = 4096;
 /// Connections accepted per listener per turn of the loop, so signals are looked at often.
 const ACCEPT_BURST: usize = 64;
+/// How long the side listeners are left alone after `accept` failed for want of resources.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 /// How often the status page reloads itself, in seconds.
 const REFRESH_SECS: u32 = 2;
 
@@ -382,6 +384,9 @@ pub struct Side {
     conns: Vec<Conn>,
     /// Readiness of each of [`Side::pollfds`] from the last `poll`, in the same order.
     ready: Vec<PollFlags>,
+    /// `accept` failed for want of fds or memory: the listeners are left out of the wait
+    /// until then, or a connection left queued would wake the loop at once, again and again.
+    paused_until: Option<Instant>,
 }
 
 impl Side {
@@ -418,10 +423,11 @@ impl Side {
 
     /// What to wait for: each listener's connections, each connection's next read or write.
     pub fn pollfds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        let ls = self
-            .listeners
-            .iter()
-            .map(|(_, l)| (l.as_fd(), PollFlags::POLLIN));
+        let want = match self.paused_until {
+            Some(t) if Instant::now() < t => PollFlags::empty(),
+            _ => PollFlags::POLLIN,
+        };
+        let ls = self.listeners.iter().map(|(_, l)| (l.as_fd(), want));
         let cs = self.conns.iter().map(|c| {
             let want = match c.step {
                 Step::Writing => PollFlags::POLLOUT,
@@ -437,15 +443,19 @@ impl Side {
         self.ready = ready;
     }
 
-    /// The earliest connection deadline.
+    /// The earliest connection deadline, or the end of a pause in accepting.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.iter().map(|c| c.deadline).min()
+        let conns = self.conns.iter().map(|c| c.deadline);
+        conns.chain(self.paused_until).min()
     }
 
     /// One turn: moves every ready connection on, accepts new ones, ends those past their
     /// deadline. `snapshot` is called only when an answer is to be made. Never blocks.
     pub fn answer(&mut self, now: Instant, snapshot: &dyn Fn() -> Snapshot) {
         let ready = std::mem::take(&mut self.ready);
+        if self.paused_until.is_some_and(|t| now >= t) {
+            self.paused_until = None;
+        }
         let n = self.listeners.len();
         let mut cached: Option<Snapshot> = None;
         let mut snap = || cached.get_or_insert_with(snapshot).clone();
@@ -480,8 +490,15 @@ impl Side {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
-                // Empty, or out of fds: the rest waits in the backlog for the next turn.
-                Err(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // Out of fds or memory, or worse: the rest waits in the backlog, and the
+                // listeners are not looked at for a while.
+                Err(e) => {
+                    scoreboard::hit(Limit::AcceptResources);
+                    tracing::debug!("side port accept: {e}");
+                    self.paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
             };
             if stream.set_nonblocking(true).is_err() {
                 continue;

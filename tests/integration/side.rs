@@ -370,3 +370,61 @@ fn the_status_page_in_a_real_browser() {
         std::fs::write(keep, bytes).unwrap();
     }
 }
+
+/// CPU time (user + system, clock ticks) `pid` has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from after the command name (field 3 is f[0]).
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Sets the soft fd limit of `pid` (the hard one stays), returning the soft one it had.
+fn set_fd_limit(pid: i32, n: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with no new limit only writes the old one into `old`, which is ours.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let lim = libc::rlimit {
+        rlim_cur: n.min(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit reads the rlimit given and writes nothing (no old-limit pointer).
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// A master out of fds leaves clients of its side ports queued and pauses; it does not spin
+/// on a listener that stays readable, and answers them once fds are back.
+#[test]
+fn a_master_out_of_fds_does_not_spin_on_its_side_ports() {
+    let (server, _, status_addr) = start(Mode::named("prefork"));
+    let pid = server.pid();
+    let open = util::fds(pid).len() as u64;
+    let soft = set_fd_limit(pid, open);
+    let clients: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(status_addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    // A spin uses what the CPU gives it (32 ticks on a shared machine, 100 alone); a pause
+    // next to nothing.
+    assert!(
+        used <= 10,
+        "the master used {used} ticks in 1 s with its fds exhausted"
+    );
+    set_fd_limit(pid, soft);
+    drop(clients);
+    let v = status_json(status_addr);
+    assert!(
+        v["limits"]["accept_resources"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+}
