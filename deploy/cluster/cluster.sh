@@ -31,6 +31,8 @@ Options:
                         (default: target/release, else target/debug)
   --out DIR             where reports go (default: a temporary directory, removed unless --keep)
   --connections N       loadgen connections (default 16)
+  --rate R              loadgen open loop at R requests/s (default: closed loop, as fast as
+                        the hosts answer)
   --loopback            use 127.x.y.z addresses even where namespaces are available
   --keep                keep the run directory (configuration, logs) after the end
 EOF
@@ -41,6 +43,7 @@ MODE=prefork
 BIN=""
 OUT=""
 CONNS=16
+RATE=""
 FORCE_LOOPBACK=0
 KEEP=0
 OPS=()
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
         --bin-dir) BIN=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --connections) CONNS=$2; shift 2 ;;
+        --rate) RATE=$2; shift 2 ;;
         --loopback) FORCE_LOOPBACK=1; shift ;;
         --keep) KEEP=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -197,7 +201,7 @@ stat_of() {
 # Waits up to $3 seconds for server $1's status to match the regex $2.
 wait_status() {
     local end s
-    end=$(awk -v t="$(now)" -v d="$3" 'BEGIN { print t + d }')
+    end=$(awk -v t="$(now)" -v d="$3" 'BEGIN { printf "%.3f", t + d }')
     while :; do
         s=$(stat_of "$1" status || true)
         [[ $s =~ $2 ]] && return 0
@@ -290,7 +294,7 @@ start_haproxy() {
 }
 
 start_load() {
-    "$BIN/forkd-loadgen" --json -c "$CONNS" -d 600s --timeout 5s --interval 250ms \
+    "$BIN/forkd-loadgen" --json -c "$CONNS" ${RATE:+--rate "$RATE"} -d 600s --timeout 5s --interval 250ms \
         --plot "$OUT/$1.svg" "http://127.0.0.1:$PORT/bench/2k.html" \
         >"$OUT/$1.json" 2>"$OUT/$1.loadgen.log" </dev/null &
     LOAD_PID=$!
