@@ -14,7 +14,9 @@
 //! ([`reap`]), its cause logged and counted, and a worker replaced; workers that die before
 //! serving anything are respawned slower and slower, so a broken environment cannot turn the
 //! master into a fork loop. Readiness is one line on stderr and `READY=1` over
-//! `$NOTIFY_SOCKET` ([`notify`]); the pid file is written atomically ([`atomic`]). A master
+//! `$NOTIFY_SOCKET` ([`notify`]); the pid file is written atomically ([`atomic`]). With
+//! [`Settings::agent_listen`] and [`Settings::status_listen`] the master also answers a load
+//! balancer's agent-check and a status page from the same loop, never blocking ([`side`]). A master
 //! started as root stays root and each child drops to an unprivileged user ([`privdrop`])
 //! before it touches a connection.
 //!
