@@ -203,7 +203,7 @@ pub fn status_json(s: &Snapshot) -> String {
     out
 }
 
-/// The status as a page for people: reloads itself every [`REFRESH_SECS`] (a meta refresh,
+/// The status as a page for people: reloads itself every `REFRESH_SECS` seconds (a meta refresh,
 /// no script), every value in an element whose id names it, every text escaped.
 pub fn status_html(s: &Snapshot) -> String {
     let t = &s.totals;
