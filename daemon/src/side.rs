@@ -1,6 +1,6 @@
 //! The master's side listeners: the load balancer's agent port (`agent-check`, HAProxy's
 //! protocol) and the status page for people (HTML and JSON). Both are answered by the master
-//! from its own state and the [`scoreboard`](super::scoreboard), without forking and without
+//! from its own state and the [`scoreboard`], without forking and without
 //! ever blocking its one loop.
 //!
 //! Why in the master and not in a process of its own: every answer is made of what only the
