@@ -63,6 +63,8 @@ fn main() {
         // A quiet client is what its test stops it with: no deferred accept, no limit.
         defer_accept: Duration::ZERO,
         max_conns_per_client: 0,
+        agent_listen: None,
+        status_listen: None,
     };
     // `READY=1` for systemd or forkd-supervisor when `NOTIFY_SOCKET` is set; nothing otherwise.
     let notifier = Notifier::from_env().unwrap_or_else(|e| {

@@ -14,7 +14,9 @@
 //! ([`reap`]), its cause logged and counted, and a worker replaced; workers that die before
 //! serving anything are respawned slower and slower, so a broken environment cannot turn the
 //! master into a fork loop. Readiness is one line on stderr and `READY=1` over
-//! `$NOTIFY_SOCKET` ([`notify`]); the pid file is written atomically ([`atomic`]). A master
+//! `$NOTIFY_SOCKET` ([`notify`]); the pid file is written atomically ([`atomic`]). With
+//! [`Settings::agent_listen`] and [`Settings::status_listen`] the master also answers a load
+//! balancer's agent-check and a status page from the same loop, never blocking ([`side`]). A master
 //! started as root stays root and each child drops to an unprivileged user ([`privdrop`])
 //! before it touches a connection.
 //!
@@ -118,6 +120,8 @@
 //!         metrics_file: None,
 //!         defer_accept: Duration::ZERO,
 //!         max_conns_per_client: 0,
+//!         agent_listen: None,
+//!         status_listen: None,
 //!     };
 //!     let mut daemon = Fixed(settings.clone());
 //!     let code = match forkd_daemon::run(settings, Echo, &mut daemon, &Notifier::none()) {
@@ -156,6 +160,7 @@ pub mod reactor;
 pub mod reap;
 pub mod resource;
 pub mod scoreboard;
+pub mod side;
 pub mod signals;
 pub mod trend;
 pub mod units;

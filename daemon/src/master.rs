@@ -23,6 +23,7 @@ use super::notify::Notifier;
 use super::privdrop::Credentials;
 use super::reap::{reap, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
+use super::side::{self, Side};
 use super::signals::{Event, SignalPipe};
 use super::{atomic, fork, listener, reactor, resource, wait, watchdog, worker};
 
@@ -149,6 +150,10 @@ pub struct Settings {
     /// beyond it a connection gets [`Service::busy_response`] at once (0: no limit). Counted on
     /// the scoreboard, so it holds across all prefork workers.
     pub max_conns_per_client: usize,
+    /// Where the master answers HAProxy's `agent-check` (see [`side`]); off when `None`.
+    pub agent_listen: Option<SocketAddr>,
+    /// Where the master serves its status page and `/status.json` (see [`side`]).
+    pub status_listen: Option<SocketAddr>,
 }
 
 /// Why the master could not start.
@@ -270,6 +275,9 @@ struct Master<'a, D: Daemon> {
     /// Listeners passed in by socket activation (their fds): whoever passed them holds them
     /// for the next server, so a stop closes them here but never shuts them down.
     inherited: Vec<RawFd>,
+    /// The agent and status ports and their connections, answered from this loop.
+    side: Side,
+    started: Instant,
 }
 
 /// Runs the master until it is stopped; returns the process exit code.
@@ -282,6 +290,7 @@ pub fn run<D: Daemon>(
     // Inherited sockets first, before this process opens any fd of its own that could be
     // mistaken for one of them.
     let (listeners, inherited) = open_listeners(&settings.listen)?;
+    let side = Side::bind(settings.agent_listen, settings.status_listen)?;
     let signals = SignalPipe::install().map_err(StartError::Signals)?;
     let mut m = Master {
         daemon,
@@ -303,6 +312,8 @@ pub fn run<D: Daemon>(
         next_metrics: None,
         watchdog: watchdog::Watchdog::from_env(Instant::now()),
         inherited,
+        side,
+        started: Instant::now(),
     };
     if let Mode::Event { connections, .. } = m.settings.mode {
         if m.service.events().is_none() {
@@ -426,6 +437,7 @@ impl<D: Daemon> Master<'_, D> {
                     Event::ReopenLogs => self.reopen_logs(),
                 }
             }
+            self.answer_side();
             self.publish_metrics();
             self.ping_watchdog();
             match self.phase {
@@ -480,6 +492,22 @@ impl<D: Daemon> Master<'_, D> {
         }
     }
 
+    /// Answers the agent and status ports from this turn's readiness (see [`side`]).
+    fn answer_side(&mut self) {
+        let snapshot = || {
+            Snapshot {
+                settings: &self.settings,
+                children: &self.children,
+                phase: self.phase,
+                generation: self.generation,
+                started: self.started,
+                accept_pause: self.accept_pause,
+            }
+            .take()
+        };
+        self.side.answer(Instant::now(), &snapshot);
+    }
+
     fn announce_ready(&self) {
         let urls: Vec<String> = self
             .listeners
@@ -495,6 +523,15 @@ impl<D: Daemon> Master<'_, D> {
                 connections,
             } => format!("event, {workers} workers x {connections} connections"),
         };
+        // Before the ready line, so whoever waits for it knows these ports too (port 0 binds
+        // any free one).
+        for (kind, addr) in self.side.local_addrs() {
+            let what = match kind {
+                side::Kind::Agent => format!("agent-check on {addr}"),
+                side::Kind::Status => format!("status page on http://{addr}/"),
+            };
+            let _ = io::stderr().write_all(format!("{}: {what}\n", self.settings.name).as_bytes());
+        }
         // One write, so the line is whole even if someone else shares stderr.
         let line = format!(
             "{}: ready on {} (pid {}, {how})\n",
@@ -546,6 +583,9 @@ impl<D: Daemon> Master<'_, D> {
         if let Some(w) = &self.watchdog {
             due(w.due());
         }
+        if let Some(t) = self.side.next_deadline() {
+            due(t);
+        }
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(d) => {
@@ -563,19 +603,31 @@ impl<D: Daemon> Master<'_, D> {
                         .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
                 );
             }
-            match poll(&mut fds, timeout) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => {}
+            let side_at = fds.len();
+            let side_fds = self.side.pollfds();
+            fds.extend(side_fds.iter().map(|(fd, want)| PollFd::new(*fd, *want)));
+            let polled = match poll(&mut fds, timeout) {
+                Ok(_) => true,
+                Err(nix::errno::Errno::EINTR) => false,
                 Err(e) => {
                     tracing::error!("poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
+                    false
                 }
-            }
-            for (i, fd) in fds.iter().enumerate().skip(1) {
-                if fd.revents().is_some_and(|r| !r.is_empty()) {
+            };
+            let revents = |fd: &PollFd| match polled {
+                true => fd.revents().unwrap_or(PollFlags::empty()),
+                false => PollFlags::empty(),
+            };
+            for (i, fd) in fds.iter().enumerate().take(side_at).skip(1) {
+                if !revents(fd).is_empty() {
                     ready_listeners.push(i - 1);
                 }
             }
+            let side_ready = fds.iter().skip(side_at).map(revents).collect();
+            drop(fds);
+            drop(side_fds);
+            self.side.set_ready(side_ready);
         }
         let mut events = self.signals.drain();
         // Reap before accepting, so that ended children free their slots first.
@@ -772,11 +824,14 @@ impl<D: Daemon> Master<'_, D> {
         Some(info)
     }
 
-    /// Fds of the master that a child must not keep: the self-pipe always, and in fork mode
+    /// Fds of the master that a child must not keep: the self-pipe and the side ports always, and in fork mode
     /// the listeners too (a long-lived child would otherwise keep the port bound after the
     /// master is gone).
     fn master_fds(&self, with_listeners: bool) -> Vec<RawFd> {
         let mut v = self.signals.raw_fds().to_vec();
+        // The side ports and their connections are the master's alone: a worker holding the
+        // agent port would answer for a master that is gone.
+        v.extend(self.side.raw_fds());
         if with_listeners {
             v.extend(self.listeners.iter().map(listener::raw));
         }
@@ -1014,6 +1069,10 @@ impl<D: Daemon> Master<'_, D> {
             );
             new.mode = old.mode;
         }
+        if (new.agent_listen, new.status_listen) != (old.agent_listen, old.status_listen) {
+            tracing::warn!("agent and status addresses cannot change on reload: restart to apply");
+            (new.agent_listen, new.status_listen) = (old.agent_listen, old.status_listen);
+        }
         if new.pid_file != old.pid_file {
             tracing::warn!("pid file cannot change on reload: restart to apply");
             new.pid_file = old.pid_file.clone();
@@ -1046,6 +1105,60 @@ impl<D: Daemon> Master<'_, D> {
         );
         for pid in self.children.keys() {
             let _ = kill(*pid, Signal::SIGUSR1);
+        }
+    }
+}
+
+/// What the side ports need of the master, borrowed for one answer.
+struct Snapshot<'a> {
+    settings: &'a Settings,
+    children: &'a HashMap<Pid, ChildInfo>,
+    phase: Phase,
+    generation: u64,
+    started: Instant,
+    accept_pause: Option<(Instant, Duration)>,
+}
+
+impl Snapshot<'_> {
+    /// Draining from SIGTERM on; reloading while children of an older generation finish;
+    /// down when no child can take a connection (no worker that is not retiring, or a
+    /// fork-mode master that paused accepting for want of fds).
+    fn take(&self) -> side::Snapshot {
+        let now = Instant::now();
+        let mode = self.settings.mode;
+        let open_workers = self.children.values().filter(|c| !c.stopping).count();
+        let open_capacity = match mode.workers() {
+            Some(_) => open_workers.saturating_mul(mode.per_child()),
+            None => mode.bound(),
+        };
+        let paused = self.accept_pause.is_some_and(|(until, _)| now < until);
+        let state = match self.phase {
+            Phase::Draining { .. } => side::State::Draining,
+            Phase::Running
+                if self
+                    .children
+                    .values()
+                    .any(|c| c.generation < self.generation) =>
+            {
+                side::State::Reloading
+            }
+            Phase::Running if mode.workers().is_some() && open_workers == 0 => side::State::Down,
+            Phase::Running if mode.workers().is_none() && paused => side::State::Down,
+            Phase::Running => side::State::Serving,
+        };
+        side::Snapshot {
+            name: self.settings.name,
+            pid: std::process::id(),
+            mode: match mode {
+                Mode::Prefork { .. } => "prefork",
+                Mode::Fork { .. } => "fork",
+                Mode::Event { .. } => "event",
+            },
+            state: Some(state),
+            generation: self.generation,
+            uptime: now.saturating_duration_since(self.started),
+            open_capacity: u32::try_from(open_capacity).unwrap_or(u32::MAX),
+            totals: scoreboard::totals().unwrap_or_default(),
         }
     }
 }

@@ -50,9 +50,12 @@ pub enum Limit {
     /// An event worker's connection table was full, so it stopped taking connections and
     /// left them queued for the other workers (one count per pause).
     WorkerConnections,
+    /// A connection to the master's status or agent port was closed before its answer to
+    /// keep the master's side connections within their cap (see `side`).
+    SideConnections,
 }
 
-const DAEMON_COUNTERS: [Counter; 6] = [
+const DAEMON_COUNTERS: [Counter; 7] = [
     Counter {
         name: "children_bound",
         help: "connections refused because every child slot was taken",
@@ -76,6 +79,10 @@ const DAEMON_COUNTERS: [Counter; 6] = [
     Counter {
         name: "worker_connections",
         help: "times an event worker's connection table was full and it paused accepting",
+    },
+    Counter {
+        name: "side_connections",
+        help: "status or agent connections closed unanswered to keep the master's side connections within their cap",
     },
 ];
 
@@ -742,6 +749,55 @@ pub(crate) fn leave_conn(entry: u32) {
     if let Some(e) = b.board.clients.get(i) {
         give_back(e);
     }
+}
+
+/// The board's numbers at one instant, for the master's side listeners (the status page and
+/// the load balancer's agent): a scan of the slots and the counters, no system call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub requests: u64,
+    /// Every limit, the template's then the application's: name, help, hits.
+    pub limits: Vec<(&'static str, &'static str, u64)>,
+    /// Children that ended unasked, by cause.
+    pub crashes: Vec<(&'static str, u64)>,
+    /// Live children serving at least one connection, and those serving none.
+    pub children_busy: u32,
+    pub children_idle: u32,
+    /// Connections being served by all children, and the mode's bound on them.
+    pub connections: u32,
+    pub capacity: u32,
+}
+
+/// The board now; `None` before it is installed.
+pub fn totals() -> Option<Totals> {
+    let b = board()?;
+    let named = DAEMON_COUNTERS.iter().chain(b.app.iter());
+    let limits = named
+        .zip(&b.board.counters)
+        .map(|(c, v)| (c.name, c.help, v.load(Relaxed)))
+        .collect();
+    let crashes = CRASH_LABELS
+        .iter()
+        .zip(&b.board.crashes)
+        .map(|(l, v)| (*l, v.load(Relaxed)))
+        .collect();
+    let mut t = Totals {
+        requests: b.board.requests.load(Relaxed),
+        limits,
+        crashes,
+        capacity: b.board.capacity.load(Relaxed),
+        ..Totals::default()
+    };
+    for s in b.board.slots.iter().filter(|s| s.pid.load(Relaxed) != 0) {
+        let n = s.busy.load(Relaxed);
+        t.connections = t.connections.saturating_add(n);
+        if n != 0 {
+            t.children_busy += 1;
+        } else {
+            t.children_idle += 1;
+        }
+    }
+    Some(t)
 }
 
 /// The whole board in the Prometheus text format, every name prefixed with `prefix`.

@@ -349,12 +349,19 @@ type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>)>);
 /// Draws throughput, fds, memory and processes over time into an SVG file.
 pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
     let tmax = series.last().map_or(1.0, |p| p.t).max(1.0);
-    let root = SVGBackend::new(path, (960, 1100)).into_drawing_area();
+    let height = if series.iter().any(|p| p.tree.is_some()) {
+        1100
+    } else {
+        360
+    };
+    let root = SVGBackend::new(path, (960, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root
         .titled(title, ("sans-serif", 20))
         .map_err(|e| e.to_string())?;
-    let panels = root.split_evenly((4, 1));
+    // Without --watch-pid there is nothing but throughput to draw: one panel, not four.
+    let watched = series.iter().any(|p| p.tree.is_some());
+    let panels = root.split_evenly((if watched { 4 } else { 1 }, 1));
     let tree = |f: fn(&crate::watch::TreePoint) -> f64| -> Vec<(f64, f64)> {
         series
             .iter()
@@ -362,8 +369,22 @@ pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
             .collect()
     };
     let rps: Vec<(f64, f64)> = series.iter().skip(1).map(|p| (p.t, p.rps)).collect();
+    // Errors per interval, from the running total each point carries.
+    let errors: Vec<(f64, f64)> = series
+        .windows(2)
+        .filter_map(|w| match w {
+            [a, b] => Some((
+                b.t,
+                b.errors.saturating_sub(a.errors) as f64 / (b.t - a.t).max(1e-9),
+            )),
+            _ => None,
+        })
+        .collect();
     let charts: [Panel; 4] = [
-        ("Throughput (responses/s)", vec![("responses/s", rps)]),
+        (
+            "Throughput and errors (per second)",
+            vec![("responses/s", rps), ("errors/s", errors)],
+        ),
         (
             "Open fds",
             vec![
@@ -512,6 +533,15 @@ mod tests {
         plot(&svg, "test", &r.series).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg") && text.contains("Open fds"));
+        assert!(text.contains("errors/s"), "errors over time are drawn");
+        // Without a watched tree: throughput and errors only.
+        let mut bare = r.series.clone();
+        for p in &mut bare {
+            p.tree = None;
+        }
+        plot(&svg, "test", &bare).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.contains("errors/s") && !text.contains("Open fds"));
         assert_eq!(us(1500.0), "1.50ms");
         assert_eq!(bytes(2048.0), "2.00KB");
     }

@@ -174,6 +174,22 @@ pub struct Options {
     #[serde(default)]
     pub allow_root: bool,
 
+    /// Answer HAProxy's agent-check here: "up ready N%" (N: free share of the pool), "drain"
+    /// during a graceful stop or a reload, "down" when no worker can serve. [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub agent_listen: Option<SocketAddr>,
+
+    /// Serve a status page (HTML, refreshing itself) and /status.json of the scoreboard here;
+    /// a loopback address unless --status-public. [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub status_listen: Option<SocketAddr>,
+
+    /// Allow --status-listen on an address other hosts can reach (the page shows load, limits
+    /// and crashes: put it behind a firewall or a proxy with access control).
+    #[arg(long)]
+    #[serde(default)]
+    pub status_public: bool,
+
     /// Diagnostics filter for tracing (error, warn, info, debug, trace, or a directive).
     /// [default: info, or RUST_LOG]
     #[arg(long, value_name = "FILTER")]
@@ -463,6 +479,9 @@ options_keys!(
         user,
         chroot,
         allow_root,
+        agent_listen,
+        status_listen,
+        status_public,
         log_level,
 );
 
@@ -685,6 +704,29 @@ fn check_combinations(o: &Options, listen: &[SocketAddr]) -> Result<(), ConfigEr
             ));
         }
     }
+    if let Some(a) = o
+        .status_listen
+        .filter(|a| !a.ip().is_loopback() && !o.status_public)
+    {
+        return err(format!(
+            "--status-listen {a} is not a loopback address: the status page shows load, limits \
+             and crashes to whoever reaches it; add --status-public to serve it there anyway"
+        ));
+    }
+    let side = [
+        ("--agent-listen", o.agent_listen),
+        ("--status-listen", o.status_listen),
+    ];
+    for (flag, addr) in side.iter().filter_map(|(f, a)| a.map(|a| (f, a))) {
+        if addr.port() != 0 && listen.contains(&addr) {
+            return err(format!("{flag} {addr} is also a --listen address"));
+        }
+    }
+    if let (Some(a), Some(s)) = (o.agent_listen, o.status_listen) {
+        if a == s && a.port() != 0 {
+            return err(format!("--agent-listen and --status-listen are both {a}"));
+        }
+    }
     if let Some(filter) = &o.log_level {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
             return err(format!("--log-level {filter:?}: {e}"));
@@ -849,6 +891,8 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         // Both set below, once the header timeout is known.
         defer_accept: Duration::ZERO,
         max_conns_per_client: 0,
+        agent_listen: o.agent_listen,
+        status_listen: o.status_listen,
     };
     let mut h = http::Config::default();
     macro_rules! set {
@@ -940,6 +984,9 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             user: Some(user),
             chroot: o.chroot.clone(),
             allow_root: o.allow_root,
+            agent_listen: o.agent_listen,
+            status_listen: o.status_listen,
+            status_public: o.status_public,
             log_level: Some(o.log_level.clone().unwrap_or_else(|| {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string())
             })),
@@ -1305,5 +1352,53 @@ mod tests {
         assert!(e.contains("--workers 1000000"), "{e}");
         let e = resolve(parse(&["--workers", "0"])).err().unwrap().0;
         assert!(e.contains("--workers 0"), "{e}");
+    }
+
+    #[test]
+    fn the_status_page_stays_on_loopback_unless_made_public() {
+        let e = resolve(parse(&["--status-listen", "0.0.0.0:9000"]))
+            .err()
+            .unwrap()
+            .0;
+        assert!(
+            e.contains("not a loopback address") && e.contains("--status-public"),
+            "{e}"
+        );
+        let c = resolve(parse(&[
+            "--status-listen",
+            "0.0.0.0:9000",
+            "--status-public",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.settings.status_listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 9000)))
+        );
+        let c = resolve(parse(&[
+            "--status-listen",
+            "[::1]:9000",
+            "--agent-listen",
+            "0.0.0.0:9001",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.settings.agent_listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 9001)))
+        );
+        let file: File = toml::from_str("[server]\nagent-listen = \"127.0.0.1:9001\"\n").unwrap();
+        assert_eq!(
+            file.server.agent_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9001)))
+        );
+        let e = resolve(parse(&[
+            "--listen",
+            "127.0.0.1:8080",
+            "--agent-listen",
+            "127.0.0.1:8080",
+        ]))
+        .err()
+        .unwrap()
+        .0;
+        assert!(e.contains("also a --listen address"), "{e}");
     }
 }

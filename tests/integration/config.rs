@@ -109,6 +109,9 @@ fn every_key_of_the_file_is_in_force() {
         ),
         ("user", q("daemon"), q("daemon")),
         ("allow-root", "true".into(), "true".into()),
+        ("agent-listen", q("127.0.0.1:18091"), q("127.0.0.1:18091")),
+        ("status-listen", q("0.0.0.0:18092"), q("0.0.0.0:18092")),
+        ("status-public", "true".into(), "true".into()),
         ("log-level", q("warn"), q("warn")),
     ];
     // Only root may chroot; as another user that key is refused, and tested where it can be.
