@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
@@ -44,6 +45,8 @@ pub struct Report {
     pub connections: usize,
     pub threads: usize,
     pub keep_alive: bool,
+    /// Requests in flight per connection (1: not pipelined).
+    pub pipeline: usize,
     pub elapsed_s: f64,
     pub tally: Tally,
     pub series: Vec<Point>,
@@ -65,10 +68,10 @@ impl Report {
         let t = &self.tally;
         let l = t.latency_summary();
         let mut s = String::new();
-        let how = if self.keep_alive {
-            "keep-alive"
-        } else {
-            "new connection per request"
+        let how = match (self.keep_alive, self.pipeline) {
+            (true, 1) => "keep-alive".to_string(),
+            (true, n) => format!("keep-alive, {n} pipelined"),
+            (false, _) => "new connection per request".to_string(),
         };
         let _ = writeln!(s, "Ran {:.2}s test @ {}", self.elapsed_s, self.url);
         let _ = match self.rate {
@@ -164,6 +167,7 @@ impl Report {
             "connections": self.connections,
             "threads": self.threads,
             "keep_alive": self.keep_alive,
+            "pipeline": self.pipeline,
             "duration_s": self.elapsed_s,
             "requests": t.responses(),
             "errors_total": t.error_count(),
@@ -346,15 +350,23 @@ pub fn csv(series: &[Point]) -> String {
 /// One panel of the plot: its caption and its named lines.
 type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>)>);
 
-/// Draws throughput, fds, memory and processes over time into an SVG file.
-pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
+/// Draws throughput, fds, memory and processes over time, and latency by percentile, into an
+/// SVG file.
+pub fn plot(
+    path: &Path,
+    title: &str,
+    series: &[Point],
+    latency: &Histogram<u64>,
+) -> Result<(), String> {
     let tmax = series.last().map_or(1.0, |p| p.t).max(1.0);
-    let root = SVGBackend::new(path, (960, 1100)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 1400)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root
         .titled(title, ("sans-serif", 20))
         .map_err(|e| e.to_string())?;
-    let panels = root.split_evenly((4, 1));
+    let (over_time, tail) = root.split_vertically(1060);
+    crate::plot::percentiles(&tail, "Latency by percentile", &[("latency".into(), latency)])?;
+    let panels = over_time.split_evenly((4, 1));
     let tree = |f: fn(&crate::watch::TreePoint) -> f64| -> Vec<(f64, f64)> {
         series
             .iter()
@@ -406,6 +418,7 @@ pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
         chart
             .configure_mesh()
             .x_desc("seconds")
+            .y_label_formatter(&|v| crate::plot::human(*v))
             .draw()
             .map_err(|e| e.to_string())?;
         for ((name, pts), color) in lines.into_iter().zip(colors) {
@@ -467,6 +480,7 @@ mod tests {
             connections: 2,
             threads: 1,
             keep_alive: true,
+            pipeline: 1,
             elapsed_s: 2.0,
             tally,
             series,
@@ -509,9 +523,10 @@ mod tests {
         assert!(h.contains("503: 1"), "{h}");
         let dir = tempfile::tempdir().unwrap();
         let svg = dir.path().join("p.svg");
-        plot(&svg, "test", &r.series).unwrap();
+        plot(&svg, "test", &r.series, &r.tally.latency).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg") && text.contains("Open fds"));
+        assert!(text.contains("Latency by percentile") && text.contains("99%"), "{text}");
         assert_eq!(us(1500.0), "1.50ms");
         assert_eq!(bytes(2048.0), "2.00KB");
     }
