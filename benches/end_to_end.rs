@@ -74,7 +74,14 @@ impl Drop for Forkd {
 fn run_load(addr: SocketAddr, requests: u64, new_conn: bool) -> Duration {
     let cfg = Arc::new(LoadConfig {
         addr,
-        requests: vec![build_request("GET", PATH, &addr.to_string(), &[], new_conn, None)],
+        requests: vec![build_request(
+            "GET",
+            PATH,
+            &addr.to_string(),
+            &[],
+            new_conn,
+            None,
+        )],
         head: false,
         schedule: schedule(&[1]),
         connections: CONNECTIONS,

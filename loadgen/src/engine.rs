@@ -333,7 +333,11 @@ impl Worker {
                 next_sweep = now + SWEEP;
             }
         }
-        self.tally.unfinished += self.conns.iter().map(|c| c.pending.len() as u64).sum::<u64>();
+        self.tally.unfinished += self
+            .conns
+            .iter()
+            .map(|c| c.pending.len() as u64)
+            .sum::<u64>();
         self.publish();
         self.publish_latency();
         Ok(self.tally)

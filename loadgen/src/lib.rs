@@ -14,6 +14,7 @@
 
 pub mod abuse;
 pub mod compare;
+pub mod cpu;
 pub mod engine;
 pub mod plot;
 pub mod progress;
@@ -249,17 +250,8 @@ impl Args {
         // The files are written after the load: a directory that does not exist would
         // throw the whole run away.
         for (flag, path) in [("--csv", &self.csv), ("--plot", &self.plot)] {
-            let Some(path) = path else { continue };
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            if !dir.is_dir() {
-                return Err(format!(
-                    "{flag} {}: {} is not a directory",
-                    path.display(),
-                    dir.display()
-                ));
+            if let Some(path) = path {
+                check_dir(flag, path)?;
             }
         }
         Ok(())
@@ -320,13 +312,30 @@ pub(crate) fn check_workload(w: &Workload) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses an output file whose directory does not exist: the file is written after the load,
+/// and a typo would throw the whole run away.
+pub(crate) fn check_dir(flag: &str, path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "{flag} {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Durations are read as forkd reads them: `250ms`, `10s`, `2m`, `1h30m` (humantime) or a
 /// plain number of seconds.
 pub use forkd_daemon::units::parse_duration;
 
 /// Ctrl-C stops the load and still reports, as wrk does; a second Ctrl-C kills. Returns the
 /// flag the first one sets; the handlers are installed once per process, however many runs.
-fn catch_interrupt() -> Arc<AtomicBool> {
+pub(crate) fn catch_interrupt() -> Arc<AtomicBool> {
     static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     INTERRUPTED
         .get_or_init(|| {

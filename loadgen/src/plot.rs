@@ -119,7 +119,9 @@ pub fn percentiles<DB: DrawingBackend>(
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -139,7 +141,10 @@ fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
         if q >= 1.0 {
             break;
         }
-        pts.push((1.0 / (1.0 - q), h.highest_equivalent(v.value_iterated_to()) as f64));
+        pts.push((
+            1.0 / (1.0 - q),
+            h.highest_equivalent(v.value_iterated_to()) as f64,
+        ));
     }
     // The maximum, placed one step beyond the last percentile so the line ends at the worst.
     let last_x = pts.last().map_or(1.0, |p| p.0);
@@ -180,9 +185,15 @@ mod tests {
             h.record(v).unwrap();
         }
         let c = curve(&h);
-        assert!(c.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{c:?}");
+        assert!(
+            c.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            "{c:?}"
+        );
         let (x99, y99) = *c.iter().find(|p| p.0 >= 100.0).unwrap();
-        assert!(x99 < 130.0 && (9_800.0..=10_100.0).contains(&y99), "{x99} {y99}");
+        assert!(
+            x99 < 130.0 && (9_800.0..=10_100.0).contains(&y99),
+            "{x99} {y99}"
+        );
         assert_eq!(c.last().unwrap().1, h.max() as f64);
     }
 }

@@ -80,7 +80,10 @@ impl Live {
                 elapsed.as_millis() as u64,
                 format!("{:.1}s/{}", t, forkd_daemon::units::show_duration(d)),
             ),
-            Bound::Requests(n) => (responses, format!("{:.1}s, {}/{}", t, human(responses as f64), human(n as f64))),
+            Bound::Requests(n) => (
+                responses,
+                format!("{:.1}s, {}/{}", t, human(responses as f64), human(n as f64)),
+            ),
         };
         self.bar.set_position(pos);
         self.bar.set_message(format!(

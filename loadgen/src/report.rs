@@ -365,7 +365,11 @@ pub fn plot(
         .titled(title, ("sans-serif", 20))
         .map_err(|e| e.to_string())?;
     let (over_time, tail) = root.split_vertically(1060);
-    crate::plot::percentiles(&tail, "Latency by percentile", &[("latency".into(), latency)])?;
+    crate::plot::percentiles(
+        &tail,
+        "Latency by percentile",
+        &[("latency".into(), latency)],
+    )?;
     let panels = over_time.split_evenly((4, 1));
     let tree = |f: fn(&crate::watch::TreePoint) -> f64| -> Vec<(f64, f64)> {
         series
@@ -526,7 +530,10 @@ mod tests {
         plot(&svg, "test", &r.series, &r.tally.latency).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg") && text.contains("Open fds"));
-        assert!(text.contains("Latency by percentile") && text.contains("99%"), "{text}");
+        assert!(
+            text.contains("Latency by percentile") && text.contains("99%"),
+            "{text}"
+        );
         assert_eq!(us(1500.0), "1.50ms");
         assert_eq!(bytes(2048.0), "2.00KB");
     }

@@ -295,9 +295,16 @@ mod tests {
     fn coarse_buckets_bound_their_values() {
         for v in (0..5000).chain([1 << 20, (1 << 20) + 12345, MAX_LATENCY_US]) {
             let i = coarse_bucket(v);
-            assert!(coarse_upper(i) >= v, "{v} in bucket {i} up to {}", coarse_upper(i));
+            assert!(
+                coarse_upper(i) >= v,
+                "{v} in bucket {i} up to {}",
+                coarse_upper(i)
+            );
             // Within 12.5 % above (exact below 16).
-            assert!(coarse_upper(i) as f64 <= (v as f64 * 1.125).max(v as f64 + 1.0), "{v}");
+            assert!(
+                coarse_upper(i) as f64 <= (v as f64 * 1.125).max(v as f64 + 1.0),
+                "{v}"
+            );
             if i > 0 {
                 assert!(coarse_upper(i - 1) < v, "{v}");
             }
