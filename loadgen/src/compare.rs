@@ -45,7 +45,7 @@ program is the process whose tree is watched; it must listen on the URL's port, 
 free; it is stopped by its process group at the end, TERM then KILL after 10 s).\n\n\
 Workloads: every -c count, with --keep-alive and/or --new-conn (keep-alive alone by default), \
 on every --path (default: each URL's own path). For --reps repetitions, each workload runs once \
-on every target in turn (the order rotating each repetition). Before each run the tool waits \
+on every target in turn. Before each run the tool waits \
 up to --quiet-wait for other processes to use less than --quiet-below CPUs; during the run it \
 measures what they used (/proc/stat minus the target's tree and this process) and flags the \
 run noisy when that exceeds --quiet-below.\n\n\
@@ -621,9 +621,8 @@ fn run(args: &CompareArgs, targets: &[Target]) -> Result<(), String> {
     let mut latency: BTreeMap<(usize, usize), Histogram<u64>> = BTreeMap::new();
     'reps: for rep in 0..args.reps {
         for (w, wl) in workloads.iter().enumerate() {
-            for k in 0..targets.len() {
-                // The order rotates each repetition: no target always runs first after a pause.
-                let t = (k + rep) % targets.len();
+            // Always the same order, so that the runs alternate strictly: A B A B.
+            for t in 0..targets.len() {
                 if interrupted.load(Relaxed) {
                     break 'reps;
                 }
