@@ -524,6 +524,8 @@ pub struct RunResult {
     pub p99_us: u64,
     pub requests: u64,
     pub errors: u64,
+    /// Connections that got no response in the whole run (see `Tally::starved`).
+    pub starved: u64,
     /// CPUs' worth of other processes during the run, and whether that made it noisy.
     pub other_cpu: f64,
     pub noisy: bool,
@@ -727,6 +729,7 @@ fn result(t: usize, w: usize, rep: usize, r: &Report, other: f64, quiet_below: f
         p99_us: r.tally.latency_summary().p99,
         requests: r.tally.responses(),
         errors: r.tally.error_count(),
+        starved: r.tally.starved,
         other_cpu: other,
         noisy: other > quiet_below,
         rss_kb,
@@ -1007,6 +1010,7 @@ impl Comparison {
                 "PSS MiB (max)",
                 "processes (max)",
                 "fd change",
+                "conns never answered",
                 "errors",
                 "requests",
             ]
@@ -1032,6 +1036,11 @@ impl Comparison {
                     .max()
                     .map_or("n/a".into(), |p| p.to_string()),
                 fd.map_or("n/a".into(), |d| format!("{d:+}")),
+                mine.iter()
+                    .map(|r| r.starved)
+                    .max()
+                    .unwrap_or(0)
+                    .to_string(),
                 mine.iter().map(|r| r.errors).sum::<u64>().to_string(),
                 human(mine.iter().map(|r| r.requests).sum::<u64>() as f64),
             ]);
@@ -1047,7 +1056,9 @@ impl Comparison {
             ),
             (
                 "Server trees (started targets, sampled every --interval during the runs; fd change: \
-                 after a run minus before it, the largest)",
+                 after a run minus before it, the largest; conns never answered: connections \
+                 that got no response in a whole run, the most in one run; errors and requests: \
+                 over all runs)",
                 &t4,
             ),
         ] {
@@ -1093,6 +1104,7 @@ impl Comparison {
                     "p99_us": r.p99_us,
                     "requests": r.requests,
                     "errors": r.errors,
+                    "starved_connections": r.starved,
                     "other_cpu": r.other_cpu,
                     "noisy": r.noisy,
                     "rss_kb_max": r.rss_kb,

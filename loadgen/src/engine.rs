@@ -182,6 +182,8 @@ struct Conn {
     parser: ResponseParser,
     buf: Box<[u8]>,
     filled: usize,
+    /// A response ended on this connection slot during the run.
+    answered: bool,
 }
 
 impl Conn {
@@ -258,6 +260,7 @@ impl Worker {
                     parser: ResponseParser::new(),
                     buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
                     filled: 0,
+                    answered: false,
                 })
                 .collect(),
             cfg,
@@ -338,6 +341,7 @@ impl Worker {
             .iter()
             .map(|c| c.pending.len() as u64)
             .sum::<u64>();
+        self.tally.starved += self.conns.iter().filter(|c| !c.answered).count() as u64;
         self.publish();
         self.publish_latency();
         Ok(self.tally)
@@ -648,6 +652,7 @@ impl Worker {
         let Some(p) = c.pending.pop_front() else {
             return;
         };
+        c.answered = true;
         let latency = now.saturating_duration_since(p.start).as_micros() as u64;
         self.tally.record_response(status, latency);
         self.coarse.record(latency);

@@ -135,6 +135,9 @@ impl Report {
         if t.unfinished > 0 {
             let _ = writeln!(s, "  Unfinished at stop: {}", t.unfinished);
         }
+        if t.starved > 0 {
+            let _ = writeln!(s, "  Connections never answered: {}", t.starved);
+        }
         let _ = writeln!(s, "Requests/sec: {:>10.2}", self.requests_per_sec());
         let _ = writeln!(s, "Transfer/sec: {:>10}", bytes(self.bytes_per_sec()));
         for a in &self.abuse {
@@ -176,6 +179,7 @@ impl Report {
             "bytes_per_sec": self.bytes_per_sec(),
             "connects": t.connects,
             "unfinished": t.unfinished,
+            "starved_connections": t.starved,
             "latency_us": latency_json(&t.latency_summary()),
             "status": statuses,
             "errors": errors,

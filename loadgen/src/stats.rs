@@ -70,6 +70,10 @@ pub struct Tally {
     pub connects: u64,
     /// Requests still in flight when the run stopped and the grace period ran out.
     pub unfinished: u64,
+    /// Connections (closed loop: the `-c` slots) that got no response at all during the run:
+    /// a server with fewer workers than connections may leave some in its accept queue for the
+    /// whole run, which neither throughput nor the latency of answered requests shows.
+    pub starved: u64,
 }
 
 impl Tally {
@@ -81,6 +85,7 @@ impl Tally {
             bytes: 0,
             connects: 0,
             unfinished: 0,
+            starved: 0,
         }
     }
 
@@ -112,6 +117,7 @@ impl Tally {
         self.bytes += other.bytes;
         self.connects += other.connects;
         self.unfinished += other.unfinished;
+        self.starved += other.starved;
     }
 
     /// Complete responses, any status.
