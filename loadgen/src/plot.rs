@@ -92,6 +92,8 @@ pub fn percentiles<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 16))
         .margin(8)
+        // Room for the last percentile label, centred on the right edge.
+        .margin_right(32)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((1f64..xmax).log_scale(), 0.0..ymax)
