@@ -173,7 +173,7 @@ done
 # compare TITLE PLOT PORT BODY [FORKD-LOADGEN COMPARE FLAGS...]: one `forkd-loadgen compare` over
 # every available server, its command line and Markdown tables appended to $OUT.
 compare() {
-    local title=$1 plot=$2 port=$3 body=$4 server targets=() baseline=
+    local title=$1 plot=$2 port=$3 body=$4 server arg targets=() baseline=
     shift 4
     for server in $SERVERS; do
         available "$server" >/dev/null 2>&1 || continue
@@ -191,7 +191,9 @@ compare() {
         echo '```sh'
         # The command as run, each target on a line of its own.
         printf 'forkd-loadgen compare'
-        printf ' %q' "${cmd[@]:2:$((${#cmd[@]} - 2 - ${#targets[@]}))}"
+        for arg in "${cmd[@]:2:$((${#cmd[@]} - 2 - ${#targets[@]}))}"; do
+            if [[ $arg =~ ^[A-Za-z0-9_./:,=-]+$ ]]; then printf ' %s' "$arg"; else printf " '%s'" "$arg"; fi
+        done
         printf ' \\\n'
         printf "    '%s' \\\\\n" "${targets[@]}" | sed '$ s/ \\$//'
         echo '```'

@@ -916,22 +916,33 @@ impl Comparison {
             writeln!(
             s,
             "Measured {} on {} x {}, Linux {}; load average {} before, {} after. forkd-loadgen on \
-             the same machine; each cell: the median (min-max) of {} runs of {} per target, \
-             alternating across targets{}, after a {} warm-up run{}.",
+             the same machine; each cell: {} of {} per target, alternating across targets{}, \
+             {}{}.",
             f.started,
             f.cpus,
             f.cpu,
             f.kernel,
             f.load_before,
             f.load_after,
-            f.reps,
+            if f.reps == 1 {
+                "one run".to_string()
+            } else {
+                format!("the median (min-max) of {} runs", f.reps)
+            },
             crate::units::show_duration(f.duration),
             if f.pipeline > 1 {
                 format!(", {} requests pipelined per keep-alive connection", f.pipeline)
             } else {
                 String::new()
             },
-            crate::units::show_duration(f.warm),
+            if f.warm.is_zero() {
+                "no warm-up run".to_string()
+            } else {
+                format!(
+                    "after a warm-up run of {}",
+                    crate::units::show_duration(f.warm)
+                )
+            },
             if f.method == "GET" { String::new() } else { format!("; method {}", f.method) },
         );
         let _ = writeln!(
@@ -948,7 +959,12 @@ impl Comparison {
         );
         let spread = |v: Option<Spread>, fmt: fn(f64) -> String| {
             v.map_or("n/a".to_string(), |v| {
-                format!("{} ({}-{})", fmt(v.median), fmt(v.min), fmt(v.max))
+                let (median, min, max) = (fmt(v.median), fmt(v.min), fmt(v.max));
+                if min == max {
+                    median
+                } else {
+                    format!("{median} ({min}-{max})")
+                }
             })
         };
         let mut head = vec!["requests/s".to_string()];

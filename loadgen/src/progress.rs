@@ -34,20 +34,16 @@ pub struct Live {
 impl Live {
     /// A line headed by `prefix` (in compare mode, which run of how many); hidden unless `show`.
     pub fn new(show: bool, prefix: String, bound: Bound) -> Live {
-        let len = match bound {
-            Bound::Time(d) => d.as_millis() as u64,
-            Bound::Requests(n) => n,
-        };
         // On stderr, which indicatif leaves alone when it is not a terminal either.
         let target = if show {
             ProgressDrawTarget::stderr_with_hz(10)
         } else {
             ProgressDrawTarget::hidden()
         };
-        let bar = ProgressBar::with_draw_target(Some(len.max(1)), target).with_style(
-            ProgressStyle::with_template("{prefix}[{bar:20}] {msg}")
-                .expect("a valid template")
-                .progress_chars("=> "),
+        // `wide_msg` is cut to the terminal's width: a line that wrapped could not be redrawn
+        // in place.
+        let bar = ProgressBar::with_draw_target(None, target).with_style(
+            ProgressStyle::with_template("{prefix}{wide_msg}").expect("a valid template"),
         );
         bar.set_prefix(prefix);
         Live {
@@ -75,17 +71,12 @@ impl Live {
         let p99 = lat
             .quantile(0.99)
             .map_or_else(|| "-".to_string(), |v| latency(v as f64));
-        let (pos, done) = match self.bound {
-            Bound::Time(d) => (
-                elapsed.as_millis() as u64,
-                format!("{:.1}s/{}", t, forkd_daemon::units::show_duration(d)),
-            ),
-            Bound::Requests(n) => (
-                responses,
-                format!("{:.1}s, {}/{}", t, human(responses as f64), human(n as f64)),
-            ),
+        let done = match self.bound {
+            Bound::Time(d) => format!("{t:.1}s/{}", forkd_daemon::units::show_duration(d)),
+            Bound::Requests(n) => {
+                format!("{t:.1}s, {}/{}", human(responses as f64), human(n as f64))
+            }
         };
-        self.bar.set_position(pos);
         self.bar.set_message(format!(
             "{done}  {} req  {}/s  {errors} errors  p99 {p99}",
             human(responses as f64),
