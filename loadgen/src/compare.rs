@@ -50,15 +50,16 @@ up to --quiet-wait for other processes to use less than --quiet-below CPUs; duri
 measures what they used (/proc/stat minus the target's tree and this process) and flags the \
 run noisy when that exceeds --quiet-below.\n\n\
 Prints requests/s and p99 as medians with min-max, ratios to --baseline, and each started \
-server's tree (RSS, PSS, processes, fd change); --markdown and --json write the same, --plot \
-draws latency by percentile with every target overlaid.",
+server's tree (RSS, PSS, processes, fd change, connections never answered); --json prints the same as \
+JSON, --markdown also writes it as Markdown, --plot draws latency by percentile with every target \
+overlaid.",
     after_help = "Example:\n  forkd-loadgen compare -c 16,64 --keep-alive --new-conn -d 5s --reps 3 --baseline nginx \\\n    \
 nginx=http://127.0.0.1:8081/2k.html \\\n    \
 forkd=http://127.0.0.1:8082/2k.html@'forkd --listen 127.0.0.1:8082 --root site' \\\n    \
 --markdown compare.md --plot compare.svg"
 )]
 pub struct CompareArgs {
-    /// NAME=URL or NAME=URL@COMMAND, two or more.
+    /// NAME=URL or NAME=URL@COMMAND (ratios need two or more).
     #[arg(required = true, value_parser = parse_target_spec)]
     pub targets: Vec<TargetSpec>,
 
