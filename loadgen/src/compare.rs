@@ -962,9 +962,17 @@ impl Comparison {
             v.map_or("n/a".to_string(), |v| {
                 let (median, min, max) = (fmt(v.median), fmt(v.min), fmt(v.max));
                 if min == max {
-                    median
-                } else {
-                    format!("{median} ({min}-{max})")
+                    return median;
+                }
+                // `3.07 ms (2.95-3.19)`: a unit shared by all three is said once.
+                let unit = median.rsplit_once(' ').map(|(_, u)| format!(" {u}"));
+                match unit {
+                    Some(u) if min.ends_with(&u) && max.ends_with(&u) => format!(
+                        "{median} ({}-{})",
+                        min.trim_end_matches(&u),
+                        max.trim_end_matches(&u)
+                    ),
+                    _ => format!("{median} ({min}-{max})"),
                 }
             })
         };

@@ -182,7 +182,9 @@ struct Conn {
     parser: ResponseParser,
     buf: Box<[u8]>,
     filled: usize,
-    /// A response ended on this connection slot during the run.
+    /// A request was sent on this connection slot during the run...
+    asked: bool,
+    /// ...and a response ended on it.
     answered: bool,
 }
 
@@ -260,6 +262,7 @@ impl Worker {
                     parser: ResponseParser::new(),
                     buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
                     filled: 0,
+                    asked: false,
                     answered: false,
                 })
                 .collect(),
@@ -291,6 +294,9 @@ impl Worker {
             let mut now = Instant::now();
             if drain_until.is_none() && self.shared.stop.load(Relaxed) {
                 drain_until = Some(now + grace);
+                // Judged when the run ends, not after the grace: once the others stop sending, a
+                // blocking server gets round to the connections it left waiting.
+                self.tally.starved += self.starved();
             }
             self.run_restarts(now);
             self.dispatch_due(now);
@@ -341,10 +347,17 @@ impl Worker {
             .iter()
             .map(|c| c.pending.len() as u64)
             .sum::<u64>();
-        self.tally.starved += self.conns.iter().filter(|c| !c.answered).count() as u64;
+        if drain_until.is_none() {
+            self.tally.starved += self.starved();
+        }
         self.publish();
         self.publish_latency();
         Ok(self.tally)
+    }
+
+    /// Connections that have sent a request and had no response so far.
+    fn starved(&self) -> u64 {
+        self.conns.iter().filter(|c| c.asked && !c.answered).count() as u64
     }
 
     /// Takes the right to send one more request, if the run is not over.
@@ -440,6 +453,7 @@ impl Worker {
             c.parser.reset(head);
             c.filled = 0;
         }
+        c.asked = true;
         c.pending.push_back(Pending {
             req,
             start,

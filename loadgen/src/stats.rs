@@ -70,7 +70,8 @@ pub struct Tally {
     pub connects: u64,
     /// Requests still in flight when the run stopped and the grace period ran out.
     pub unfinished: u64,
-    /// Connections (closed loop: the `-c` slots) that got no response at all during the run:
+    /// Connections (closed loop: the `-c` slots) that got no response at all before the run
+    /// ended (its duration, or the last request of `-n`):
     /// a server with fewer workers than connections may leave some in its accept queue for the
     /// whole run, which neither throughput nor the latency of answered requests shows.
     pub starved: u64,

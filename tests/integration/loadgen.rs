@@ -672,3 +672,34 @@ fn pipeline_depth_is_kept_and_framed() {
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["errors"]["timeout"], 1, "{r:#}");
 }
+
+/// A server that serves its first connection and never accepts another (as a blocking server
+/// with one worker and keep-alive clients): of three connections, two are never answered in the
+/// run, which the report says, while throughput and latency look healthy.
+#[test]
+fn connections_never_answered_are_counted() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        // One request per read is enough for a client that waits for each answer.
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0
+                || s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_err()
+            {
+                return;
+            }
+        }
+        // The listener stays open (in this thread's frame) with the others in its queue.
+    });
+    let url = format!("http://{addr}/");
+    let (code, r) = loadgen(&["-c", "3", "-t", "1", "-d", "700ms", "--timeout", "1s", &url]);
+    assert_eq!(code, 0, "{r:#}");
+    assert!(r["requests"].as_u64().unwrap() > 10, "{r:#}");
+    assert_eq!(r["starved_connections"], 2, "{r:#}");
+}
