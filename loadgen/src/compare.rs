@@ -1168,8 +1168,12 @@ impl Comparison {
         let root = root
             .titled(
                 &format!(
-                    "Latency by percentile, {} runs of {} per target",
-                    self.facts.reps,
+                    "Latency by percentile, {} of {} per target",
+                    if self.facts.reps == 1 {
+                        "one run".to_string()
+                    } else {
+                        format!("{} runs", self.facts.reps)
+                    },
                     crate::units::show_duration(self.facts.duration)
                 ),
                 ("sans-serif", 20),

@@ -57,7 +57,8 @@ fn percentile_label(x: f64) -> String {
     format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
 }
 
-pub const COLORS: [RGBColor; 8] = [
+/// Distinct enough for a dozen lines side by side (compare's ten servers among them).
+pub const COLORS: [RGBColor; 12] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -66,6 +67,10 @@ pub const COLORS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
+    RGBColor(188, 189, 34),
+    RGBColor(127, 127, 127),
+    RGBColor(0, 0, 128),
+    RGBColor(0, 0, 0),
 ];
 
 /// Draws latency by percentile for each named histogram onto `area`.
@@ -84,11 +89,15 @@ pub fn percentiles<DB: DrawingBackend>(
     let most = runs.iter().map(|(_, h)| h.len()).max().unwrap_or(0).max(10);
     let decades = (most as f64).log10().floor().clamp(1.0, 6.0);
     let xmax = 10f64.powf(decades);
-    let ymax = lines
-        .iter()
-        .flat_map(|(_, pts)| pts.iter().filter(|p| p.0 <= xmax).map(|p| p.1))
-        .fold(0.0f64, f64::max);
-    let ymax = if ymax > 0.0 { ymax * 1.1 } else { 1.0 };
+    // Latency on a log scale too: servers a thousand times apart (a busybox tail of seconds
+    // beside event loops at a millisecond) stay readable on one chart.
+    let ys = || {
+        lines
+            .iter()
+            .flat_map(|(_, pts)| pts.iter().filter(|p| p.0 <= xmax).map(|p| p.1))
+    };
+    let ymax = ys().fold(1.0f64, f64::max) * 1.5;
+    let ymin = (ys().fold(f64::INFINITY, f64::min).max(1.0) / 1.5).min(ymax / 10.0);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 16))
         .margin(8)
@@ -96,7 +105,7 @@ pub fn percentiles<DB: DrawingBackend>(
         .margin_right(32)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d((1f64..xmax).log_scale(), 0.0..ymax)
+        .build_cartesian_2d((1f64..xmax).log_scale(), (ymin..ymax).log_scale())
         .map_err(err)?;
     chart
         .configure_mesh()
