@@ -183,7 +183,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
 
-    /// Draw throughput, fds, memory and processes over time into this SVG file.
+    /// Draw throughput, fds, memory and processes over time, and latency by percentile, into
+    /// this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 
