@@ -74,12 +74,20 @@ impl Drop for Forkd {
 fn run_load(addr: SocketAddr, requests: u64, new_conn: bool) -> Duration {
     let cfg = Arc::new(LoadConfig {
         addr,
-        requests: vec![build_request("GET", PATH, &addr.to_string(), &[], new_conn)],
+        requests: vec![build_request(
+            "GET",
+            PATH,
+            &addr.to_string(),
+            &[],
+            new_conn,
+            None,
+        )],
         head: false,
         schedule: schedule(&[1]),
         connections: CONNECTIONS,
         threads: 2,
         new_conn,
+        pipeline: 1,
         rate: None,
         limit: Some(requests),
         timeout: Duration::from_secs(10),

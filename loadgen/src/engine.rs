@@ -4,16 +4,25 @@
 //! work; one loop per core keeps the generator out of the way.
 //!
 //! The hot path allocates nothing: request bytes are built before the start, each connection
-//! owns one read buffer for its whole life, bodies are counted and discarded, and counts go into
-//! a thread-local [`Tally`]. The only shared writes are one relaxed counter per thread (for the
-//! live time series) and, when `--requests` bounds the run, one `fetch_add` per request.
+//! owns its read buffer, its write buffer and its queue of requests in flight for its whole
+//! life, bodies are counted and discarded, and counts go into a thread-local [`Tally`]. The only
+//! shared writes are one relaxed counter per thread (for the live time series and progress,
+//! with a coarse latency histogram copied out every 100 ms) and, when `--requests` bounds the
+//! run, one `fetch_add` per request.
 //!
 //! Closed loop: each connection sends its next request as soon as the previous response ends.
+//! With `pipeline` N > 1 it keeps N requests in flight instead, written back to back; responses
+//! come back in the order of the requests (RFC 9112, 9.3.2), so each response that ends belongs
+//! to the oldest request still waiting, and the next request is written at once. A response
+//! that closes the connection leaves the requests behind it unanswered: they are sent again on
+//! a new connection, their latency still running from their first send.
+//!
 //! Open loop (`rate`): requests are due at fixed intended times; a due request takes the next
 //! idle connection, and its latency runs from the intended time, not from when a connection
 //! became free, so a stalled server shows as latency instead of fewer samples (no coordinated
 //! omission). A request that arrives while every connection is busy waits, and that wait counts.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -26,7 +35,7 @@ use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::response::{ResponseParser, Step};
-use crate::stats::{ErrorKind, Tally};
+use crate::stats::{Coarse, ErrorKind, Tally, COARSE_BUCKETS};
 
 /// Everything the engine needs, prepared before the first request.
 #[derive(Debug, Clone)]
@@ -42,6 +51,9 @@ pub struct LoadConfig {
     pub threads: usize,
     /// Open a new connection for every request (the requests then carry `Connection: close`).
     pub new_conn: bool,
+    /// Requests in flight per connection in closed loop (1: none pipelined). Open loop and
+    /// `new_conn` take 1 (`Args::check` refuses anything else).
+    pub pipeline: usize,
     /// Open loop at this many requests per second in total; `None` is closed loop.
     pub rate: Option<f64>,
     /// Stop issuing after this many requests in total.
@@ -52,10 +64,22 @@ pub struct LoadConfig {
 
 /// Live counters of one thread, padded so two threads never write the same cache line.
 #[repr(align(128))]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     pub responses: AtomicU64,
     pub errors: AtomicU64,
+    /// The thread's coarse latency histogram ([`Coarse`]) as of its last sweep.
+    pub latency: [AtomicU64; COARSE_BUCKETS],
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            responses: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 /// State shared by the engine threads and the thread that watches them.
@@ -81,6 +105,17 @@ impl Shared {
         self.progress.iter().fold((0, 0), |(r, e), p| {
             (r + p.responses.load(Relaxed), e + p.errors.load(Relaxed))
         })
+    }
+
+    /// The latencies so far over all threads, as of their last sweep (up to 100 ms old).
+    pub fn latency(&self) -> Coarse {
+        let mut c = Coarse::default();
+        for p in &self.progress {
+            for (sum, n) in c.counts.iter_mut().zip(&p.latency) {
+                *sum += n.load(Relaxed);
+            }
+        }
+        c
     }
 }
 
@@ -117,27 +152,50 @@ const CONNECT_RETRY: Duration = Duration::from_millis(10);
 enum Phase {
     /// No request in flight (open loop: waiting for one to be due).
     Idle,
+    /// Requests are queued and the connect has not finished.
     Connecting,
-    Writing {
-        written: usize,
-    },
-    Reading,
+    /// Requests in flight: `out` is written as the socket takes it, responses are read.
+    Active,
     /// Closed loop, nothing left to send.
     Finished,
+}
+
+/// One request written (or about to be) whose response has not ended.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// Index into the requests.
+    req: u16,
+    /// Where latency is measured from: the intended time in open loop, the send otherwise.
+    start: Instant,
+    /// When the request really started (connect or write), for the timeout.
+    sent: Instant,
 }
 
 struct Conn {
     stream: Option<TcpStream>,
     phase: Phase,
-    /// Index into the requests.
-    req: usize,
-    /// Where latency is measured from: the intended time in open loop, the start otherwise.
-    start: Instant,
-    /// When the request really started (connect or write), for the timeout.
-    sent: Instant,
+    /// Requests in flight, oldest first: the next response that ends is the front one's.
+    pending: VecDeque<Pending>,
+    /// Bytes of the pending requests, `written` of them sent.
+    out: Vec<u8>,
+    written: usize,
     parser: ResponseParser,
     buf: Box<[u8]>,
     filled: usize,
+    /// A request was sent on this connection slot during the run...
+    asked: bool,
+    /// ...and a response ended on it.
+    answered: bool,
+}
+
+impl Conn {
+    /// Forgets the connection and every byte on its way, keeping the requests.
+    fn drop_stream(&mut self) {
+        self.stream = None;
+        self.filled = 0;
+        self.out.clear();
+        self.written = 0;
+    }
 }
 
 struct OpenLoop {
@@ -154,6 +212,8 @@ struct Worker {
     epoll: Epoll,
     conns: Vec<Conn>,
     tally: Tally,
+    /// The same latencies, coarsely, for the live progress line.
+    coarse: Coarse,
     responses: u64,
     errors: u64,
     sched_pos: usize,
@@ -183,6 +243,12 @@ impl Worker {
                 exhausted: false,
             }
         });
+        let depth = if open.is_some() {
+            1
+        } else {
+            cfg.pipeline.max(1)
+        };
+        let longest = cfg.requests.iter().map(Vec::len).max().unwrap_or(0);
         Ok(Worker {
             id,
             sched_pos: id * 7919 % cfg.schedule.len().max(1),
@@ -190,18 +256,21 @@ impl Worker {
                 .map(|_| Conn {
                     stream: None,
                     phase: Phase::Idle,
-                    req: 0,
-                    start: now,
-                    sent: now,
+                    pending: VecDeque::with_capacity(depth),
+                    out: Vec::with_capacity(depth * longest),
+                    written: 0,
                     parser: ResponseParser::new(),
                     buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
                     filled: 0,
+                    asked: false,
+                    answered: false,
                 })
                 .collect(),
             cfg,
             shared,
             epoll: Epoll::new()?,
             tally: Tally::new(),
+            coarse: Coarse::default(),
             responses: 0,
             errors: 0,
             in_flight: 0,
@@ -216,7 +285,7 @@ impl Worker {
         if self.open.is_none() {
             let now = Instant::now();
             for i in 0..self.conns.len() {
-                self.next_request(i, now);
+                self.after(i, now);
             }
         }
         let mut next_sweep = Instant::now() + SWEEP;
@@ -225,6 +294,9 @@ impl Worker {
             let mut now = Instant::now();
             if drain_until.is_none() && self.shared.stop.load(Relaxed) {
                 drain_until = Some(now + grace);
+                // Judged when the run ends, not after the grace: once the others stop sending, a
+                // blocking server gets round to the connections it left waiting.
+                self.tally.starved += self.starved();
             }
             self.run_restarts(now);
             self.dispatch_due(now);
@@ -273,15 +345,19 @@ impl Worker {
         self.tally.unfinished += self
             .conns
             .iter()
-            .filter(|c| {
-                matches!(
-                    c.phase,
-                    Phase::Connecting | Phase::Writing { .. } | Phase::Reading
-                )
-            })
-            .count() as u64;
+            .map(|c| c.pending.len() as u64)
+            .sum::<u64>();
+        if drain_until.is_none() {
+            self.tally.starved += self.starved();
+        }
         self.publish();
+        self.publish_latency();
         Ok(self.tally)
+    }
+
+    /// Connections that have sent a request and had no response so far.
+    fn starved(&self) -> u64 {
+        self.conns.iter().filter(|c| c.asked && !c.answered).count() as u64
     }
 
     /// Takes the right to send one more request, if the run is not over.
@@ -292,17 +368,6 @@ impl Worker {
         match self.cfg.limit {
             None => true,
             Some(limit) => self.shared.issued.fetch_add(1, Relaxed) < limit,
-        }
-    }
-
-    /// Closed loop: start the next request on connection `i`, or retire it.
-    fn next_request(&mut self, i: usize, now: Instant) {
-        if self.claim() {
-            self.begin(i, now, now);
-        } else {
-            let c = &mut self.conns[i];
-            c.stream = None;
-            c.phase = Phase::Finished;
         }
     }
 
@@ -332,7 +397,8 @@ impl Worker {
                 .as_mut()
                 .and_then(|o| o.idle.pop())
                 .expect("an idle connection");
-            self.begin(i, due, now);
+            self.enqueue(i, due, now);
+            self.send(i, now);
         }
     }
 
@@ -348,33 +414,66 @@ impl Worker {
         }
     }
 
-    /// Connection `i` has no request in flight: give it the next one.
+    /// A response ended or a connection failed on `i`: give it its next requests (closed loop:
+    /// up to the pipeline depth; open loop: the next due one), or retire it.
     fn after(&mut self, i: usize, now: Instant) {
-        if self.open.is_none() {
-            return self.next_request(i, now);
+        match &self.open {
+            None => {
+                let depth = self.cfg.pipeline.max(1);
+                while self.conns[i].pending.len() < depth && self.claim() {
+                    self.enqueue(i, now, now);
+                }
+                if self.conns[i].pending.is_empty() {
+                    let c = &mut self.conns[i];
+                    c.drop_stream();
+                    c.phase = Phase::Finished;
+                    return;
+                }
+            }
+            Some(_) if self.conns[i].pending.is_empty() => match self.take_due(now) {
+                Some(due) => self.enqueue(i, due, now),
+                None => {
+                    self.conns[i].phase = Phase::Idle;
+                    self.open.as_mut().expect("open loop").idle.push(i);
+                    return;
+                }
+            },
+            Some(_) => {}
         }
-        match self.take_due(now) {
-            Some(due) => self.begin(i, due, now),
-            None => self.open.as_mut().expect("open loop").idle.push(i),
-        }
+        self.send(i, now);
     }
 
-    fn begin(&mut self, i: usize, start: Instant, now: Instant) {
-        let req = self.cfg.schedule[self.sched_pos] as usize;
+    /// Queues the next request of the schedule on connection `i`.
+    fn enqueue(&mut self, i: usize, start: Instant, now: Instant) {
+        let req = self.cfg.schedule[self.sched_pos];
         self.sched_pos = (self.sched_pos + 1) % self.cfg.schedule.len();
         let head = self.cfg.head;
         let c = &mut self.conns[i];
-        c.req = req;
-        c.start = start;
-        c.sent = now;
-        c.parser.reset(head);
-        c.filled = 0;
+        if c.pending.is_empty() {
+            c.parser.reset(head);
+            c.filled = 0;
+        }
+        c.asked = true;
+        c.pending.push_back(Pending {
+            req,
+            start,
+            sent: now,
+        });
+        c.out
+            .extend_from_slice(&self.cfg.requests[usize::from(req)]);
         self.in_flight += 1;
-        if c.stream.is_some() {
-            c.phase = Phase::Writing { written: 0 };
-            self.write(i, now);
-        } else {
-            self.connect(i, now);
+    }
+
+    /// Moves connection `i`'s queued requests on: connects if it has no connection, writes
+    /// otherwise.
+    fn send(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        if c.stream.is_none() {
+            return self.connect(i, now);
+        }
+        if c.phase != Phase::Connecting {
+            c.phase = Phase::Active;
+            self.flush(i, now);
         }
     }
 
@@ -395,34 +494,30 @@ impl Worker {
                 if in_progress {
                     c.phase = Phase::Connecting;
                 } else {
-                    c.phase = Phase::Writing { written: 0 };
-                    self.write(i, now);
+                    c.phase = Phase::Active;
+                    self.flush(i, now);
                 }
             }
             Err(_) => self.fail(i, ErrorKind::Connect, now),
         }
     }
 
-    fn write(&mut self, i: usize, now: Instant) {
+    /// Writes what the socket takes of the queued request bytes; the EPOLLOUT edge resumes.
+    fn flush(&mut self, i: usize, now: Instant) {
         let c = &mut self.conns[i];
-        let Phase::Writing { mut written } = c.phase else {
+        let Some(stream) = c.stream.as_ref() else {
             return;
         };
-        let req = &self.cfg.requests[c.req];
-        let stream = c.stream.as_ref().expect("writing without a connection");
-        while written < req.len() {
-            match (&*stream).write(&req[written..]) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The EPOLLOUT edge resumes it.
-                    c.phase = Phase::Writing { written };
-                    return;
-                }
+        while c.written < c.out.len() {
+            match (&*stream).write(&c.out[c.written..]) {
+                Ok(n) => c.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.fail(i, ErrorKind::Reset, now),
             }
         }
-        c.phase = Phase::Reading;
+        c.out.clear();
+        c.written = 0;
     }
 
     fn on_event(&mut self, i: usize, flags: EpollFlags, now: Instant) {
@@ -438,20 +533,21 @@ impl Worker {
                 let stream = c.stream.as_ref().expect("connecting without a socket");
                 match stream.take_error() {
                     Ok(None) if flags.contains(EpollFlags::EPOLLOUT) => {
-                        c.phase = Phase::Writing { written: 0 };
-                        self.write(i, now);
+                        c.phase = Phase::Active;
+                        self.flush(i, now);
                     }
                     Ok(None) => {}
                     _ => self.fail(i, ErrorKind::Connect, now),
                 }
             }
-            Phase::Writing { .. } => {
-                self.write(i, now);
-                if readable && self.conns[i].phase == Phase::Reading {
+            Phase::Active => {
+                if self.conns[i].written < self.conns[i].out.len() {
+                    self.flush(i, now);
+                }
+                if readable && self.conns[i].phase == Phase::Active {
                     self.read(i, now);
                 }
             }
-            Phase::Reading if readable => self.read(i, now),
             Phase::Idle if readable => self.read_idle(i),
             _ => {}
         }
@@ -460,57 +556,87 @@ impl Worker {
     fn read(&mut self, i: usize, now: Instant) {
         loop {
             let c = &mut self.conns[i];
-            let stream = c.stream.as_ref().expect("reading without a connection");
+            let Some(stream) = c.stream.as_ref() else {
+                return;
+            };
             let space = c.buf.len() - c.filled;
             match (&*stream).read(&mut c.buf[c.filled..]) {
                 Ok(0) => {
                     let nothing_yet = c.filled == 0 && c.parser.at_start();
                     return match c.parser.eof() {
-                        Ok(Step::Done {
-                            status,
-                            keep_alive: _,
-                            ..
-                        }) => self.complete(i, status, false, now),
+                        Ok(Step::Done { status, .. }) => self.complete(i, status, false, now),
                         _ if nothing_yet => self.fail(i, ErrorKind::Closed, now),
                         _ => self.fail(i, ErrorKind::ShortBody, now),
                     };
                 }
                 Ok(n) => {
                     self.tally.bytes += n as u64;
-                    c.filled += n;
-                    match c.parser.parse(&c.buf[..c.filled]) {
-                        Ok(Step::Done {
-                            consumed,
-                            status,
-                            keep_alive,
-                        }) => {
-                            if consumed != c.filled {
-                                // Bytes nobody asked for: the framing is wrong somewhere.
-                                return self.fail(i, ErrorKind::BadResponse, now);
-                            }
-                            return self.complete(i, status, keep_alive, now);
-                        }
-                        Ok(Step::More { consumed }) => {
-                            if consumed == c.filled {
-                                c.filled = 0;
-                            } else if consumed > 0 {
-                                c.buf.copy_within(consumed..c.filled, 0);
-                                c.filled -= consumed;
-                            } else if c.filled == c.buf.len() {
-                                // A head that does not fit in the buffer.
-                                return self.fail(i, ErrorKind::BadResponse, now);
-                            }
-                            // A short read drained the socket: the next edge brings more.
-                            if n < space {
-                                return;
-                            }
-                        }
-                        Err(_) => return self.fail(i, ErrorKind::BadResponse, now),
+                    self.conns[i].filled += n;
+                    if !self.frame(i, now) {
+                        return;
+                    }
+                    // A short read drained the socket: the next edge brings more.
+                    if n < space {
+                        return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.fail(i, ErrorKind::Reset, now),
+            }
+        }
+    }
+
+    /// Frames every response the buffer of `i` holds, in order, and keeps what is left of an
+    /// unfinished one at the start of the buffer. False when the connection is no longer
+    /// reading (it failed, was closed by a response, or has nothing left in flight).
+    fn frame(&mut self, i: usize, now: Instant) -> bool {
+        let mut at = 0;
+        loop {
+            let c = &mut self.conns[i];
+            match c.parser.parse(&c.buf[at..c.filled]) {
+                Ok(Step::Done {
+                    consumed,
+                    status,
+                    keep_alive,
+                }) => {
+                    at += consumed;
+                    let rest = c.filled - at;
+                    if rest > 0 && c.pending.len() <= 1 {
+                        // Bytes nobody asked for: the framing is wrong somewhere.
+                        self.fail(i, ErrorKind::BadResponse, now);
+                        return false;
+                    }
+                    if rest == 0 {
+                        c.filled = 0;
+                    }
+                    self.complete(i, status, keep_alive, now);
+                    let c = &self.conns[i];
+                    if c.phase != Phase::Active || c.stream.is_none() {
+                        return false;
+                    }
+                    if rest == 0 {
+                        return true;
+                    }
+                }
+                Ok(Step::More { consumed }) => {
+                    at += consumed;
+                    if at == c.filled {
+                        c.filled = 0;
+                    } else if at > 0 {
+                        c.buf.copy_within(at..c.filled, 0);
+                        c.filled -= at;
+                    } else if c.filled == c.buf.len() {
+                        // A head that does not fit in the buffer.
+                        self.fail(i, ErrorKind::BadResponse, now);
+                        return false;
+                    }
+                    return true;
+                }
+                Err(_) => {
+                    self.fail(i, ErrorKind::BadResponse, now);
+                    return false;
+                }
             }
         }
     }
@@ -525,24 +651,34 @@ impl Worker {
         let mut byte = [0u8; 1];
         match (&*stream).read(&mut byte) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Ok(0) | Err(_) => c.stream = None,
+            Ok(0) | Err(_) => c.drop_stream(),
             Ok(_) => {
-                c.stream = None;
+                c.drop_stream();
                 self.tally.record_error(ErrorKind::BadResponse);
                 self.errors += 1;
             }
         }
     }
 
+    /// The response to the oldest pending request of `i` ended.
     fn complete(&mut self, i: usize, status: u16, keep_alive: bool, now: Instant) {
         let c = &mut self.conns[i];
-        let latency = now.saturating_duration_since(c.start);
-        self.tally
-            .record_response(status, latency.as_micros() as u64);
-        c.phase = Phase::Idle;
-        c.filled = 0;
+        let Some(p) = c.pending.pop_front() else {
+            return;
+        };
+        c.answered = true;
+        let latency = now.saturating_duration_since(p.start).as_micros() as u64;
+        self.tally.record_response(status, latency);
+        self.coarse.record(latency);
         if !keep_alive || self.cfg.new_conn {
-            c.stream = None;
+            c.drop_stream();
+            // Pipelined requests behind a closing response were never answered: the
+            // connection that replaces this one sends them again.
+            for q in &c.pending {
+                c.out
+                    .extend_from_slice(&self.cfg.requests[usize::from(q.req)]);
+            }
+            c.parser.reset(self.cfg.head);
         }
         self.in_flight -= 1;
         self.responses += 1;
@@ -555,14 +691,18 @@ impl Worker {
         self.after(i, now);
     }
 
+    /// Connection `i` broke: every request in flight on it failed as `kind`.
     fn fail(&mut self, i: usize, kind: ErrorKind, now: Instant) {
-        self.tally.record_error(kind);
-        self.errors += 1;
         let c = &mut self.conns[i];
-        c.stream = None;
+        let lost = c.pending.len().max(1);
+        self.in_flight -= c.pending.len();
+        c.pending.clear();
+        c.drop_stream();
         c.phase = Phase::Idle;
-        c.filled = 0;
-        self.in_flight -= 1;
+        for _ in 0..lost {
+            self.tally.record_error(kind);
+        }
+        self.errors += lost as u64;
         let delay = if kind == ErrorKind::Connect {
             CONNECT_RETRY
         } else {
@@ -573,22 +713,29 @@ impl Worker {
 
     fn sweep(&mut self, now: Instant) {
         for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            let busy = matches!(
-                c.phase,
-                Phase::Connecting | Phase::Writing { .. } | Phase::Reading
-            );
-            if busy && now.saturating_duration_since(c.sent) > self.cfg.timeout {
+            let late = self.conns[i]
+                .pending
+                .front()
+                .is_some_and(|p| now.saturating_duration_since(p.sent) > self.cfg.timeout);
+            if late {
                 self.fail(i, ErrorKind::Timeout, now);
             }
         }
         self.publish();
+        self.publish_latency();
     }
 
     fn publish(&self) {
         let p = &self.shared.progress[self.id];
         p.responses.store(self.responses, Relaxed);
         p.errors.store(self.errors, Relaxed);
+    }
+
+    fn publish_latency(&self) {
+        let p = &self.shared.progress[self.id];
+        for (shared, &n) in p.latency.iter().zip(&self.coarse.counts) {
+            shared.store(n, Relaxed);
+        }
     }
 }
 

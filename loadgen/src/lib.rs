@@ -1,17 +1,23 @@
 //! forkd-loadgen: an HTTP/1.1 load generator that also watches the server from outside and says
 //! whether its fds, memory and processes stayed flat.
 //!
-//! `engine` makes the load (epoll loops, closed or open loop); `response` frames responses;
-//! `request` builds what is sent; `stats` counts; `watch` samples the target's process tree
-//! through `forkd_daemon::procfs` and judges flatness; `abuse` runs hostile clients beside the
-//! load; `report` writes the summary, JSON, CSV and SVG. [`main`] wires them to the command line
-//! and is the only place that prints or exits.
+//! `engine` makes the load (epoll loops, closed or open loop, pipelined or not); `response`
+//! frames responses; `request` builds what is sent; `stats` counts; `watch` samples the target's
+//! process tree through `forkd_daemon::procfs` and judges flatness; `abuse` runs hostile clients
+//! beside the load; `report` writes the summary, JSON, CSV and SVG, with `plot`'s labels and
+//! latency percentiles; `progress` draws the live line; `compare` runs one workload against
+//! several servers, alternating, and compares them. [`main`] wires them to the command line and
+//! is the only place that exits.
 
 // Raw system calls live in forkd-daemon, behind documented safe wrappers (or in nix).
 #![forbid(unsafe_code)]
 
 pub mod abuse;
+pub mod compare;
+pub mod cpu;
 pub mod engine;
+pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod request;
 pub mod response;
@@ -28,6 +34,7 @@ use forkd_daemon::units;
 
 use crate::abuse::{AbuseConfig, AbuseMode};
 use crate::engine::{LoadConfig, Shared};
+use crate::progress::{Bound, Live};
 use crate::report::{Report, WatchReport};
 use crate::request::WeightedPath;
 use crate::stats::Tally;
@@ -64,7 +71,12 @@ code 3.",
     after_help = "Examples:\n  forkd-loadgen -c 16 -d 10s http://127.0.0.1:8080/bench/2k.html\n  \
 forkd-loadgen --rate 2000 -c 64 -d 30s --json http://127.0.0.1:8080/\n  \
 forkd-loadgen -c 8 -n 1000000 --new-conn --watch-pid $(pgrep -o forkd) --assert-flat --csv soak.csv --plot soak.svg http://127.0.0.1:8080/\n  \
-forkd-loadgen -c 4 -d 20s --abuse slowloris --abuse-conns 200 http://127.0.0.1:8080/"
+forkd-loadgen -c 4 -d 20s --abuse slowloris --abuse-conns 200 http://127.0.0.1:8080/\n  \
+forkd-loadgen -c 8 --pipeline 16 -d 10s http://127.0.0.1:8080/\n  \
+forkd-loadgen -m POST --body form.txt -c 4 -d 5s http://127.0.0.1:8080/submit\n\n\
+Compare servers (see forkd-loadgen compare --help):\n  \
+forkd-loadgen compare -c 16,64 --reps 3 --baseline nginx nginx=http://127.0.0.1:8081/2k.html \\\n    \
+forkd=http://127.0.0.1:8082/2k.html@'forkd --listen 127.0.0.1:8082 --root site'"
 )]
 pub struct Args {
     /// Target: http://HOST[:PORT][/PATH] (no TLS).
@@ -104,9 +116,26 @@ pub struct Args {
     #[arg(short = 'H', long = "header")]
     pub headers: Vec<String>,
 
-    /// Send HEAD instead of GET.
+    /// Send HEAD instead of GET (the same as -m HEAD).
     #[arg(long)]
     pub head: bool,
+
+    /// The request method: GET, POST, PUT, DELETE... (responses to HEAD have no body).
+    #[arg(short = 'm', long, default_value = "GET", conflicts_with = "head")]
+    pub method: String,
+
+    /// Send this file as the body of every request, with its Content-Length.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+
+    /// Requests in flight on each connection (HTTP/1.1 pipelining, as wrk does with a script):
+    /// written back to back, their responses matched in order. Closed loop, keep-alive only.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub pipeline: usize,
+
+    /// No live progress line (it is drawn only when stdout is a terminal anyway).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 
     /// A request (connect included) taking longer fails as a timeout.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -154,7 +183,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
 
-    /// Draw throughput, fds, memory and processes over time into this SVG file.
+    /// Draw throughput, fds, memory and processes over time, and latency by percentile, into
+    /// this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 
@@ -189,6 +219,13 @@ impl Args {
         if self.interval.is_zero() {
             return Err("--interval must be more than 0".into());
         }
+        check_workload(&Workload {
+            pipeline: self.pipeline,
+            new_conn: self.new_conn,
+            rate: self.rate,
+            method: &self.method,
+            body: self.body.as_deref(),
+        })?;
         if self.assert_flat && self.watch_pid.is_none() {
             return Err(
                 "--assert-flat judges what --watch-pid samples: give --watch-pid PID".into(),
@@ -201,31 +238,33 @@ impl Args {
             if d < needed {
                 return Err(format!(
                     "--assert-flat needs {MIN_SAMPLES} samples after the warm-up: --duration {} \
-                     is less than --warmup {} + {} x --interval {}",
+                     is less than --warmup {} + {} x --interval {}; run for -d {} or more, \
+                     or shorten --warmup or --interval",
                     units::show_duration(d),
                     units::show_duration(self.warmup),
                     MIN_SAMPLES - 1,
                     units::show_duration(self.interval),
+                    units::show_duration(needed),
                 ));
             }
         }
         // The files are written after the load: a directory that does not exist would
         // throw the whole run away.
         for (flag, path) in [("--csv", &self.csv), ("--plot", &self.plot)] {
-            let Some(path) = path else { continue };
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            if !dir.is_dir() {
-                return Err(format!(
-                    "{flag} {}: {} is not a directory",
-                    path.display(),
-                    dir.display()
-                ));
+            if let Some(path) = path {
+                check_dir(flag, path)?;
             }
         }
         Ok(())
+    }
+
+    /// The method sent: `-m`, or HEAD for `--head`.
+    pub fn method(&self) -> &str {
+        if self.head {
+            "HEAD"
+        } else {
+            &self.method
+        }
     }
 
     /// How long the load runs, when a duration bounds it: 10 s unless `-d` or `-n` says.
@@ -237,13 +276,67 @@ impl Args {
     }
 }
 
+/// What shapes the requests, checked alike for one run and for `compare`.
+pub(crate) struct Workload<'a> {
+    pub pipeline: usize,
+    pub new_conn: bool,
+    pub rate: Option<f64>,
+    pub method: &'a str,
+    pub body: Option<&'a Path>,
+}
+
+/// Refuses request shapes that cannot work, each with the way out in the message.
+pub(crate) fn check_workload(w: &Workload) -> Result<(), String> {
+    if w.pipeline == 0 {
+        return Err("--pipeline must be at least 1 (1: one request at a time)".into());
+    }
+    if w.pipeline > 1 && w.new_conn {
+        return Err(format!(
+            "--pipeline {} keeps requests in flight on one connection, --new-conn closes it after \
+             each: drop one of them",
+            w.pipeline
+        ));
+    }
+    if w.pipeline > 1 && w.rate.is_some() {
+        return Err(format!(
+            "--pipeline {} is for the closed loop: with --rate, requests are sent when they are \
+             due, one per idle connection; raise -c instead",
+            w.pipeline
+        ));
+    }
+    request::check_method(w.method)?;
+    if let Some(body) = w.body {
+        if !body.is_file() {
+            return Err(format!("--body {}: no such file", body.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an output file whose directory does not exist: the file is written after the load,
+/// and a typo would throw the whole run away.
+pub(crate) fn check_dir(flag: &str, path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "{flag} {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Durations are read as forkd reads them: `250ms`, `10s`, `2m`, `1h30m` (humantime) or a
 /// plain number of seconds.
 pub use forkd_daemon::units::parse_duration;
 
 /// Ctrl-C stops the load and still reports, as wrk does; a second Ctrl-C kills. Returns the
 /// flag the first one sets; the handlers are installed once per process, however many runs.
-fn catch_interrupt() -> Arc<AtomicBool> {
+pub(crate) fn catch_interrupt() -> Arc<AtomicBool> {
     static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     INTERRUPTED
         .get_or_init(|| {
@@ -260,6 +353,9 @@ fn catch_interrupt() -> Arc<AtomicBool> {
 
 /// Runs the command line and returns the exit code.
 pub fn main() -> i32 {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "compare") {
+        return compare::main();
+    }
     let args = Args::parse();
     if let Err(e) = args.check() {
         // In clap's words and with its exit code, like every other usage error.
@@ -280,6 +376,34 @@ pub fn main() -> i32 {
 /// Runs one load as `args` say, prints the report and writes the files.
 pub fn run(args: &Args) -> Result<i32, String> {
     args.check()?;
+    let report = measure(args, progress::wanted(args.quiet).then(String::new))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json()).expect("JSON of plain values")
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    if let Some(path) = &args.csv {
+        forkd_daemon::atomic::write_atomic(path, report::csv(&report.series).as_bytes(), 0o644)
+            .map_err(|e| format!("unable to write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("forkd-loadgen {}", args.url);
+        report::plot(path, &title, &report.series, &report.tally.latency)
+            .map_err(|e| format!("unable to draw {}: {e}", path.display()))?;
+    }
+    // `check` made sure a watch report exists whenever a verdict is asked for.
+    if args.assert_flat && !report.watch.as_ref().is_some_and(WatchReport::flat) {
+        return Ok(exit::NOT_FLAT);
+    }
+    Ok(exit::OK)
+}
+
+/// Makes the load `args` describe (already checked), watching the target if asked, and returns
+/// the report; prints nothing but the progress line, headed by `progress` when it is `Some`.
+pub fn measure(args: &Args, progress: Option<String>) -> Result<Report, String> {
     let target = request::parse_target(&args.url, args.allow_remote).map_err(|e| e.to_string())?;
     let duration = args.run_time();
     let paths = if args.paths.is_empty() {
@@ -290,7 +414,13 @@ pub fn run(args: &Args) -> Result<i32, String> {
     } else {
         args.paths.clone()
     };
-    let method = if args.head { "HEAD" } else { "GET" };
+    let method = args.method();
+    let body = match &args.body {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| format!("unable to read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let requests = paths
         .iter()
         .map(|p| {
@@ -300,6 +430,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
                 &target.authority,
                 &args.headers,
                 args.new_conn,
+                body.as_deref(),
             )
         })
         .collect();
@@ -308,11 +439,12 @@ pub fn run(args: &Args) -> Result<i32, String> {
     let cfg = Arc::new(LoadConfig {
         addr: target.addr,
         requests,
-        head: args.head,
+        head: method == "HEAD",
         schedule: request::schedule(&paths.iter().map(|p| p.weight).collect::<Vec<_>>()),
         connections: args.connections,
         threads,
         new_conn: args.new_conn,
+        pipeline: args.pipeline,
         rate: args.rate,
         limit: args.requests,
         timeout: args.timeout,
@@ -362,6 +494,12 @@ pub fn run(args: &Args) -> Result<i32, String> {
     let deadline = duration.map(|d| start + d);
     let mut next_tick = start + args.interval;
     let mut last = (0u64, 0.0f64);
+    let bound = match (duration, args.requests) {
+        (Some(d), _) => Bound::Time(d),
+        (None, n) => Bound::Requests(n.unwrap_or(0)),
+    };
+    let mut live = Live::new(progress.is_some(), progress.unwrap_or_default(), bound);
+    let mut next_draw = start;
     loop {
         let finished = handles.iter().all(|h| h.is_finished());
         let now = Instant::now();
@@ -371,6 +509,11 @@ pub fn run(args: &Args) -> Result<i32, String> {
         }
         if finished || over {
             break;
+        }
+        if now >= next_draw {
+            let (responses, errors) = shared.totals();
+            live.update(now - start, responses, errors, &shared.latency());
+            next_draw = now + Duration::from_millis(100);
         }
         if now >= next_tick {
             let t = now.duration_since(start).as_secs_f64();
@@ -420,6 +563,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
         tally.merge(&t);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    live.finish();
     abuse_stop.store(true, Relaxed);
     let abuse: Vec<_> = abuse_threads
         .into_iter()
@@ -462,7 +606,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
         }
     });
 
-    let report = Report {
+    Ok(Report {
         url: args.url.clone(),
         mode: if args.rate.is_some() {
             "open"
@@ -473,34 +617,13 @@ pub fn run(args: &Args) -> Result<i32, String> {
         connections: args.connections,
         threads,
         keep_alive: !args.new_conn,
+        pipeline: args.pipeline,
         elapsed_s: elapsed,
         tally,
         series,
         watch: watch_report,
         abuse,
-    };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report.json()).expect("JSON of plain values")
-        );
-    } else {
-        print!("{}", report.human());
-    }
-    if let Some(path) = &args.csv {
-        forkd_daemon::atomic::write_atomic(path, report::csv(&report.series).as_bytes(), 0o644)
-            .map_err(|e| format!("unable to write {}: {e}", path.display()))?;
-    }
-    if let Some(path) = &args.plot {
-        let title = format!("forkd-loadgen {}", args.url);
-        report::plot(path, &title, &report.series)
-            .map_err(|e| format!("unable to draw {}: {e}", path.display()))?;
-    }
-    // `check` made sure a watch report exists whenever a verdict is asked for.
-    if args.assert_flat && !report.watch.as_ref().is_some_and(WatchReport::flat) {
-        return Ok(exit::NOT_FLAT);
-    }
-    Ok(exit::OK)
+    })
 }
 
 fn procfs_gone(e: &std::io::Error) -> bool {

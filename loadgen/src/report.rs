@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
@@ -44,6 +45,8 @@ pub struct Report {
     pub connections: usize,
     pub threads: usize,
     pub keep_alive: bool,
+    /// Requests in flight per connection (1: not pipelined).
+    pub pipeline: usize,
     pub elapsed_s: f64,
     pub tally: Tally,
     pub series: Vec<Point>,
@@ -65,10 +68,10 @@ impl Report {
         let t = &self.tally;
         let l = t.latency_summary();
         let mut s = String::new();
-        let how = if self.keep_alive {
-            "keep-alive"
-        } else {
-            "new connection per request"
+        let how = match (self.keep_alive, self.pipeline) {
+            (true, 1) => "keep-alive".to_string(),
+            (true, n) => format!("keep-alive, {n} pipelined"),
+            (false, _) => "new connection per request".to_string(),
         };
         let _ = writeln!(s, "Ran {:.2}s test @ {}", self.elapsed_s, self.url);
         let _ = match self.rate {
@@ -132,6 +135,9 @@ impl Report {
         if t.unfinished > 0 {
             let _ = writeln!(s, "  Unfinished at stop: {}", t.unfinished);
         }
+        if t.starved > 0 {
+            let _ = writeln!(s, "  Connections never answered: {}", t.starved);
+        }
         let _ = writeln!(s, "Requests/sec: {:>10.2}", self.requests_per_sec());
         let _ = writeln!(s, "Transfer/sec: {:>10}", bytes(self.bytes_per_sec()));
         for a in &self.abuse {
@@ -164,6 +170,7 @@ impl Report {
             "connections": self.connections,
             "threads": self.threads,
             "keep_alive": self.keep_alive,
+            "pipeline": self.pipeline,
             "duration_s": self.elapsed_s,
             "requests": t.responses(),
             "errors_total": t.error_count(),
@@ -172,6 +179,7 @@ impl Report {
             "bytes_per_sec": self.bytes_per_sec(),
             "connects": t.connects,
             "unfinished": t.unfinished,
+            "starved_connections": t.starved,
             "latency_us": latency_json(&t.latency_summary()),
             "status": statuses,
             "errors": errors,
@@ -346,22 +354,31 @@ pub fn csv(series: &[Point]) -> String {
 /// One panel of the plot: its caption and its named lines.
 type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>)>);
 
-/// Draws throughput, fds, memory and processes over time into an SVG file.
-pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
+/// Draws throughput, fds, memory and processes over time, and latency by percentile, into an
+/// SVG file.
+pub fn plot(
+    path: &Path,
+    title: &str,
+    series: &[Point],
+    latency: &Histogram<u64>,
+) -> Result<(), String> {
     let tmax = series.last().map_or(1.0, |p| p.t).max(1.0);
-    let height = if series.iter().any(|p| p.tree.is_some()) {
-        1100
-    } else {
-        360
-    };
-    let root = SVGBackend::new(path, (960, height)).into_drawing_area();
+    // Without --watch-pid there is nothing but throughput to draw over time: one panel, not
+    // four; the latency percentiles go below, in a panel of their own.
+    let watched = series.iter().any(|p| p.tree.is_some());
+    let over_height = if watched { 1060 } else { 360 };
+    let root = SVGBackend::new(path, (960, over_height + 340)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root
         .titled(title, ("sans-serif", 20))
         .map_err(|e| e.to_string())?;
-    // Without --watch-pid there is nothing but throughput to draw: one panel, not four.
-    let watched = series.iter().any(|p| p.tree.is_some());
-    let panels = root.split_evenly((if watched { 4 } else { 1 }, 1));
+    let (over_time, tail) = root.split_vertically(over_height);
+    crate::plot::percentiles(
+        &tail,
+        "Latency by percentile",
+        &[("latency".into(), latency)],
+    )?;
+    let panels = over_time.split_evenly((if watched { 4 } else { 1 }, 1));
     let tree = |f: fn(&crate::watch::TreePoint) -> f64| -> Vec<(f64, f64)> {
         series
             .iter()
@@ -427,6 +444,7 @@ pub fn plot(path: &Path, title: &str, series: &[Point]) -> Result<(), String> {
         chart
             .configure_mesh()
             .x_desc("seconds")
+            .y_label_formatter(&|v| crate::plot::human(*v))
             .draw()
             .map_err(|e| e.to_string())?;
         for ((name, pts), color) in lines.into_iter().zip(colors) {
@@ -488,6 +506,7 @@ mod tests {
             connections: 2,
             threads: 1,
             keep_alive: true,
+            pipeline: 1,
             elapsed_s: 2.0,
             tally,
             series,
@@ -530,16 +549,20 @@ mod tests {
         assert!(h.contains("503: 1"), "{h}");
         let dir = tempfile::tempdir().unwrap();
         let svg = dir.path().join("p.svg");
-        plot(&svg, "test", &r.series).unwrap();
+        plot(&svg, "test", &r.series, &r.tally.latency).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg") && text.contains("Open fds"));
         assert!(text.contains("errors/s"), "errors over time are drawn");
+        assert!(
+            text.contains("Latency by percentile") && text.contains("99%"),
+            "{text}"
+        );
         // Without a watched tree: throughput and errors only.
         let mut bare = r.series.clone();
         for p in &mut bare {
             p.tree = None;
         }
-        plot(&svg, "test", &bare).unwrap();
+        plot(&svg, "test", &bare, &r.tally.latency).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.contains("errors/s") && !text.contains("Open fds"));
         assert_eq!(us(1500.0), "1.50ms");

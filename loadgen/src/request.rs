@@ -108,13 +108,15 @@ pub fn parse_weighted_path(s: &str) -> Result<WeightedPath, String> {
     })
 }
 
-/// Builds one request's bytes. `close` asks the server to end the connection after it.
+/// Builds one request's bytes. `close` asks the server to end the connection after it; a body
+/// goes after the head with its `Content-Length`.
 pub fn build_request(
     method: &str,
     path: &str,
     authority: &str,
     headers: &[String],
     close: bool,
+    body: Option<&[u8]>,
 ) -> Vec<u8> {
     let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\n");
     for h in headers {
@@ -124,8 +126,24 @@ pub fn build_request(
     if close {
         r.push_str("Connection: close\r\n");
     }
+    if let Some(body) = body {
+        r.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     r.push_str("\r\n");
-    r.into_bytes()
+    let mut r = r.into_bytes();
+    r.extend_from_slice(body.unwrap_or_default());
+    r
+}
+
+/// A method is an HTTP token (RFC 9110, 9.1): refused up front rather than sent malformed.
+pub fn check_method(m: &str) -> Result<(), String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if m.is_empty() || !m.bytes().all(tchar) {
+        return Err(format!(
+            "-m {m:?}: a method is a word such as GET, POST or PUT"
+        ));
+    }
+    Ok(())
 }
 
 /// A cyclic schedule of path indices in which each path appears in proportion to its weight,
@@ -219,10 +237,17 @@ mod tests {
 
     #[test]
     fn request_bytes() {
-        let r = build_request("GET", "/x", "h:1", &["A: b".into()], true);
+        let r = build_request("GET", "/x", "h:1", &["A: b".into()], true, None);
         assert_eq!(
             r,
             b"GET /x HTTP/1.1\r\nHost: h:1\r\nA: b\r\nConnection: close\r\n\r\n"
         );
+        let r = build_request("POST", "/f", "h", &[], false, Some(b"a=1"));
+        assert_eq!(
+            r,
+            b"POST /f HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\na=1"
+        );
+        assert!(check_method("PROPFIND").is_ok());
+        assert!(check_method("GET /").is_err() && check_method("").is_err());
     }
 }

@@ -70,6 +70,11 @@ pub struct Tally {
     pub connects: u64,
     /// Requests still in flight when the run stopped and the grace period ran out.
     pub unfinished: u64,
+    /// Connections (closed loop: the `-c` slots) that got no response at all before the run
+    /// ended (its duration, or the last request of `-n`):
+    /// a server with fewer workers than connections may leave some in its accept queue for the
+    /// whole run, which neither throughput nor the latency of answered requests shows.
+    pub starved: u64,
 }
 
 impl Tally {
@@ -81,6 +86,7 @@ impl Tally {
             bytes: 0,
             connects: 0,
             unfinished: 0,
+            starved: 0,
         }
     }
 
@@ -112,6 +118,7 @@ impl Tally {
         self.bytes += other.bytes;
         self.connects += other.connects;
         self.unfinished += other.unfinished;
+        self.starved += other.starved;
     }
 
     /// Complete responses, any status.
@@ -201,6 +208,66 @@ impl LatencySummary {
     }
 }
 
+/// Buckets of [`Coarse`].
+pub const COARSE_BUCKETS: usize = 256;
+
+/// A latency histogram small enough to copy out of an engine thread ten times a second for the
+/// live progress line: exact below 16 us, then 8 buckets per power of two (within 12.5 %).
+/// The report's figures come from the full [`Tally::latency`], never from this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coarse {
+    pub counts: [u64; COARSE_BUCKETS],
+}
+
+impl Default for Coarse {
+    fn default() -> Self {
+        Coarse {
+            counts: [0; COARSE_BUCKETS],
+        }
+    }
+}
+
+impl Coarse {
+    pub fn record(&mut self, us: u64) {
+        self.counts[coarse_bucket(us)] += 1;
+    }
+
+    /// The upper bound of the bucket holding quantile `q`; `None` before any response.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(coarse_upper(i));
+            }
+        }
+        None
+    }
+}
+
+fn coarse_bucket(v: u64) -> usize {
+    if v < 16 {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros() as usize;
+    let sub = ((v >> (exp - 3)) & 7) as usize;
+    (16 + (exp - 4) * 8 + sub).min(COARSE_BUCKETS - 1)
+}
+
+fn coarse_upper(i: usize) -> u64 {
+    if i < 16 {
+        return i as u64;
+    }
+    let exp = (i - 16) / 8 + 4;
+    let sub = ((i - 16) % 8) as u64;
+    ((9 + sub) << (exp - 3)) - 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +296,32 @@ mod tests {
         // Clamped, not lost.
         assert!(s.max >= MAX_LATENCY_US / 2);
         assert_eq!(LatencySummary::of(&new_histogram()).p99, 0);
+    }
+
+    #[test]
+    fn coarse_buckets_bound_their_values() {
+        for v in (0..5000).chain([1 << 20, (1 << 20) + 12345, MAX_LATENCY_US]) {
+            let i = coarse_bucket(v);
+            assert!(
+                coarse_upper(i) >= v,
+                "{v} in bucket {i} up to {}",
+                coarse_upper(i)
+            );
+            // Within 12.5 % above (exact below 16).
+            assert!(
+                coarse_upper(i) as f64 <= (v as f64 * 1.125).max(v as f64 + 1.0),
+                "{v}"
+            );
+            if i > 0 {
+                assert!(coarse_upper(i - 1) < v, "{v}");
+            }
+        }
+        let mut c = Coarse::default();
+        assert_eq!(c.quantile(0.99), None);
+        for v in 1..=1000 {
+            c.record(v);
+        }
+        let p99 = c.quantile(0.99).unwrap();
+        assert!((990..=1120).contains(&p99), "{p99}");
     }
 }
