@@ -10,6 +10,8 @@
 #            sums the faults of reaped children) and of the master itself (its copy-on-write
 #            after each fork), and CPU time per connection of both, over CONNS sequential
 #            connections (GET /2k.html, Connection: close)
+#            and, with perf, the tree's CPU time and faults per connection (perf stat follows
+#            children, also those a master never waits for, as busybox's)
 #   child    one live child's RSS, PSS, private memory and faults so far: while it waits for
 #            the rest of a request head, and after answering one keep-alive request (busybox
 #            has no keep-alive: n/a)
@@ -19,15 +21,18 @@
 # then, unless ROUNDS=0, throughput as alternating wrk runs (-t1 -c16, new connection per
 # request, 2 KB page): ROUNDS rounds of DURATION seconds per server, each round visiting the
 # servers in turn so that load on the machine falls on all alike; prints every run, the
-# medians and the ratios forkd/busybox and forkd/floor. Writes the report to $OUT.
+# medians and the ratios forkd/busybox and forkd/floor, and with perf the tree's CPU time per
+# request of each run (what the load of a shared machine moves least). Writes the report to
+# $OUT.
 #
 # Usage: benches/forkcost.sh
 #   env: CONNS=2000 TRACED=50 ROUNDS=3 DURATION=5 OUT=target/forkcost.md PORT=18471
 #        (the next servers take PORT+1, PORT+2) BIN_DIR=DIR (forkd from DIR, no build)
 #        SERVERS="forkd-fork busybox floor-fork" FORKD_ARGS="" (more flags for forkd)
+#        forkd-ref in SERVERS: another forkd binary, REF_BIN=PATH, for A/B runs of a change
 #   Bounded: each wrk run is killed DURATION+30 s after it starts, strace after 60 s.
-# Needs: python3, cc (floor-fork), strace (else syscalls are skipped), wrk (for ROUNDS > 0),
-# busybox (else skipped), cargo (unless BIN_DIR).
+# Needs: python3, cc (floor-fork), strace (else syscalls are skipped), perf (else no tree
+# counts), wrk (for ROUNDS > 0), busybox (else skipped), cargo (unless BIN_DIR).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -52,12 +57,12 @@ fi
 
 WORK=$(mktemp -d /tmp/forkd-forkcost.XXXXXX)
 declare -A PIDS PORTS
-STRACE_PID=
+TOOL_PID=
 cleanup() {
     local s
-    if [[ -n $STRACE_PID ]]; then
-        kill "$STRACE_PID" 2>/dev/null || true
-        wait "$STRACE_PID" 2>/dev/null || true
+    if [[ -n $TOOL_PID ]]; then
+        kill "$TOOL_PID" 2>/dev/null || true
+        wait "$TOOL_PID" 2>/dev/null || true
     fi
     for s in "${!PIDS[@]}"; do
         stop_tree "${PIDS[$s]}"
@@ -77,9 +82,15 @@ start() {
     local name=$1 port=$2 err=$WORK/$1.err
     port_free "$port" || return 1
     case $name in
-    forkd-fork)
+    forkd-fork | forkd-ref)
+        local bin=$FORKD
+        if [[ $name == forkd-ref ]]; then
+            [[ -x ${REF_BIN:-} ]] || { echo "forkd-ref needs REF_BIN, a forkd binary" >&2; return 1; }
+            cp "$REF_BIN" "$WORK/forkd-ref"
+            bin=$WORK/forkd-ref
+        fi
         # shellcheck disable=SC2086 # FORKD_ARGS is a list of flags
-        setsid "$FORKD" --listen "127.0.0.1:$port" --root "$SITE" --mode fork \
+        setsid "$bin" --listen "127.0.0.1:$port" --root "$SITE" --mode fork \
             --max-conns-per-client 0 $FORKD_ARGS 2>"$err" &
         ;;
     busybox)
@@ -115,7 +126,7 @@ done
 # sequential connections (strace is attached meanwhile).
 probe() {
     python3 - "$@" <<'EOF'
-import json, os, socket, sys, time
+import json, os, shutil, signal, socket, subprocess, sys, time
 mode, name, pid, port, conns = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 REQ_CLOSE = b"GET /2k.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 REQ_KEEP = b"GET /2k.html HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -190,6 +201,14 @@ for _ in range(20):  # warm: first connections may fault in what later ones shar
     get(REQ_CLOSE)
 settle()
 out["master"] = memory(pid)
+# perf stat follows the master's children (inherited counters), even those a master does not
+# wait for (busybox ignores SIGCHLD, so its children never reach cminflt).
+perf_out = f"/tmp/forkcost-perf-{pid}.txt"
+perf = None
+if shutil.which("perf"):
+    perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "task-clock,page-faults", "-p", str(pid),
+                             "-o", perf_out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached
 a = stat(pid)
 t0 = time.time()
 for _ in range(conns):
@@ -197,6 +216,16 @@ for _ in range(conns):
 settle()
 elapsed = time.time() - t0
 b = stat(pid)
+tree = {}
+if perf:
+    perf.send_signal(signal.SIGINT)
+    perf.wait(timeout=10)
+    with open(perf_out) as f:
+        for line in f:
+            v = line.split(",")
+            if len(v) > 2 and v[0].replace(".", "").isdigit():
+                tree[v[2]] = float(v[0])
+    os.unlink(perf_out)
 hz = os.sysconf("SC_CLK_TCK")
 d = {k: b[k] - a[k] for k in a}
 out["per_conn"] = {
@@ -205,6 +234,11 @@ out["per_conn"] = {
     "master_cpu_us": (d["utime"] + d["stime"]) / hz / conns * 1e6,
     "sequential_conn_per_s": conns / elapsed,
 }
+if "page-faults" in tree:
+    # The tree's faults less the master's: the children's, whether they were waited for or not.
+    out["per_conn"]["tree_faults"] = tree["page-faults"] / conns
+    out["per_conn"]["child_faults"] = (tree["page-faults"] - d["minflt"]) / conns
+    out["per_conn"]["tree_cpu_us"] = tree["task-clock"] / conns * 1e3
 out["master_after"] = memory(pid)
 
 def live_child(req, keep):
@@ -257,12 +291,12 @@ if command -v strace >/dev/null; then
         dir=$WORK/strace-$s
         mkdir -p "$dir"
         timeout 60 strace -f -ff -qq -o "$dir/t" -p "${PIDS[$s]}" 2>"$dir/err" &
-        STRACE_PID=$!
+        TOOL_PID=$!
         sleep 0.5 # attached
         probe trace "$s" "${PIDS[$s]}" "${PORTS[$s]}" "$TRACED" || true
-        kill "$STRACE_PID" 2>/dev/null || true
-        wait "$STRACE_PID" 2>/dev/null || true
-        STRACE_PID=
+        kill "$TOOL_PID" 2>/dev/null || true
+        wait "$TOOL_PID" 2>/dev/null || true
+        TOOL_PID=
         python3 - "$s" "${PIDS[$s]}" "$dir" "$TRACED" >>"$RESULTS" <<'EOF'
 import collections, json, os, re, statistics, sys
 name, pid, d, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -302,11 +336,26 @@ fi
 if ((ROUNDS > 0)); then
     for r in $(seq "$ROUNDS"); do
         for s in "${RUNNING[@]}"; do
+            # The CPU time of the server's whole tree during the run (perf stat follows the
+            # children), per request: what the load on the machine moves least.
+            cpu=null
+            if command -v perf >/dev/null; then
+                perf stat -x, -e task-clock -p "${PIDS[$s]}" -o "$WORK/perf.txt" 2>/dev/null &
+                TOOL_PID=$!
+                sleep 0.3
+            fi
             line=$(timeout --foreground "$((DURATION + 30))" wrk -t1 -c16 -d "${DURATION}s" \
                 -H 'Connection: close' -s benches/wrk-json.lua \
                 "http://127.0.0.1:${PORTS[$s]}/2k.html" | grep '^{' || echo null)
-            echo "{\"server\": \"$s\", \"round\": $r, \"wrk\": $line, \"load\": \"$(cut -d' ' -f1 /proc/loadavg)\"}" >>"$RESULTS"
-            echo "$0: round $r $s: $line" >&2
+            if [[ -n $TOOL_PID ]]; then
+                kill -INT "$TOOL_PID" 2>/dev/null || true
+                wait "$TOOL_PID" 2>/dev/null || true
+                TOOL_PID=
+                cpu=$(awk -F, '$3 == "task-clock" { print $1 }' "$WORK/perf.txt")
+                cpu=${cpu:-null}
+            fi
+            echo "{\"server\": \"$s\", \"round\": $r, \"wrk\": $line, \"cpu_ms\": $cpu, \"load\": \"$(cut -d' ' -f1 /proc/loadavg)\"}" >>"$RESULTS"
+            echo "$0: round $r $s: $line, tree CPU $cpu ms" >&2
         done
     done
 fi
@@ -321,11 +370,13 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 cpus, before, after, commit, duration = sys.argv[2:7]
 count = {r["server"]: r for r in rows if "per_conn" in r}
 sysc = {r["server"]: r["syscalls"] for r in rows if "syscalls" in r}
-rps = {}
+rps, cpu = {}, {}
 for r in rows:
     if "round" in r and r["wrk"]:
         w = r["wrk"]
         rps.setdefault(r["server"], []).append(w["requests"] / (w["duration_us"] / 1e6))
+        if r.get("cpu_ms") and w["requests"]:
+            cpu.setdefault(r["server"], []).append(r["cpu_ms"] * 1e3 / w["requests"])
 servers = list(dict.fromkeys(r["server"] for r in rows))
 
 def f(v, fmt="{:,.0f}"):
@@ -343,15 +394,18 @@ for s in servers:
           f"| {kib(m, 'RssAnon')} | {kib(m, 'Pss')} | {kib(m, 'Private_Dirty')} | {kib(m, 'VmPTE')} |")
 print("\nPer connection (sequential, `Connection: close`): minor faults and CPU time of the child "
       "and of the master.\n")
-print("| server | connections | child faults | master faults | child CPU µs | master CPU µs | sequential conn/s |")
-print("|---|---|---|---|---|---|---|")
+print("| server | connections | child faults | master faults | tree CPU µs (perf) | child CPU µs | master CPU µs | sequential conn/s |")
+print("|---|---|---|---|---|---|---|---|")
 for s in servers:
     c = count.get(s)
     if not c:
         continue
     p = c["per_conn"]
     print(f"| {s} | {c['conns']:,} | {p['child_faults']:.1f} | {p['master_faults']:.2f} "
-          f"| {p['child_cpu_us']:.0f} | {p['master_cpu_us']:.0f} | {p['sequential_conn_per_s']:,.0f} |")
+          f"| {f(p.get('tree_cpu_us'))} | {p['child_cpu_us']:.0f} | {p['master_cpu_us']:.0f} "
+          f"| {p['sequential_conn_per_s']:,.0f} |")
+print("\nChild faults: the tree's (perf stat) less the master's, else the master's cminflt (children "
+      "it waited for). Child and master CPU: from /proc stat, in clock ticks, so coarse.")
 print("\nOne live child: waiting for the rest of a head / after answering one keep-alive request.\n")
 print("| server | RSS KiB | PSS KiB | private dirty KiB | faults so far |")
 print("|---|---|---|---|---|")
@@ -373,19 +427,27 @@ if sysc:
 if rps:
     print(f"\nThroughput, wrk -t1 -c16 -d{duration}s, new connection per request, 2 KB page; "
           "alternating runs (req/s, each run in order, then the median).\n")
-    print("| server | runs | median |")
-    print("|---|---|---|")
+    print("| server | runs | median | tree CPU µs per request, runs | median |")
+    print("|---|---|---|---|---|")
     for s in servers:
         if s in rps:
-            print(f"| {s} | {', '.join(f'{x:,.0f}' for x in rps[s])} | {statistics.median(rps[s]):,.0f} |")
+            c = cpu.get(s, [])
+            print(f"| {s} | {', '.join(f'{x:,.0f}' for x in rps[s])} | {statistics.median(rps[s]):,.0f} "
+                  f"| {', '.join(f'{x:,.0f}' for x in c) or 'n/a'} | {f(statistics.median(c) if c else None)} |")
     if "forkd-fork" in rps:
         fk = statistics.median(rps["forkd-fork"])
         parts = []
-        for ref, target in (("busybox", 1.3), ("floor-fork", 0.9)):
+        for ref, target in (("busybox", 1.3), ("floor-fork", 0.9), ("forkd-ref", None)):
             if ref in rps:
                 per_round = [a / b for a, b in zip(rps["forkd-fork"], rps[ref])]
                 parts.append(f"forkd-fork / {ref}: {fk / statistics.median(rps[ref]):.2f} "
-                             f"(per round {', '.join(f'{x:.2f}' for x in per_round)}; target >= {target})")
+                             f"(per round {', '.join(f'{x:.2f}' for x in per_round)}"
+                             + (f"; target >= {target})" if target else ")"))
         print("\n" + "; ".join(parts) + ".")
+    if "forkd-fork" in cpu:
+        parts = [f"{ref} / forkd-fork: {statistics.median(cpu[ref]) / statistics.median(cpu['forkd-fork']):.2f}"
+                 for ref in ("busybox", "floor-fork", "forkd-ref") if ref in cpu]
+        print("\nCPU per request, as a throughput ratio (the other's CPU per request over forkd's; "
+              "above 1: forkd needs less): " + "; ".join(parts) + ".")
 EOF
 cat "$OUT"

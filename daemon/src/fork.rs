@@ -101,3 +101,27 @@ pub fn warm_up() {
         let _ = std::arch::is_x86_feature_detected!("sse4.2");
     }
 }
+
+/// Leaves the heap, once the master has built what children inherit, in the state that costs
+/// a fork least: glibc's fast bins off, and free memory given back.
+///
+/// A fast bin holds small freed chunks unmerged; the first allocation of 1 KiB or more in a
+/// process then merges all of them (`malloc_consolidate`), writing to every heap page they lie
+/// on. The master's start leaves many there, so each forked child paid that walk, a
+/// copy-on-write fault per page, on its first larger allocation. Without fast bins (tcache
+/// still serves small sizes quickly) a free merges at once, in the master, where it is paid
+/// once. `malloc_trim` then merges what is left and returns free pages to the kernel, so the
+/// master has fewer resident pages for every fork to copy page-table entries of.
+pub fn tidy_heap() {
+    // Free room kept at the top of the heap, as much as glibc's default `M_TOP_PAD`: a child's
+    // first allocations fit there instead of each child growing the heap with `brk`.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    const TRIM_PAD: usize = 128 * 1024;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt and malloc_trim take no pointers and only rearrange the allocator's own
+    // free memory; this process is single-threaded here, and no allocation is in progress.
+    unsafe {
+        libc::mallopt(libc::M_MXFAST, 0);
+        libc::malloc_trim(TRIM_PAD);
+    }
+}

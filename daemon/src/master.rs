@@ -21,9 +21,9 @@ use nix::unistd::Pid;
 use super::backoff::Backoff;
 use super::notify::Notifier;
 use super::privdrop::Credentials;
-use super::reap::{reap, ProcessEnd};
+use super::reap::{reap, reap_one, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
-use super::signals::{Event, SignalPipe};
+use super::signals::{Event, Events, SignalPipe};
 use super::{atomic, fork, listener, reactor, resource, wait, watchdog, worker};
 
 /// What a daemon built on this template does with one accepted connection. It runs in a child
@@ -37,6 +37,12 @@ pub trait Service {
     /// lazy, once-per-process work each child would otherwise repeat (building tables, CPU
     /// feature detection behind SIMD parsers), so children inherit it done.
     fn prepare(&mut self) {}
+
+    /// Fork mode: called in the master right before each per-connection fork. Refresh here
+    /// what every child would otherwise compute for itself (the `Date` header's current
+    /// second, say): done once in the master, it costs each child nothing, not even the pages
+    /// of the code that computes it.
+    fn before_fork(&mut self) {}
 
     /// The application's own limit counters, published with the template's on the
     /// scoreboard; a child counts a hit with `scoreboard::app_hit(index)`.
@@ -315,6 +321,7 @@ pub fn run<D: Daemon>(
     fork::warm_up();
     fork::exit_children_on_panic();
     m.service.prepare();
+    fork::tidy_heap();
     scoreboard::install(m.service.counters()).map_err(StartError::Scoreboard)?;
     scoreboard::set_capacity(m.settings.mode.bound());
     scoreboard::set_per_child(m.settings.mode.per_child());
@@ -383,6 +390,7 @@ impl<D: Daemon> Master<'_, D> {
             matches!(self.settings.mode, Mode::Prefork { .. }) && self.listeners.len() == 1;
         for l in &self.listeners {
             l.set_nonblocking(!blocking)?;
+            listener::set_nodelay(l)?;
             if blocking {
                 listener::set_accept_timeout(l, ACCEPT_TICK)?;
             }
@@ -513,7 +521,7 @@ impl<D: Daemon> Master<'_, D> {
 
     /// The one wait point: signals first, then (fork mode, running, not paused) listeners,
     /// with a deadline for whatever is due next.
-    fn wait(&mut self) -> Vec<Event> {
+    fn wait(&mut self) -> Events {
         let now = Instant::now();
         let fork_mode = matches!(self.settings.mode, Mode::Fork { .. });
         let grace_ends = if fork_mode {
@@ -553,17 +561,31 @@ impl<D: Daemon> Master<'_, D> {
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut ready_listeners = Vec::new();
+        // Which listeners have a connection waiting, as bits: the loop runs once per
+        // connection in fork mode, and every heap page it writes after a fork costs it a
+        // copy-on-write fault, so it allocates nothing while there are at most 64 listeners.
+        let mut ready = Ready::default();
         {
-            let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
-            if accepting {
-                fds.extend(
-                    self.listeners
-                        .iter()
-                        .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
-                );
-            }
-            match poll(&mut fds, timeout) {
+            let signals = self.signals.fd();
+            let listeners = if accepting {
+                self.listeners.as_slice()
+            } else {
+                &[]
+            };
+            let fd = |i: usize| match i.checked_sub(1).and_then(|l| listeners.get(l)) {
+                Some(l) => PollFd::new(l.as_fd(), PollFlags::POLLIN),
+                None => PollFd::new(signals, PollFlags::POLLIN),
+            };
+            let mut few: [PollFd<'_>; 1 + Ready::FEW] = std::array::from_fn(fd);
+            let mut many: Vec<PollFd<'_>>;
+            let fds = match few.get_mut(..1 + listeners.len()) {
+                Some(fds) => fds,
+                None => {
+                    many = (0..=listeners.len()).map(fd).collect();
+                    &mut many
+                }
+            };
+            match poll(fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
@@ -573,19 +595,18 @@ impl<D: Daemon> Master<'_, D> {
             }
             for (i, fd) in fds.iter().enumerate().skip(1) {
                 if fd.revents().is_some_and(|r| !r.is_empty()) {
-                    ready_listeners.push(i - 1);
+                    ready.add(i - 1);
                 }
             }
         }
         let mut events = self.signals.drain();
         // Reap before accepting, so that ended children free their slots first.
-        if let Some(i) = events.iter().position(|e| *e == Event::Child) {
-            events.remove(i);
+        if events.remove(Event::Child) {
             self.reap_children();
         }
         // Signals before connections: a stop must not wait behind a burst of accepts.
-        if !events.contains(&Event::Terminate) && !events.contains(&Event::Interrupt) {
-            for i in ready_listeners {
+        if !events.contains(Event::Terminate) && !events.contains(Event::Interrupt) {
+            for i in ready.indices() {
                 self.accept_burst(i);
             }
         }
@@ -665,7 +686,6 @@ impl<D: Daemon> Master<'_, D> {
     }
 
     fn spawn_conn(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let close = self.master_fds(true);
         let Some(slot) = self.free_slots.pop() else {
             scoreboard::hit(Limit::ChildrenBound);
             return self.refuse(stream);
@@ -677,12 +697,16 @@ impl<D: Daemon> Master<'_, D> {
             self.free_slots.push(slot);
             return self.refuse(stream);
         }
+        self.service.before_fork();
         let creds = self.settings.credentials.as_ref();
-        let service = &mut self.service;
+        let signal_fds = self.signals.raw_fds();
+        let (listeners, service) = (&self.listeners, &mut self.service);
         // The connection moves into the child's body; `spawn` drops that body in the master
         // when it returns, so the master's copy of the socket is closed whatever happens.
         let spawned = fork::spawn(move || {
-            if let Err(code) = worker::enter(&close, creds, slot) {
+            // The listeners too: a long-lived child would otherwise keep the port bound after
+            // the master is gone.
+            if let Err(code) = worker::enter(&signal_fds, listeners, creds, slot) {
                 return code;
             }
             worker::serve_one(service, stream, peer);
@@ -692,7 +716,6 @@ impl<D: Daemon> Master<'_, D> {
     }
 
     fn spawn_worker(&mut self) -> nix::Result<Pid> {
-        let close = self.master_fds(false);
         let Some(slot) = self.free_slots.pop() else {
             return Err(nix::errno::Errno::EAGAIN);
         };
@@ -715,8 +738,9 @@ impl<D: Daemon> Master<'_, D> {
             }
         };
         let (listeners, service, held_ref) = (&self.listeners, &mut self.service, held.as_ref());
+        let signal_fds = self.signals.raw_fds();
         let spawned = fork::spawn(move || {
-            if let Err(code) = worker::enter(&close, creds, slot) {
+            if let Err(code) = worker::enter(&signal_fds, &[], creds, slot) {
                 return code;
             }
             match connections {
@@ -772,21 +796,8 @@ impl<D: Daemon> Master<'_, D> {
         Some(info)
     }
 
-    /// Fds of the master that a child must not keep: the self-pipe always, and in fork mode
-    /// the listeners too (a long-lived child would otherwise keep the port bound after the
-    /// master is gone).
-    fn master_fds(&self, with_listeners: bool) -> Vec<RawFd> {
-        let mut v = self.signals.raw_fds().to_vec();
-        if with_listeners {
-            v.extend(self.listeners.iter().map(listener::raw));
-        }
-        v
-    }
-
     fn reap_children(&mut self) {
-        let mut ended = Vec::new();
-        reap(|pid, end| ended.push((pid, end)));
-        for (pid, end) in ended {
+        while let Some((pid, end)) = reap_one() {
             // Read before `forget` frees the slot for the next child.
             let served = self
                 .children
@@ -975,6 +986,7 @@ impl<D: Daemon> Master<'_, D> {
                 self.settings = new;
                 self.service = service;
                 self.service.prepare();
+                fork::tidy_heap();
                 scoreboard::set_capacity(self.settings.mode.bound());
                 scoreboard::set_per_child(self.settings.mode.per_child());
                 if let Mode::Event { connections, .. } = self.settings.mode {
@@ -1047,6 +1059,32 @@ impl<D: Daemon> Master<'_, D> {
         for pid in self.children.keys() {
             let _ = kill(*pid, Signal::SIGUSR1);
         }
+    }
+}
+
+/// Listeners found readable by one `poll`, by index: bits for the first [`Ready::FEW`], a list
+/// beyond (a configuration of that many listeners allocates; none does in practice).
+#[derive(Default)]
+struct Ready {
+    few: u64,
+    more: Vec<usize>,
+}
+
+impl Ready {
+    const FEW: usize = 64;
+
+    fn add(&mut self, i: usize) {
+        if i < Ready::FEW {
+            self.few |= 1 << i;
+        } else {
+            self.more.push(i);
+        }
+    }
+
+    /// The indices added, in order.
+    fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        let few = (0..Ready::FEW).filter(|i| self.few & (1 << i) != 0);
+        few.chain(self.more.iter().copied())
     }
 }
 
