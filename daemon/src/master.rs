@@ -273,6 +273,8 @@ struct Master<'a, D: Daemon> {
     next_metrics: Option<Instant>,
     /// `WATCHDOG=1` every half interval while the pool serves (`WATCHDOG_USEC`).
     watchdog: Option<watchdog::Watchdog>,
+    /// This process, which children check is still their parent once they will die with it.
+    pid: Pid,
     /// Listeners passed in by socket activation (their fds): whoever passed them holds them
     /// for the next server, so a stop closes them here but never shuts them down.
     inherited: Vec<RawFd>,
@@ -289,6 +291,7 @@ pub fn run<D: Daemon>(
     // mistaken for one of them.
     let (listeners, inherited) = open_listeners(&settings.listen)?;
     let signals = SignalPipe::install().map_err(StartError::Signals)?;
+    worker::set_child_dispositions().map_err(StartError::Signals)?;
     let mut m = Master {
         daemon,
         settings,
@@ -308,6 +311,7 @@ pub fn run<D: Daemon>(
         free_slots: (0..scoreboard::SLOTS).rev().collect(),
         next_metrics: None,
         watchdog: watchdog::Watchdog::from_env(Instant::now()),
+        pid: nix::unistd::getpid(),
         inherited,
     };
     if let Mode::Event { connections, .. } = m.settings.mode {
@@ -525,7 +529,7 @@ impl<D: Daemon> Master<'_, D> {
         let now = Instant::now();
         let fork_mode = matches!(self.settings.mode, Mode::Fork { .. });
         let grace_ends = if fork_mode {
-            self.full_grace_ends(now)
+            self.full_grace_ends(now, false)
         } else {
             None
         };
@@ -617,13 +621,18 @@ impl<D: Daemon> Master<'_, D> {
     /// looked at often) and hands each connection to a new child, or refuses it when the
     /// bound is reached.
     fn accept_burst(&mut self, i: usize) {
-        for _ in 0..64 {
+        for n in 0..64 {
             if self.children.len() >= self.settings.mode.bound() {
                 // Exits whose SIGCHLD is still on its way free slots too.
                 self.reap_children();
+                if n > 0 && self.children.len() >= self.settings.mode.bound() {
+                    // Full again: whether another connection waits is for the next poll to
+                    // say, which then starts the grace.
+                    return;
+                }
             }
             let now = Instant::now();
-            if self.full_grace_ends(now).is_some_and(|t| now < t) {
+            if self.full_grace_ends(now, true).is_some_and(|t| now < t) {
                 // Left queued: the next wait ends at a SIGCHLD or when the grace runs out.
                 return;
             }
@@ -656,14 +665,22 @@ impl<D: Daemon> Master<'_, D> {
         }
     }
 
-    /// Fork mode: when the grace for a full table ends, while every slot is taken; `None` when
-    /// a slot is free (which also forgets when the table filled).
-    fn full_grace_ends(&mut self, now: Instant) -> Option<Instant> {
+    /// Fork mode: when the grace for a full table ends, while every slot is taken and a
+    /// connection has been found waiting (`waiting`: the caller found one now, and the grace
+    /// starts if it has not); `None` when a slot is free (which also forgets the grace), or
+    /// while no connection has waited yet. The grace counts from the first connection that met
+    /// the full table, not from when the table filled: a child that served longer than the
+    /// grace would otherwise leave the next client a 503 at once, with its slot about to free
+    /// (issue 14's fork tests met that on a loaded machine).
+    fn full_grace_ends(&mut self, now: Instant, waiting: bool) -> Option<Instant> {
         if self.children.len() < self.settings.mode.bound() {
             self.full_since = None;
             return None;
         }
-        Some(*self.full_since.get_or_insert(now) + FULL_GRACE)
+        if waiting {
+            self.full_since.get_or_insert(now);
+        }
+        self.full_since.map(|t| t + FULL_GRACE)
     }
 
     /// EMFILE and friends: the connection stays in the backlog, so polling again at once would
@@ -698,7 +715,7 @@ impl<D: Daemon> Master<'_, D> {
             return self.refuse(stream);
         }
         self.service.before_fork();
-        let creds = self.settings.credentials.as_ref();
+        let (creds, master) = (self.settings.credentials.as_ref(), self.pid);
         let signal_fds = self.signals.raw_fds();
         let (listeners, service) = (&self.listeners, &mut self.service);
         // The connection moves into the child's body; `spawn` drops that body in the master
@@ -706,7 +723,7 @@ impl<D: Daemon> Master<'_, D> {
         let spawned = fork::spawn(move || {
             // The listeners too: a long-lived child would otherwise keep the port bound after
             // the master is gone.
-            if let Err(code) = worker::enter(&signal_fds, listeners, creds, slot) {
+            if let Err(code) = worker::enter(&signal_fds, listeners, creds, slot, master) {
                 return code;
             }
             worker::serve_one(service, stream, peer);
@@ -738,9 +755,9 @@ impl<D: Daemon> Master<'_, D> {
             }
         };
         let (listeners, service, held_ref) = (&self.listeners, &mut self.service, held.as_ref());
-        let signal_fds = self.signals.raw_fds();
+        let (signal_fds, master) = (self.signals.raw_fds(), self.pid);
         let spawned = fork::spawn(move || {
-            if let Err(code) = worker::enter(&signal_fds, &[], creds, slot) {
+            if let Err(code) = worker::enter(&signal_fds, &[], creds, slot, master) {
                 return code;
             }
             match connections {

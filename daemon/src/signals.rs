@@ -9,10 +9,11 @@
 //! No thread is started: a forking master must stay single-threaded (see `fork`).
 //!
 //! The master's table ([`MASTER`]) is the one list of what is caught; a child's table is
-//! derived from it ([`child_table`]). A child inherits the blocked mask and the dispositions
-//! (the default one for every signal of the table, set by [`SignalPipe::install`]), closes the
-//! fd, gives its own action to the signals that need one and unblocks them all
-//! (`worker::enter`); a signal that reached it meanwhile stays pending until then.
+//! derived from it ([`child_table`]). Since a blocked signal never acts, whatever its
+//! disposition, the master installs the children's actions itself once
+//! (`worker::set_child_dispositions`, for [`child_changes`]); a child inherits them with the
+//! blocked mask, closes the fd and unblocks (`worker::enter`), and a signal that reached it
+//! meanwhile is delivered then, to its own handler. No `sigaction` per child.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -87,10 +88,9 @@ pub fn child_table() -> impl Iterator<Item = (Signal, ChildAction)> {
         .chain(IGNORED.into_iter().map(|sig| (sig, ChildAction::Ignore)))
 }
 
-/// What a child must change of the dispositions it inherits: [`child_table`] without the
-/// signals whose child action is what [`SignalPipe::install`] leaves in the master (the
-/// default one for the table's signals, which the master blocks instead of handling, and
-/// `SIG_IGN` for [`IGNORED`]). Three `sigaction`s a child instead of eight.
+/// The dispositions a child needs that [`SignalPipe::install`] does not leave: [`child_table`]
+/// without the signals whose child action is the default one (every signal of the table after
+/// `install`) or, for [`IGNORED`], `SIG_IGN`.
 pub fn child_changes() -> impl Iterator<Item = (Signal, ChildAction)> {
     child_table().filter(|&(sig, action)| {
         let master = if IGNORED.contains(&sig) {

@@ -204,24 +204,22 @@ extern "C" fn on_usr1(_: libc::c_int) {
     REOPEN.store(true, Ordering::Relaxed);
 }
 
-/// Turns a freshly forked copy of the master into a child: resets signals, closes the
-/// master-only fds in `close` and the `listeners` given (fork mode's), unblocks signals, dies
-/// with the master, drops privileges. On failure returns the exit code the child should end
-/// with.
+/// Turns a freshly forked copy of the master into a child: closes the master-only fds in
+/// `close` and the `listeners` given (fork mode's), unblocks signals, dies with `master`, drops
+/// privileges. On failure returns the exit code the child should end with.
 ///
-/// Order matters. The child starts with every signal blocked (`fork::spawn`; the master's own
-/// table stays blocked anyway, read from its `signalfd`), so nothing is delivered until the
-/// end of the signal setup. The signals whose child action differs from the master's get it
-/// first; only then are the master's fds closed. Unblocking comes last: a signal that arrived
-/// since the fork is delivered then, to the child's own handler.
+/// The child's signal actions are already in place: the master installed them
+/// ([`set_child_dispositions`]) and keeps those signals blocked, so they never run there.
+/// Closing the master's fds comes before unblocking; a signal that arrived since the fork is
+/// delivered then, to the child's own handler.
 pub(crate) fn enter(
     close: &[RawFd],
     listeners: &[TcpListener],
     creds: Option<&Credentials>,
     slot: usize,
+    master: nix::unistd::Pid,
 ) -> Result<(), i32> {
     scoreboard::enter_slot(slot);
-    reset_signals().map_err(|e| fail("reset signals", e))?;
     for fd in close
         .iter()
         .copied()
@@ -234,7 +232,6 @@ pub(crate) fn enter(
     SigSet::empty()
         .thread_set_mask()
         .map_err(|e| fail("unblock signals", e.into()))?;
-    let master = nix::unistd::getppid();
     if let Some(c) = creds {
         privdrop::drop_to(c).map_err(|e| fail(&format!("drop privileges to {:?}", c.name), e))?;
     }
@@ -255,13 +252,18 @@ fn fail(what: &str, e: io::Error) -> i32 {
     EXIT_SETUP
 }
 
-/// Gives the child's action (`signals::child_changes`) to every signal whose action differs
-/// from the master's: TERM asks for a graceful end (no SA_RESTART, so blocking calls return
-/// EINTR), USR1 for a log reopen (SA_RESTART: the flag is looked at before the next log line),
-/// HUP is the master's business. INT, QUIT and CHLD keep the default action the master left
-/// them (INT and QUIT end the child at once), PIPE and XFSZ stay ignored (EPIPE and EFBIG are
-/// handled). The mask is left to the caller.
-fn reset_signals() -> io::Result<()> {
+/// Run in the master, once, after `signals::SignalPipe::install`: gives the child's action
+/// (`signals::child_changes`) to every signal whose action in a child differs from the
+/// master's, so that children inherit them and need not one `sigaction` of their own. TERM
+/// asks for a graceful end (no SA_RESTART, so blocking calls return EINTR), USR1 for a log
+/// reopen (SA_RESTART: the flag is looked at before the next log line), HUP is the master's
+/// business. INT, QUIT and CHLD keep the default action (INT and QUIT end a child at once),
+/// PIPE and XFSZ stay ignored (EPIPE and EFBIG are handled).
+///
+/// None of these ever acts in the master: it keeps its table blocked and reads the signals
+/// from its signalfd, whatever their disposition (the kernel queues a blocked signal even
+/// when it is ignored, and never runs a handler for it).
+pub fn set_child_dispositions() -> io::Result<()> {
     for (sig, action) in child_changes() {
         let (handler, flags) = match action {
             ChildAction::Stop => (SigHandler::Handler(on_term), SaFlags::empty()),
