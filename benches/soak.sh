@@ -19,11 +19,10 @@ OUT=${OUT:-target/soak}
 PORT=${PORT:-18463}
 
 WORK=$(mktemp -d /tmp/forkd-soak.XXXXXX)
-if [[ -z ${BIN_DIR:-} ]]; then
-    cargo build --release --bin forkd --bin forkd-loadgen >&2
-    BIN_DIR=target/release
-fi
-cp "$BIN_DIR/forkd" "$BIN_DIR/forkd-loadgen" "$WORK/"
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+# The forkd the benchmarks measure (statically linked unless STATIC=0), and the loadgen.
+bench_binaries forkd forkd-loadgen
 mkdir -p "$OUT"
 
 # Every client of a load generator shares one address: no per-client limit.

@@ -11,17 +11,29 @@
 //! parent's state a second time.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 
-use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// Exit code of a child whose body panicked (EX_SOFTWARE).
 pub const EXIT_PANIC: i32 = 70;
 
-/// Set in every child `spawn` makes, right after the fork.
-static IN_CHILD: AtomicBool = AtomicBool::new(false);
+/// The static state a child writes right after the fork, kept on one page: each page of the
+/// master's data that a child writes costs it a copy-on-write fault, and these two fields used
+/// to lie on two pages.
+#[repr(C, align(16))]
+pub(crate) struct ChildState {
+    /// Set in every child `spawn` makes, right after the fork.
+    forked: AtomicBool,
+    /// The child's scoreboard slot (`scoreboard::enter_slot`); `usize::MAX` in the master.
+    pub(crate) slot: AtomicUsize,
+}
+
+pub(crate) static CHILD: ChildState = ChildState {
+    forked: AtomicBool::new(false),
+    slot: AtomicUsize::new(usize::MAX),
+};
 
 /// Makes a panic in a child end that child with [`EXIT_PANIC`] once the panic message is
 /// printed, in every build: with the release profile's `panic = "abort"` it would otherwise
@@ -35,7 +47,7 @@ pub fn exit_children_on_panic() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
-            if IN_CHILD.load(Ordering::Relaxed) {
+            if CHILD.forked.load(Ordering::Relaxed) {
                 // SAFETY: `_exit` ends the process at once; a child never returns into the
                 // master's code, so nothing of the master's is skipped that it needed.
                 unsafe { libc::_exit(EXIT_PANIC) }
@@ -46,8 +58,12 @@ pub fn exit_children_on_panic() {
 
 /// Runs `body` in a new child process and returns the child's pid to the parent.
 ///
-/// `body` starts with every signal blocked; it unblocks them once it has installed its own
-/// handlers (as `worker::enter` does).
+/// `body` starts with the parent's signal mask. A parent that handles signals keeps them
+/// blocked (the master and the supervisor read theirs from a signalfd: `signals`), and its
+/// dispositions are already the child's (`worker::set_child_dispositions`), so a signal sent
+/// to the child before its set-up is done stays pending until the body unblocks it
+/// (`worker::enter`); any other signal has its default action in both. So the fork needs no
+/// mask change of its own, which would cost the master two system calls per connection.
 ///
 /// `body` is moved into this call, so whatever it owns (an accepted connection, say) is
 /// dropped in the parent when `spawn` returns: the parent cannot keep a copy by mistake.
@@ -59,24 +75,14 @@ pub fn spawn<F: FnOnce() -> i32>(body: F) -> nix::Result<Pid> {
         single_threaded(),
         "fork from a multi-threaded process: the child could inherit a held lock"
     );
-    // A signal that reached the child before it installed its own handlers would run the
-    // parent's (a stop request lost in a self-pipe nobody reads): every signal is blocked
-    // across the fork, the parent restores its mask at once, and the child's body unblocks
-    // them once its handlers are in place (`worker::enter`), so a pending one is delivered then.
-    let saved = SigSet::all().thread_swap_mask(SigmaskHow::SIG_SETMASK).ok();
     // SAFETY: this process is single-threaded (checked above in debug builds, and an
     // architecture invariant: see ARCHITECTURE.md), so the child owns a consistent copy of
     // every lock and may run ordinary code; it ends in `_exit` and never unwinds into ours.
     let forked = unsafe { fork() };
-    if !matches!(forked, Ok(ForkResult::Child)) {
-        if let Some(mask) = saved {
-            let _ = mask.thread_set_mask();
-        }
-    }
     match forked? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
-            IN_CHILD.store(true, Ordering::Relaxed);
+            CHILD.forked.store(true, Ordering::Relaxed);
             let code = catch_unwind(AssertUnwindSafe(body)).unwrap_or(EXIT_PANIC);
             // SAFETY: `_exit` ends the process at once; nothing of the parent's is flushed.
             unsafe { libc::_exit(code) }
@@ -99,5 +105,29 @@ pub fn warm_up() {
     #[cfg(target_arch = "x86_64")]
     {
         let _ = std::arch::is_x86_feature_detected!("sse4.2");
+    }
+}
+
+/// Leaves the heap, once the master has built what children inherit, in the state that costs
+/// a fork least: glibc's fast bins off, and free memory given back.
+///
+/// A fast bin holds small freed chunks unmerged; the first allocation of 1 KiB or more in a
+/// process then merges all of them (`malloc_consolidate`), writing to every heap page they lie
+/// on. The master's start leaves many there, so each forked child paid that walk, a
+/// copy-on-write fault per page, on its first larger allocation. Without fast bins (tcache
+/// still serves small sizes quickly) a free merges at once, in the master, where it is paid
+/// once. `malloc_trim` then merges what is left and returns free pages to the kernel, so the
+/// master has fewer resident pages for every fork to copy page-table entries of.
+pub fn tidy_heap() {
+    // Free room kept at the top of the heap, as much as glibc's default `M_TOP_PAD`: a child's
+    // first allocations fit there instead of each child growing the heap with `brk`.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    const TRIM_PAD: usize = 128 * 1024;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt and malloc_trim take no pointers and only rearrange the allocator's own
+    // free memory; this process is single-threaded here, and no allocation is in progress.
+    unsafe {
+        libc::mallopt(libc::M_MXFAST, 0);
+        libc::malloc_trim(TRIM_PAD);
     }
 }

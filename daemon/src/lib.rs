@@ -10,7 +10,7 @@
 //! of event workers that each multiplex many connections ([`Mode::Event`], [`reactor`]), or
 //! accepts itself and forks one child per connection ([`Mode::Fork`]); in every mode never more
 //! children (nor connections) than the bound, and [`fork::spawn`] is the only place that forks. Signals reach its one
-//! `poll` loop through a self-pipe ([`signals`]). Every child that ends is reaped at once
+//! `poll` loop through a signalfd ([`signals`]). Every child that ends is reaped at once
 //! ([`reap`]), its cause logged and counted, and a worker replaced; workers that die before
 //! serving anything are respawned slower and slower, so a broken environment cannot turn the
 //! master into a fork loop. Readiness is one line on stderr and `READY=1` over
@@ -59,7 +59,7 @@
 //! to forget, so no fd leak to find later.
 //!
 //! Every fd the template opens is close-on-exec from birth, and a child closes the master's
-//! self-pipe (and, in fork mode, the listeners) before it serves. A daemon opens its own fds
+//! signalfd (and, in fork mode, the listeners) before it serves. A daemon opens its own fds
 //! close-on-exec as well (std, socket2 and `pipe2(O_CLOEXEC)` do), so a program a child execs
 //! inherits none of them.
 //!

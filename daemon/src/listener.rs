@@ -147,6 +147,13 @@ pub fn tune_for_events(l: &TcpListener) -> io::Result<()> {
     s.set_tcp_notsent_lowat(NOTSENT_LOWAT)
 }
 
+/// `TCP_NODELAY` on a listener, which every socket it accepts inherits (the reactor's tests
+/// check that this kernel copies it): small responses must not wait for Nagle (incident 004),
+/// and no child or worker spends a system call per connection to say so.
+pub fn set_nodelay(l: &TcpListener) -> io::Result<()> {
+    SockRef::from(l).set_tcp_nodelay(true)
+}
+
 /// The address a listener is bound to, as the kernel sees it (the real port after `:0`).
 pub fn local_addr(l: &TcpListener) -> io::Result<SocketAddr> {
     l.local_addr()

@@ -21,10 +21,10 @@ use nix::unistd::Pid;
 use super::backoff::Backoff;
 use super::notify::Notifier;
 use super::privdrop::Credentials;
-use super::reap::{reap, ProcessEnd};
+use super::reap::{reap, reap_one, ProcessEnd};
 use super::scoreboard::{self, Counter, Crash, Limit};
 use super::side::{self, Side};
-use super::signals::{Event, SignalPipe};
+use super::signals::{Event, Events, SignalPipe};
 use super::{atomic, fork, listener, reactor, resource, wait, watchdog, worker};
 
 /// What a daemon built on this template does with one accepted connection. It runs in a child
@@ -38,6 +38,12 @@ pub trait Service {
     /// lazy, once-per-process work each child would otherwise repeat (building tables, CPU
     /// feature detection behind SIMD parsers), so children inherit it done.
     fn prepare(&mut self) {}
+
+    /// Fork mode: called in the master right before each per-connection fork. Refresh here
+    /// what every child would otherwise compute for itself (the `Date` header's current
+    /// second, say): done once in the master, it costs each child nothing, not even the pages
+    /// of the code that computes it.
+    fn before_fork(&mut self) {}
 
     /// The application's own limit counters, published with the template's on the
     /// scoreboard; a child counts a hit with `scoreboard::app_hit(index)`.
@@ -272,6 +278,8 @@ struct Master<'a, D: Daemon> {
     next_metrics: Option<Instant>,
     /// `WATCHDOG=1` every half interval while the pool serves (`WATCHDOG_USEC`).
     watchdog: Option<watchdog::Watchdog>,
+    /// This process, which children check is still their parent once they will die with it.
+    pid: Pid,
     /// Listeners passed in by socket activation (their fds): whoever passed them holds them
     /// for the next server, so a stop closes them here but never shuts them down.
     inherited: Vec<RawFd>,
@@ -292,6 +300,7 @@ pub fn run<D: Daemon>(
     let (listeners, inherited) = open_listeners(&settings.listen)?;
     let side = Side::bind(settings.agent_listen, settings.status_listen)?;
     let signals = SignalPipe::install().map_err(StartError::Signals)?;
+    worker::set_child_dispositions().map_err(StartError::Signals)?;
     let mut m = Master {
         daemon,
         settings,
@@ -311,6 +320,7 @@ pub fn run<D: Daemon>(
         free_slots: (0..scoreboard::SLOTS).rev().collect(),
         next_metrics: None,
         watchdog: watchdog::Watchdog::from_env(Instant::now()),
+        pid: nix::unistd::getpid(),
         inherited,
         side,
         started: Instant::now(),
@@ -326,6 +336,7 @@ pub fn run<D: Daemon>(
     fork::warm_up();
     fork::exit_children_on_panic();
     m.service.prepare();
+    fork::tidy_heap();
     scoreboard::install(m.service.counters()).map_err(StartError::Scoreboard)?;
     scoreboard::set_capacity(m.settings.mode.bound());
     scoreboard::set_per_child(m.settings.mode.per_child());
@@ -394,6 +405,7 @@ impl<D: Daemon> Master<'_, D> {
             matches!(self.settings.mode, Mode::Prefork { .. }) && self.listeners.len() == 1;
         for l in &self.listeners {
             l.set_nonblocking(!blocking)?;
+            listener::set_nodelay(l)?;
             if blocking {
                 listener::set_accept_timeout(l, ACCEPT_TICK)?;
             }
@@ -550,11 +562,11 @@ impl<D: Daemon> Master<'_, D> {
 
     /// The one wait point: signals first, then (fork mode, running, not paused) listeners,
     /// with a deadline for whatever is due next.
-    fn wait(&mut self) -> Vec<Event> {
+    fn wait(&mut self) -> Events {
         let now = Instant::now();
         let fork_mode = matches!(self.settings.mode, Mode::Fork { .. });
         let grace_ends = if fork_mode {
-            self.full_grace_ends(now)
+            self.full_grace_ends(now, false)
         } else {
             None
         };
@@ -593,20 +605,37 @@ impl<D: Daemon> Master<'_, D> {
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut ready_listeners = Vec::new();
-        {
-            let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
-            if accepting {
-                fds.extend(
-                    self.listeners
-                        .iter()
-                        .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
-                );
-            }
-            let side_at = fds.len();
+        // Which listeners have a connection waiting, as bits: the loop runs once per
+        // connection in fork mode, and every heap page it writes after a fork costs it a
+        // copy-on-write fault, so it allocates nothing while there are at most 64 listeners.
+        let mut ready = Ready::default();
+        let side_ready = {
+            let signals = self.signals.fd();
+            let listeners = if accepting {
+                self.listeners.as_slice()
+            } else {
+                &[]
+            };
+            let fd = |i: usize| match i.checked_sub(1).and_then(|l| listeners.get(l)) {
+                Some(l) => PollFd::new(l.as_fd(), PollFlags::POLLIN),
+                None => PollFd::new(signals, PollFlags::POLLIN),
+            };
+            let side_at = 1 + listeners.len();
+            // Empty (and so not allocated) unless a side port is configured.
             let side_fds = self.side.pollfds();
-            fds.extend(side_fds.iter().map(|(fd, want)| PollFd::new(*fd, *want)));
-            let polled = match poll(&mut fds, timeout) {
+            let mut few: [PollFd<'_>; 1 + Ready::FEW] = std::array::from_fn(fd);
+            let mut many: Vec<PollFd<'_>>;
+            let fds = match few.get_mut(..side_at).filter(|_| side_fds.is_empty()) {
+                Some(fds) => fds,
+                None => {
+                    many = (0..side_at)
+                        .map(fd)
+                        .chain(side_fds.iter().map(|(f, want)| PollFd::new(*f, *want)))
+                        .collect();
+                    &mut many
+                }
+            };
+            let polled = match poll(fds, timeout) {
                 Ok(_) => true,
                 Err(nix::errno::Errno::EINTR) => false,
                 Err(e) => {
@@ -621,23 +650,21 @@ impl<D: Daemon> Master<'_, D> {
             };
             for (i, fd) in fds.iter().enumerate().take(side_at).skip(1) {
                 if !revents(fd).is_empty() {
-                    ready_listeners.push(i - 1);
+                    ready.add(i - 1);
                 }
             }
-            let side_ready = fds.iter().skip(side_at).map(revents).collect();
-            drop(fds);
-            drop(side_fds);
-            self.side.set_ready(side_ready);
-        }
+            let side_ready: Vec<PollFlags> = fds.iter().skip(side_at).map(revents).collect();
+            side_ready
+        };
+        self.side.set_ready(side_ready);
         let mut events = self.signals.drain();
         // Reap before accepting, so that ended children free their slots first.
-        if let Some(i) = events.iter().position(|e| *e == Event::Child) {
-            events.remove(i);
+        if events.remove(Event::Child) {
             self.reap_children();
         }
         // Signals before connections: a stop must not wait behind a burst of accepts.
-        if !events.contains(&Event::Terminate) && !events.contains(&Event::Interrupt) {
-            for i in ready_listeners {
+        if !events.contains(Event::Terminate) && !events.contains(Event::Interrupt) {
+            for i in ready.indices() {
                 self.accept_burst(i);
             }
         }
@@ -648,13 +675,18 @@ impl<D: Daemon> Master<'_, D> {
     /// looked at often) and hands each connection to a new child, or refuses it when the
     /// bound is reached.
     fn accept_burst(&mut self, i: usize) {
-        for _ in 0..64 {
+        for n in 0..64 {
             if self.children.len() >= self.settings.mode.bound() {
                 // Exits whose SIGCHLD is still on its way free slots too.
                 self.reap_children();
+                if n > 0 && self.children.len() >= self.settings.mode.bound() {
+                    // Full again: whether another connection waits is for the next poll to
+                    // say, which then starts the grace.
+                    return;
+                }
             }
             let now = Instant::now();
-            if self.full_grace_ends(now).is_some_and(|t| now < t) {
+            if self.full_grace_ends(now, true).is_some_and(|t| now < t) {
                 // Left queued: the next wait ends at a SIGCHLD or when the grace runs out.
                 return;
             }
@@ -687,14 +719,22 @@ impl<D: Daemon> Master<'_, D> {
         }
     }
 
-    /// Fork mode: when the grace for a full table ends, while every slot is taken; `None` when
-    /// a slot is free (which also forgets when the table filled).
-    fn full_grace_ends(&mut self, now: Instant) -> Option<Instant> {
+    /// Fork mode: when the grace for a full table ends, while every slot is taken and a
+    /// connection has been found waiting (`waiting`: the caller found one now, and the grace
+    /// starts if it has not); `None` when a slot is free (which also forgets the grace), or
+    /// while no connection has waited yet. The grace counts from the first connection that met
+    /// the full table, not from when the table filled: a child that served longer than the
+    /// grace would otherwise leave the next client a 503 at once, with its slot about to free
+    /// (issue 14's fork tests met that on a loaded machine).
+    fn full_grace_ends(&mut self, now: Instant, waiting: bool) -> Option<Instant> {
         if self.children.len() < self.settings.mode.bound() {
             self.full_since = None;
             return None;
         }
-        Some(*self.full_since.get_or_insert(now) + FULL_GRACE)
+        if waiting {
+            self.full_since.get_or_insert(now);
+        }
+        self.full_since.map(|t| t + FULL_GRACE)
     }
 
     /// EMFILE and friends: the connection stays in the backlog, so polling again at once would
@@ -717,7 +757,6 @@ impl<D: Daemon> Master<'_, D> {
     }
 
     fn spawn_conn(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let close = self.master_fds(true);
         let Some(slot) = self.free_slots.pop() else {
             scoreboard::hit(Limit::ChildrenBound);
             return self.refuse(stream);
@@ -729,12 +768,20 @@ impl<D: Daemon> Master<'_, D> {
             self.free_slots.push(slot);
             return self.refuse(stream);
         }
-        let creds = self.settings.credentials.as_ref();
-        let service = &mut self.service;
+        self.service.before_fork();
+        let (creds, master) = (self.settings.credentials.as_ref(), self.pid);
+        let signal_fds = self.signals.raw_fds();
+        // The side ports and their connections are the master's alone: a child holding the
+        // agent port would answer for a master that is gone. Empty, so not allocated, unless
+        // a side port is configured.
+        let side_fds = self.side.raw_fds();
+        let (listeners, service) = (&self.listeners, &mut self.service);
         // The connection moves into the child's body; `spawn` drops that body in the master
         // when it returns, so the master's copy of the socket is closed whatever happens.
         let spawned = fork::spawn(move || {
-            if let Err(code) = worker::enter(&close, creds, slot) {
+            // The listeners too: a long-lived child would otherwise keep the port bound after
+            // the master is gone.
+            if let Err(code) = worker::enter(&signal_fds, &side_fds, listeners, creds, slot, master) {
                 return code;
             }
             worker::serve_one(service, stream, peer);
@@ -744,7 +791,6 @@ impl<D: Daemon> Master<'_, D> {
     }
 
     fn spawn_worker(&mut self) -> nix::Result<Pid> {
-        let close = self.master_fds(false);
         let Some(slot) = self.free_slots.pop() else {
             return Err(nix::errno::Errno::EAGAIN);
         };
@@ -767,8 +813,10 @@ impl<D: Daemon> Master<'_, D> {
             }
         };
         let (listeners, service, held_ref) = (&self.listeners, &mut self.service, held.as_ref());
+        let (signal_fds, master) = (self.signals.raw_fds(), self.pid);
+        let side_fds = self.side.raw_fds();
         let spawned = fork::spawn(move || {
-            if let Err(code) = worker::enter(&close, creds, slot) {
+            if let Err(code) = worker::enter(&signal_fds, &side_fds, &[], creds, slot, master) {
                 return code;
             }
             match connections {
@@ -824,24 +872,8 @@ impl<D: Daemon> Master<'_, D> {
         Some(info)
     }
 
-    /// Fds of the master that a child must not keep: the self-pipe and the side ports always, and in fork mode
-    /// the listeners too (a long-lived child would otherwise keep the port bound after the
-    /// master is gone).
-    fn master_fds(&self, with_listeners: bool) -> Vec<RawFd> {
-        let mut v = self.signals.raw_fds().to_vec();
-        // The side ports and their connections are the master's alone: a worker holding the
-        // agent port would answer for a master that is gone.
-        v.extend(self.side.raw_fds());
-        if with_listeners {
-            v.extend(self.listeners.iter().map(listener::raw));
-        }
-        v
-    }
-
     fn reap_children(&mut self) {
-        let mut ended = Vec::new();
-        reap(|pid, end| ended.push((pid, end)));
-        for (pid, end) in ended {
+        while let Some((pid, end)) = reap_one() {
             // Read before `forget` frees the slot for the next child.
             let served = self
                 .children
@@ -1030,6 +1062,7 @@ impl<D: Daemon> Master<'_, D> {
                 self.settings = new;
                 self.service = service;
                 self.service.prepare();
+                fork::tidy_heap();
                 scoreboard::set_capacity(self.settings.mode.bound());
                 scoreboard::set_per_child(self.settings.mode.per_child());
                 if let Mode::Event { connections, .. } = self.settings.mode {
@@ -1160,6 +1193,32 @@ impl Snapshot<'_> {
             open_capacity: u32::try_from(open_capacity).unwrap_or(u32::MAX),
             totals: scoreboard::totals().unwrap_or_default(),
         }
+    }
+}
+
+/// Listeners found readable by one `poll`, by index: bits for the first [`Ready::FEW`], a list
+/// beyond (a configuration of that many listeners allocates; none does in practice).
+#[derive(Default)]
+struct Ready {
+    few: u64,
+    more: Vec<usize>,
+}
+
+impl Ready {
+    const FEW: usize = 64;
+
+    fn add(&mut self, i: usize) {
+        if i < Ready::FEW {
+            self.few |= 1 << i;
+        } else {
+            self.more.push(i);
+        }
+    }
+
+    /// The indices added, in order.
+    fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        let few = (0..Ready::FEW).filter(|i| self.few & (1 << i) != 0);
+        few.chain(self.more.iter().copied())
     }
 }
 

@@ -54,29 +54,34 @@ impl fmt::Display for ProcessEnd {
 /// Returns how many were reaped.
 pub fn reap(mut ended: impl FnMut(Pid, ProcessEnd)) -> usize {
     let mut n = 0;
+    while let Some((pid, end)) = reap_one() {
+        ended(pid, end);
+        n += 1;
+    }
+    n
+}
+
+/// Collects one child that has ended, without blocking; `None` when none is left to collect.
+pub fn reap_one() -> Option<(Pid, ProcessEnd)> {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                ended(pid, ProcessEnd::Exited(code));
-                n += 1;
-            }
+            Ok(WaitStatus::Exited(pid, code)) => return Some((pid, ProcessEnd::Exited(code))),
             Ok(WaitStatus::Signaled(pid, signal, core_dumped)) => {
-                ended(
+                return Some((
                     pid,
                     ProcessEnd::Signaled {
                         signal,
                         core_dumped,
                     },
-                );
-                n += 1;
+                ))
             }
             // Stopped/continued children are not ends; with no WUNTRACED they are not reported.
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return n,
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return None,
             Ok(_) => continue,
             Err(Errno::EINTR) => continue,
             Err(e) => {
                 tracing::error!("waitpid failed: {e}");
-                return n;
+                return None;
             }
         }
     }

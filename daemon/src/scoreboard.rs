@@ -12,9 +12,7 @@ use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
-use std::sync::atomic::{
-    AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
-};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -219,8 +217,9 @@ struct Installed {
 }
 
 static BOARD: OnceLock<Installed> = OnceLock::new();
-/// This child's slot (a child learns it right after fork); `usize::MAX` in the master.
-static MY_SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
+// This child's slot (a child learns it right after fork; `usize::MAX` in the master) lives in
+// `fork::CHILD`, beside the other static a child writes.
+use crate::fork::CHILD;
 
 /// Maps the shared board, once, in the master before any fork. Later calls do nothing.
 pub fn install(app: &'static [Counter]) -> io::Result<()> {
@@ -421,11 +420,11 @@ pub fn occupancy() -> Occupancy {
 
 /// Child: remembers which slot is its own.
 pub(crate) fn enter_slot(slot: usize) {
-    MY_SLOT.store(slot, Relaxed);
+    CHILD.slot.store(slot, Relaxed);
 }
 
 fn my_slot() -> Option<&'static Slot> {
-    board().and_then(|b| b.board.slots.get(MY_SLOT.load(Relaxed)))
+    board().and_then(|b| b.board.slots.get(CHILD.slot.load(Relaxed)))
 }
 
 /// Child: a connection is being served (`true`) or the child waits for one (`false`).
@@ -618,7 +617,7 @@ pub(crate) fn admit(slot: usize, ip: IpAddr, limit: usize) -> bool {
 
 /// Child (prefork), after `accept`: see [`admit_slot`]; [`leave`] gives the count back.
 pub(crate) fn admit_here(ip: IpAddr, limit: usize) -> bool {
-    admit_slot(MY_SLOT.load(Relaxed), ip, limit)
+    admit_slot(CHILD.slot.load(Relaxed), ip, limit)
 }
 
 /// Child: the connection [`admit_here`] counted has ended.
@@ -1063,7 +1062,7 @@ mod tests {
         let base = busy();
         // The child side, with slot 20 as its own (this test's thread is the only user).
         prepare(20);
-        MY_SLOT.store(20, Relaxed);
+        CHILD.slot.store(20, Relaxed);
         set_busy(true);
         set_busy(true);
         assert_eq!(busy(), base + 1);
@@ -1075,7 +1074,7 @@ mod tests {
         assert_eq!(busy(), base + 5);
         set_load(2);
         assert_eq!(busy(), base + 2);
-        MY_SLOT.store(usize::MAX, Relaxed);
+        CHILD.slot.store(usize::MAX, Relaxed);
         // A child that died busy is taken off by the master, whatever it held.
         release(20);
         assert_eq!(busy(), base);

@@ -31,7 +31,7 @@ use super::listener::{accept_failure, AcceptFailure};
 use super::master::Service;
 use super::privdrop::{self, Credentials};
 use super::scoreboard;
-use super::signals::{child_table, ChildAction};
+use super::signals::{child_changes, ChildAction};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static REOPEN: AtomicBool = AtomicBool::new(false);
@@ -204,20 +204,29 @@ extern "C" fn on_usr1(_: libc::c_int) {
     REOPEN.store(true, Ordering::Relaxed);
 }
 
-/// Turns a freshly forked copy of the master into a child: resets signals, closes the
-/// master-only fds in `close`, unblocks signals, dies with the master, drops privileges. On
-/// failure returns the exit code the child should end with.
+/// Turns a freshly forked copy of the master into a child: closes the master-only fds in
+/// `close` and `side` (the side ports and their connections) and the `listeners` given (fork mode's), unblocks signals, dies with `master`, drops
+/// privileges. On failure returns the exit code the child should end with.
 ///
-/// Order matters. The child starts with every signal blocked (`fork::spawn`), so nothing is
-/// delivered until the end of the signal setup. Every signal of the master's table gets the
-/// child's action first; only then are the master's fds, its self-pipe among them, closed,
-/// so that no handler of the master can ever write into a closed fd number that the child
-/// may reuse for a client socket. Unblocking comes last: a signal that arrived since the fork
-/// is delivered then, to the child's own handler.
-pub(crate) fn enter(close: &[RawFd], creds: Option<&Credentials>, slot: usize) -> Result<(), i32> {
+/// The child's signal actions are already in place: the master installed them
+/// ([`set_child_dispositions`]) and keeps those signals blocked, so they never run there.
+/// Closing the master's fds comes before unblocking; a signal that arrived since the fork is
+/// delivered then, to the child's own handler.
+pub(crate) fn enter(
+    close: &[RawFd],
+    side: &[RawFd],
+    listeners: &[TcpListener],
+    creds: Option<&Credentials>,
+    slot: usize,
+    master: nix::unistd::Pid,
+) -> Result<(), i32> {
     scoreboard::enter_slot(slot);
-    reset_signals().map_err(|e| fail("reset signals", e))?;
-    for &fd in close {
+    for fd in close
+        .iter()
+        .chain(side)
+        .copied()
+        .chain(listeners.iter().map(AsRawFd::as_raw_fd))
+    {
         // SAFETY: these fds belong to master state that this child never uses nor drops (it
         // ends in `_exit`), so closing the numbers cannot cause a double close.
         unsafe { libc::close(fd) };
@@ -225,7 +234,6 @@ pub(crate) fn enter(close: &[RawFd], creds: Option<&Credentials>, slot: usize) -
     SigSet::empty()
         .thread_set_mask()
         .map_err(|e| fail("unblock signals", e.into()))?;
-    let master = nix::unistd::getppid();
     if let Some(c) = creds {
         privdrop::drop_to(c).map_err(|e| fail(&format!("drop privileges to {:?}", c.name), e))?;
     }
@@ -246,13 +254,19 @@ fn fail(what: &str, e: io::Error) -> i32 {
     EXIT_SETUP
 }
 
-/// Gives every signal of the master's table, and the ignored ones, the child's action
-/// (`signals::child_table`): TERM asks for a graceful end (no SA_RESTART, so blocking calls
-/// return EINTR), USR1 for a log reopen (SA_RESTART: the flag is looked at before the next log
-/// line), INT and QUIT end the child at once, HUP is the master's business, PIPE and XFSZ stay
-/// ignored (EPIPE and EFBIG are handled). The mask is left to the caller.
-fn reset_signals() -> io::Result<()> {
-    for (sig, action) in child_table() {
+/// Run in the master, once, after `signals::SignalPipe::install`: gives the child's action
+/// (`signals::child_changes`) to every signal whose action in a child differs from the
+/// master's, so that children inherit them and need not one `sigaction` of their own. TERM
+/// asks for a graceful end (no SA_RESTART, so blocking calls return EINTR), USR1 for a log
+/// reopen (SA_RESTART: the flag is looked at before the next log line), HUP is the master's
+/// business. INT, QUIT and CHLD keep the default action (INT and QUIT end a child at once),
+/// PIPE and XFSZ stay ignored (EPIPE and EFBIG are handled).
+///
+/// None of these ever acts in the master: it keeps its table blocked and reads the signals
+/// from its signalfd, whatever their disposition (the kernel queues a blocked signal even
+/// when it is ignored, and never runs a handler for it).
+pub fn set_child_dispositions() -> io::Result<()> {
+    for (sig, action) in child_changes() {
         let (handler, flags) = match action {
             ChildAction::Stop => (SigHandler::Handler(on_term), SaFlags::empty()),
             ChildAction::Reopen => (SigHandler::Handler(on_usr1), SaFlags::SA_RESTART),
@@ -266,11 +280,9 @@ fn reset_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Serves one accepted connection: small requests must not wait for Nagle (incident 004).
+/// Serves one accepted connection. It has `TCP_NODELAY` from its listener
+/// (`listener::set_nodelay`): small requests must not wait for Nagle (incident 004).
 pub(crate) fn serve_one<S: Service>(service: &mut S, stream: TcpStream, peer: SocketAddr) -> u64 {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("TCP_NODELAY on {peer}: {e}");
-    }
     scoreboard::set_busy(true);
     let n = service.serve(stream, peer);
     scoreboard::served(n);

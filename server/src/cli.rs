@@ -34,6 +34,10 @@ impl Service for StaticSite {
         self.site.prepare();
     }
 
+    fn before_fork(&mut self) {
+        self.site.before_fork();
+    }
+
     fn counters(&self) -> &'static [forkd_daemon::scoreboard::Counter] {
         &http::COUNTERS
     }

@@ -5,7 +5,7 @@
 //!
 //! The supervisor is one single-threaded process: a state machine around one `poll` with one
 //! deadline (as s6-supervise and runsv are). It is built on the same process template as
-//! forkd, the crate `forkd_daemon`: signals arrive through its self-pipe (`signals`), children
+//! forkd, the crate `forkd_daemon`: signals arrive through its signalfd (`signals`), children
 //! are reaped by its `waitpid` loop (`reap`), started clean by `exec::start_clean`, the child's
 //! tree is sampled with `procfs`, restarts back off with `backoff`, and the status file is
 //! written with `atomic`. The supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphans

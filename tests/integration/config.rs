@@ -295,45 +295,34 @@ fn sigset(pid: i32, field: &str) -> BTreeSet<i32> {
     (1..=64).filter(|s| mask & (1u64 << (s - 1)) != 0).collect()
 }
 
-/// The pipes among `pid`'s fds, with how many of its fds point at each.
-fn pipes(pid: i32) -> std::collections::BTreeMap<String, usize> {
-    let mut out = std::collections::BTreeMap::new();
-    for l in util::fds(pid) {
-        if let Some((_, target)) = l.split_once(" -> ").filter(|(_, t)| t.starts_with("pipe:")) {
-            *out.entry(target.to_string()).or_insert(0) += 1;
-        }
-    }
-    out
+/// How many `signalfd`s `pid` holds.
+fn signalfds(pid: i32) -> usize {
+    util::fds(pid)
+        .iter()
+        .filter(|l| l.ends_with("anon_inode:[signalfd]"))
+        .count()
 }
 
-/// The master's self-pipe: the pipe it holds both ends of (an fd inherited from whoever ran
-/// the test is one end only).
-fn self_pipe(master: i32) -> String {
-    let both: Vec<String> = pipes(master)
-        .into_iter()
-        .filter(|(_, n)| *n == 2)
-        .map(|(p, _)| p)
-        .collect();
-    assert_eq!(both.len(), 1, "the master's self-pipe: {both:?}");
-    both[0].clone()
-}
-
-/// Checks a child of `master`: of all the signals the master catches, the child catches only
-/// its own TERM and USR1 (every other one is default or ignored), blocks none, and holds none
-/// of the master's pipes.
+/// Checks a child of `master`: the master blocks every signal of its table and reads them from
+/// its signalfd, its dispositions being the children's (so no handler of it ever runs and a
+/// child needs no `sigaction`); the child catches only its own TERM and USR1 (every other one
+/// is default or ignored), blocks none, and holds no signalfd.
 fn check_child(master: i32, child: i32) {
-    let caught = sigset(master, "SigCgt");
+    let blocked = sigset(master, "SigBlk");
     for sig in [
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGQUIT,
         Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGCHLD,
     ] {
         assert!(
-            caught.contains(&(sig as i32)),
-            "the master catches {sig}: {caught:?}"
+            blocked.contains(&(sig as i32)),
+            "the master blocks {sig}: {blocked:?}"
         );
     }
+    assert_eq!(signalfds(master), 1, "the master's signalfd");
     let own: BTreeSet<i32> = [Signal::SIGTERM as i32, Signal::SIGUSR1 as i32].into();
     // Rust's runtime catches SEGV and BUS in every process (its stack-overflow guard).
     let runtime: BTreeSet<i32> = [Signal::SIGSEGV as i32, Signal::SIGBUS as i32].into();
@@ -352,14 +341,20 @@ fn check_child(master: i32, child: i32) {
             "child ignores {sig}: {ignored:?}"
         );
     }
+    for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGCHLD] {
+        assert!(
+            !ignored.contains(&(sig as i32)),
+            "child keeps the default action of {sig}: {ignored:?}"
+        );
+    }
     assert!(
         sigset(child, "SigBlk").is_empty(),
         "child {child} blocks signals"
     );
-    let pipe = self_pipe(master);
-    assert!(
-        !pipes(child).contains_key(&pipe),
-        "child {child} keeps the master's self-pipe {pipe}"
+    assert_eq!(
+        signalfds(child),
+        0,
+        "child {child} keeps the master's signalfd"
     );
 }
 
@@ -380,8 +375,8 @@ fn children_take_none_of_the_masters_signal_handlers() {
     });
     settled(worker);
     check_child(prefork.pid(), worker);
-    // The child's TERM is its own: with the master's handler it would only write a byte into
-    // a closed pipe and serve on.
+    // The child's TERM is its own: left blocked, as in the master, it would wait for a
+    // signalfd the child does not hold, and the child would serve on.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), Signal::SIGTERM).unwrap();
     eventually(Duration::from_secs(5), "the worker replaced", || {
         let kids = util::children(prefork.pid());

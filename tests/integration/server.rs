@@ -688,13 +688,13 @@ fn workers_die_with_a_killed_master_even_after_dropping_privileges() {
 fn sigterm_while_workers_start_is_not_lost() {
     // A TERM that reached a worker between fork and its own handlers used to be swallowed by
     // the master's inherited handler; the worker then sat in accept until the drain timeout.
-    // The TERM is sent as soon as the master catches it (SigCgt), which is just before it
-    // forks its workers.
+    // The TERM is sent as soon as the master takes it (blocks it to read it from its signalfd,
+    // SigBlk), which is just before it forks its workers.
     let catches_term = |pid: i32| {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let mask = status
             .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))?
+            .find_map(|l| l.strip_prefix("SigBlk:"))?
             .trim()
             .to_string();
         let bits = u64::from_str_radix(&mask, 16).ok()?;

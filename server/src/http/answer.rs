@@ -484,7 +484,7 @@ fn from_dir(tree: &Tree, s: &mut Scratch, dir: bool, dots: path::Dots<'_>) -> Re
             };
         }
     };
-    let version = match cache.as_mut() {
+    let version = match cache.as_mut().and_then(|c| c.admits().then_some(c)) {
         Some(c) => c
             .admit(rel.to_bytes(), file, &meta, now)
             .map_err(|e| open_status(&e, rel))?,

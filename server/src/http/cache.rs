@@ -130,6 +130,8 @@ pub(super) struct FileCache {
     lru: Lru<Entry>,
     /// Files up to this size are kept as bytes, larger ones as descriptors.
     small: u64,
+    /// This process has opened a file before: see [`FileCache::admits`].
+    warm: bool,
 }
 
 impl FileCache {
@@ -142,7 +144,18 @@ impl FileCache {
         FileCache {
             lru: Lru::new(limits.entries.min(fd_room), limits.bytes),
             small,
+            warm: false,
         }
+    }
+
+    /// Whether the file just opened may be kept: not the first one a process opens. In fork
+    /// mode a child usually answers one request, and keeping its file (the body read whole and
+    /// copied, the key and the entry allocated) would be that child's largest cost in fresh
+    /// heap pages, each a page fault, for an entry no request reads. A process that serves
+    /// more keeps files from its second open on, at the price of opening its first file once
+    /// more.
+    pub(super) fn admits(&mut self) -> bool {
+        std::mem::replace(&mut self.warm, true)
     }
 
     pub(super) fn is_on(&self) -> bool {
@@ -246,9 +259,13 @@ pub(super) struct Lru<V> {
 
 impl<V> Lru<V> {
     pub(super) fn new(max_entries: usize, max_cost: u64) -> Lru<V> {
+        // Room for a first few entries, made where the cache is built (the master): a forked
+        // child admits its first files without growing the table, which would allocate and
+        // write fresh heap pages, each a page fault in a process that lives one connection.
+        let first = max_entries.min(16);
         Lru {
-            index: HashMap::new(),
-            slots: Vec::new(),
+            index: HashMap::with_capacity(first),
+            slots: Vec::with_capacity(first),
             free: Vec::new(),
             newest: NIL,
             oldest: NIL,
@@ -510,6 +527,20 @@ mod tests {
             assert!(lru.cost() <= max_cost && lru.len() <= max_entries);
         }
         assert!(lru.slots.len() <= 20, "{} slots", lru.slots.len());
+    }
+
+    #[test]
+    fn a_process_keeps_files_from_its_second_open_on() {
+        let mut cache = FileCache::new(
+            Limits {
+                entries: 4,
+                bytes: 1 << 20,
+            },
+            1024,
+        );
+        assert!(!cache.admits(), "the first open");
+        assert!(cache.admits());
+        assert!(cache.admits());
     }
 
     fn stamp_changed_at(secs: i64) -> Stamp {

@@ -22,6 +22,7 @@ pub(super) fn after(from: Instant, d: Duration) -> Instant {
     from.checked_add(d.min(CENTURY)).unwrap_or(from)
 }
 
+#[derive(Clone)]
 pub(super) struct Clock {
     secs: u64,
     http: [u8; HTTP_LEN],

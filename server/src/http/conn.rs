@@ -131,7 +131,9 @@ pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
             fresh: true,
         },
         scratch: bufs.scratch,
-        clock: Clock::new(),
+        // The master's, ticked just before the fork (`Site::before_fork`): within the same
+        // second a child formats no date.
+        clock: site.clock.clone(),
         served: 0,
         retired_idle: false,
         yielded: false,

@@ -324,6 +324,12 @@ impl Site {
         test_hooks::init();
     }
 
+    /// Fork mode, in the master before each fork: brings the date up to the current second,
+    /// so the child that serves the connection inherits it formatted.
+    pub fn before_fork(&mut self) {
+        self.clock.tick();
+    }
+
     /// Serves one accepted connection until it ends; returns the number of requests answered.
     /// Runs in a child process (prefork worker or per-connection child), never in the master.
     pub fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> u64 {

@@ -2,7 +2,7 @@
 //!
 //! Each turn of [`Supervisor::run`] (1) waits in one `poll` for the nearest deadline, (2)
 //! gathers every input of the turn into a list: the functions named `gather_*` observe
-//! (notify datagrams, the self-pipe and `waitpid`, the probe's socket, `/proc`, the
+//! (notify datagrams, the signalfd and `waitpid`, the probe's socket, `/proc`, the
 //! configuration file, the clock) and return inputs, never changing the machine; (3) steps the
 //! machine with each input, in order, and (4) performs the effects each step returned before
 //! the next input is stepped, so a later input meets the world the earlier one made (a child
@@ -321,7 +321,7 @@ impl Supervisor {
     ) -> Vec<Input> {
         let mut inputs = Vec::new();
         // Datagrams first: a child's last words (STOPPING=1) are read while it is still the
-        // child, before its exit is reaped from the self-pipe.
+        // child, before its exit is reaped on its SIGCHLD.
         if woke.notify {
             self.gather_notify(&mut inputs);
         }
