@@ -25,9 +25,19 @@ use forkd_daemon::{limits, privdrop, Mode, Settings};
 /// Signals: TERM drains and exits, INT stops at once, HUP re-reads the configuration and
 /// replaces the workers, USR1 reopens the access log.
 #[derive(Debug, Clone, Default, Parser, Deserialize)]
-#[command(name = "forkd", version, max_term_width = 100)]
+#[command(
+    name = "forkd",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Options {
+    /// A task other than serving.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
+
     /// TOML file with a [server] section using the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -188,6 +198,12 @@ pub struct Options {
     /// [default: info, or RUST_LOG]
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+}
+
+/// What `forkd SUBCOMMAND` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    Precompress(crate::precompress::Args),
 }
 
 /// `[server.mime]`: media types by extension, as the file gives them (checked by `resolve`).
@@ -471,7 +487,7 @@ macro_rules! options_keys {
 }
 
 options_keys!(
-    flag_only: config, check_config;
+    flag_only: command, config, check_config;
     keys:
         listen,
         root,
@@ -957,6 +973,7 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
     // No `..` here either: a new key must say what its value in force is.
     let effective =
         Options {
+            command: None,
             config: o.config.clone(),
             check_config: o.check_config,
             listen,

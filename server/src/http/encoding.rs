@@ -47,7 +47,8 @@ impl Coding {
         }
     }
 
-    pub(super) fn index(self) -> usize {
+    /// Its place in `ALL`, for tables indexed by coding.
+    pub fn index(self) -> usize {
         self as usize
     }
 
