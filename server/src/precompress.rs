@@ -548,9 +548,13 @@ fn compress(args: &Args, coding: Coding, original: &File, len: u64, out: &File) 
             enc.finish()?;
         }
         Coding::Br => {
+            // A window no larger than the file (the format's 2^10 to 2^24): at quality 11 the
+            // encoder's tables grow with the window, and a 22-bit one for each small page
+            // made a tree of a thousand files take ten times as long.
+            let bits = 64 - len.saturating_sub(1).leading_zeros();
             let params = brotli::enc::BrotliEncoderParams {
                 quality: args.brotli_level,
-                lgwin: 22,
+                lgwin: bits.clamp(10, 24) as i32,
                 size_hint: usize::try_from(len).unwrap_or(0),
                 ..Default::default()
             };

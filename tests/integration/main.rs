@@ -13,6 +13,8 @@ mod http;
 mod loadgen;
 mod panics;
 mod paths;
+mod precompress;
+mod precompressed;
 mod rfc;
 mod robust;
 mod server;
