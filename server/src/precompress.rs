@@ -129,6 +129,16 @@ pub struct Summary {
     pub after: [u64; 3],
 }
 
+impl Summary {
+    /// A fresh sibling of coding `i`, `after` bytes for an original of `before`.
+    fn count(&mut self, i: usize, before: u64, after: u64) {
+        if let (Some(b), Some(a)) = (self.before.get_mut(i), self.after.get_mut(i)) {
+            *b += before;
+            *a += after;
+        }
+    }
+}
+
 /// Runs the subcommand; returns the exit status.
 pub fn main(args: &Args) -> i32 {
     match run(args) {
@@ -215,8 +225,7 @@ fn print_summary(args: &Args, s: &Summary) {
         }
     }
     out.push('\n');
-    for (i, c) in Coding::ALL.iter().enumerate() {
-        let (before, after) = (s.before[i], s.after[i]);
+    for ((c, before), after) in Coding::ALL.iter().zip(s.before).zip(s.after) {
         if before == 0 {
             continue;
         }
@@ -372,8 +381,7 @@ fn one_file(
             Some(m) if !m.file_type().is_file() => continue,
             Some(m) if fresh(m, &meta) => {
                 s.fresh += 1;
-                s.before[i] += meta.len();
-                s.after[i] += m.len();
+                s.count(i, meta.len(), m.len());
                 continue;
             }
             _ => {}
@@ -386,8 +394,7 @@ fn one_file(
         match written {
             Outcome::Written(len) => {
                 s.written += 1;
-                s.before[i] += meta.len();
-                s.after[i] += len;
+                s.count(i, meta.len(), len);
             }
             Outcome::Changed => {
                 s.changed += 1;

@@ -387,7 +387,8 @@ fn clear_errors() {
         std::fs::write(dir.path().join("ok.html"), "x".repeat(1000)).unwrap();
         let locked = dir.path().join("locked.html");
         std::fs::write(&locked, "y".repeat(1000)).unwrap();
-        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
+        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
         let (code, out, err) = precompress(&[dir.path().to_str().unwrap()]);
         assert_eq!(code, 1, "{out}{err}");
         assert!(

@@ -133,7 +133,9 @@ pub fn negotiate(lines: &[&[u8]]) -> Accepted {
             continue;
         };
         if let Some(c) = Coding::of_token(token) {
-            listed[c.index()].get_or_insert(q);
+            if let Some(slot) = listed.get_mut(c.index()) {
+                slot.get_or_insert(q);
+            }
         } else if token.eq_ignore_ascii_case(b"identity") {
             identity.get_or_insert(q);
         } else if token == b"*" {
@@ -145,10 +147,11 @@ pub fn negotiate(lines: &[&[u8]]) -> Accepted {
     let floor = identity.or(star).unwrap_or(0).max(1);
     let mut order: [(Coding, u16); 3] = [(Coding::Br, 0), (Coding::Zstd, 0), (Coding::Gzip, 0)];
     for (slot, c) in order.iter_mut().zip(Coding::ALL) {
-        *slot = (c, listed[c.index()].or(star).unwrap_or(0));
+        let q = listed.get(c.index()).copied().flatten();
+        *slot = (c, q.or(star).unwrap_or(0));
     }
     // Stable: equal weights keep the server's order.
-    order.sort_by(|a, b| b.1.cmp(&a.1));
+    order.sort_by_key(|&(_, q)| std::cmp::Reverse(q));
     let mut out = Accepted::default();
     let preferred = order.into_iter().filter(|&(_, q)| q >= floor);
     for (slot, (c, _)) in out.order.iter_mut().zip(preferred) {
