@@ -26,13 +26,13 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::http::encoding::Coding;
 use crate::http::mime;
+use forkd_daemon::atomic;
 
 /// Write the precompressed siblings forkd serves: FILE.br, FILE.zst and FILE.gz for every file
 /// of a compressible type (HTML, CSS, JavaScript, JSON, SVG, XML, text, WebAssembly, fonts
@@ -427,7 +427,8 @@ enum Outcome {
 }
 
 /// Compresses `original` into a temporary file beside it and, if smaller and the original
-/// unchanged, renames it over `sib_path` (see the module's docs for the steps).
+/// unchanged, renames it over `sib_path` (`forkd_daemon::atomic::Staged`: unnamed while
+/// written, synced, linked under a dot-name, renamed, the directory synced).
 fn write_sibling(
     args: &Args,
     coding: Coding,
@@ -437,10 +438,7 @@ fn write_sibling(
     sib_path: &Path,
     tmp_count: &mut u64,
 ) -> io::Result<Outcome> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = path.parent().unwrap_or(Path::new("."));
     *tmp_count += 1;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(sib_path.file_name().unwrap_or_default());
@@ -450,64 +448,8 @@ fn write_sibling(
         std::process::id(),
         tmp_count
     ));
-    let tmp_path = dir.join(tmp_name);
-    let (tmp, named) = temp_file(dir, &tmp_path)?;
-    // From here a named temporary file must go whatever happens.
-    let result = fill_and_install(
-        args, coding, original, meta, &tmp, named, &tmp_path, sib_path,
-    );
-    if named && !matches!(result, Ok(Outcome::Written(_))) {
-        let _ = fs::remove_file(&tmp_path);
-    }
-    result.map(|o| {
-        if let Outcome::Written(_) = o {
-            // The rename is durable only once the directory is.
-            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-                eprintln!("forkd precompress: {}: sync: {e}", dir.display());
-            }
-        }
-        o
-    })
-}
-
-/// An unnamed file in `dir` (`O_TMPFILE`), or, where the filesystem has none, `tmp_path`
-/// created exclusively; true when it is named.
-fn temp_file(dir: &Path, tmp_path: &Path) -> io::Result<(File, bool)> {
-    let unnamed = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .mode(0o600)
-        .open(dir);
-    match unnamed {
-        Ok(f) => Ok((f, false)),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)
-            ) =>
-        {
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(tmp_path)?;
-            Ok((f, true))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn fill_and_install(
-    args: &Args,
-    coding: Coding,
-    original: &File,
-    meta: &Metadata,
-    tmp: &File,
-    named: bool,
-    tmp_path: &Path,
-    sib_path: &Path,
-) -> io::Result<Outcome> {
+    let staged = atomic::Staged::new_in(dir, &tmp_name, 0o600)?;
+    let tmp = staged.file();
     compress(args, coding, original, meta.len(), tmp)?;
     let len = tmp.metadata()?.len();
     if len >= meta.len() {
@@ -518,22 +460,7 @@ fn fill_and_install(
     }
     tmp.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o777))?;
     tmp.set_times(fs::FileTimes::new().set_modified(meta.modified()?))?;
-    tmp.sync_all()?;
-    if !named {
-        // Give the finished file a name: through /proc, as AT_EMPTY_PATH needs a capability.
-        let proc_path = format!("/proc/self/fd/{}", tmp.as_raw_fd());
-        nix::unistd::linkat(
-            nix::fcntl::AT_FDCWD,
-            proc_path.as_str(),
-            nix::fcntl::AT_FDCWD,
-            tmp_path,
-            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
-        )?;
-    }
-    if let Err(e) = fs::rename(tmp_path, sib_path) {
-        let _ = fs::remove_file(tmp_path);
-        return Err(e);
-    }
+    staged.commit(sib_path)?;
     Ok(Outcome::Written(len))
 }
 
