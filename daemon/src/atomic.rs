@@ -165,7 +165,7 @@ mod tests {
             v
         };
         let staged = Staged::new_in(dir.path(), OsStr::new(".a.gz.tmp"), 0o640).unwrap();
-        (&*staged.file()).write_all(b"new").unwrap();
+        staged.file().write_all(b"new").unwrap();
         // Unnamed while written: nothing but the old file is there.
         assert_eq!(names(), vec!["a.gz".to_string()]);
         staged.commit(&target).unwrap();
@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o640);
         // Dropped without a commit: no trace.
         let staged = Staged::new_in(dir.path(), OsStr::new(".b.tmp"), 0o600).unwrap();
-        (&*staged.file()).write_all(b"partial").unwrap();
+        staged.file().write_all(b"partial").unwrap();
         drop(staged);
         assert_eq!(names(), vec!["a.gz".to_string()]);
     }
