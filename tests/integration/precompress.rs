@@ -398,3 +398,80 @@ fn clear_errors() {
         assert!(dir.path().join("ok.html.gz").exists());
     }
 }
+
+/// Run while forkd serves the tree: every answer, whatever coding it came in, decodes to the
+/// file, while siblings appear, go stale (the files touched) and are replaced by renames.
+#[test]
+fn a_run_while_forkd_serves_never_shows_a_partial_sibling() {
+    let server = crate::util::Server::with_site(&["--workers", "2"], |root| {
+        let mut rng = Rng(99);
+        for i in 0..20 {
+            std::fs::write(root.join(format!("p{i}.html")), rng.text(40_000)).unwrap();
+        }
+    });
+    let root = server.root();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, root, server_addr) = (stop.clone(), root.clone(), server.addr);
+        std::thread::spawn(move || {
+            let mut seen = BTreeMap::<String, u64>::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("p{}.html", i % 20);
+                i += 1;
+                let req = format!(
+                    "GET /{name} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+                     Accept-Encoding: {}\r\n\r\n",
+                    ["br", "zstd", "gzip", "br, zstd, gzip"][i % 4]
+                );
+                let mut s = std::net::TcpStream::connect(server_addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                use std::io::Write;
+                s.write_all(req.as_bytes()).unwrap();
+                let mut resp = Vec::new();
+                s.read_to_end(&mut resp).unwrap();
+                assert_eq!(crate::util::status_of(&resp), 200, "{name}");
+                let r_body = crate::util::body_of(&resp).to_vec();
+                let coding = crate::util::header(&resp, "content-encoding");
+                let body = match coding.as_deref() {
+                    None => r_body.clone(),
+                    Some("br") => decompress("br", &r_body).unwrap(),
+                    Some("zstd") => decompress("zst", &r_body).unwrap(),
+                    Some("gzip") => decompress("gz", &r_body).unwrap(),
+                    Some(other) => panic!("{other}"),
+                };
+                assert!(
+                    body == std::fs::read(root.join(&name)).unwrap(),
+                    "{name} as {coding:?} is not the file"
+                );
+                *seen
+                    .entry(coding.unwrap_or_else(|| "identity".into()))
+                    .or_default() += 1;
+            }
+            seen
+        })
+    };
+    let r = root.to_str().unwrap();
+    let run = || {
+        let (code, out, err) = precompress(&[&QUICK[..], &[r]].concat());
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    run();
+    // Every file touched: its siblings are stale (the original is sent) until rewritten.
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..20 {
+        let f = std::fs::File::options()
+            .append(true)
+            .open(root.join(format!("p{i}.html")))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+    }
+    run();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = client.join().unwrap();
+    eprintln!("answers by coding: {seen:?}");
+    for coding in ["identity", "br", "zstd", "gzip"] {
+        assert!(seen.get(coding).copied().unwrap_or(0) > 0, "{seen:?}");
+    }
+}
