@@ -169,8 +169,10 @@ pub fn run(args: &Args) -> io::Result<Summary> {
     walk(&args.dir, &mut files, &mut s);
     let total: u64 = files.iter().map(|(_, len)| *len).sum();
     let bar = progress_bar(args.quiet, total);
-    let mut codings: Vec<Coding> = args.encodings.iter().map(|c| c.coding()).collect();
-    codings.dedup();
+    let codings: Vec<Coding> = Coding::ALL
+        .into_iter()
+        .filter(|c| args.encodings.iter().any(|e| e.coding() == *c))
+        .collect();
     let mut tmp_count = 0u64;
     for (path, len) in &files {
         bar.set_message(
