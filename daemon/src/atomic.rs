@@ -1,10 +1,12 @@
-//! Every file forkd writes (pid file, status file) appears whole or not at all: a reader or a
-//! backup never sees half of it (incident 004).
+//! Every file forkd writes (pid file, status file, precompressed siblings) appears whole or not
+//! at all: a reader or a backup never sees half of it (incident 004).
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, `fsync`,
 /// `rename` over the target, then `fsync` of the directory so the rename itself is durable.
@@ -39,6 +41,95 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// A file written in place of another, streamed (too large for [`write_atomic`]'s one
+/// buffer): it is unnamed while written (`O_TMPFILE`), so a process killed meanwhile leaves
+/// nothing, and [`Staged::commit`] syncs it, links it under its temporary name, renames that
+/// over the target and syncs the directory. Where the filesystem has no `O_TMPFILE` the file is
+/// created under the temporary name at once. Dropped uncommitted, a named one is removed.
+#[derive(Debug)]
+pub struct Staged {
+    file: File,
+    dir: PathBuf,
+    tmp: PathBuf,
+    named: bool,
+}
+
+impl Staged {
+    /// A new, empty file with permission bits `mode` in `dir`, to replace a file of that
+    /// directory later; `tmp_name` is the name it has between its link and the rename (a
+    /// dot-name that says what made it, so a leftover can be recognised).
+    pub fn new_in(dir: &Path, tmp_name: &OsStr, mode: u32) -> io::Result<Staged> {
+        let dir = match dir.as_os_str().is_empty() {
+            true => Path::new("."),
+            false => dir,
+        };
+        let tmp = dir.join(tmp_name);
+        let unnamed = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+            .mode(mode)
+            .open(dir);
+        let (file, named) = match unnamed {
+            Ok(f) => (f, false),
+            // No O_TMPFILE here (the filesystem, or a kernel before 3.11 that sees O_DIRECTORY).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&tmp)?;
+                (f, true)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Staged {
+            file,
+            dir: dir.to_path_buf(),
+            tmp,
+            named,
+        })
+    }
+
+    /// The file to write (and to give times or permissions) before the commit.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Makes the file `target` (in the same directory): sync, link, rename, sync the directory.
+    pub fn commit(mut self, target: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        if !self.named {
+            // Through /proc: linkat's AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH.
+            let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+            nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                proc_path.as_str(),
+                nix::fcntl::AT_FDCWD,
+                &self.tmp,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )?;
+            self.named = true;
+        }
+        std::fs::rename(&self.tmp, target)?;
+        self.named = false;
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.named {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +149,35 @@ mod tests {
     fn failure_names_no_half_file() {
         let err = write_atomic(Path::new("/nonexistent-dir/x"), b"1", 0o644).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_staged_file_appears_whole_at_its_commit_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.gz");
+        std::fs::write(&target, b"old").unwrap();
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let staged = Staged::new_in(dir.path(), OsStr::new(".a.gz.tmp"), 0o640).unwrap();
+        staged.file().write_all(b"new").unwrap();
+        // Unnamed while written: nothing but the old file is there.
+        assert_eq!(names(), vec!["a.gz".to_string()]);
+        staged.commit(&target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(names(), vec!["a.gz".to_string()]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        // Dropped without a commit: no trace.
+        let staged = Staged::new_in(dir.path(), OsStr::new(".b.tmp"), 0o600).unwrap();
+        staged.file().write_all(b"partial").unwrap();
+        drop(staged);
+        assert_eq!(names(), vec!["a.gz".to_string()]);
     }
 }

@@ -137,6 +137,9 @@ fn init_tracing(filter: Option<&str>) {
 /// Runs forkd and returns its exit code.
 pub fn main() -> i32 {
     let flags = Options::parse();
+    if let Some(config::Command::Precompress(args)) = &flags.command {
+        return crate::precompress::main(args);
+    }
     let cfg = match config::load(&flags) {
         Ok(c) => c,
         Err(e) => {

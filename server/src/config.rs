@@ -25,9 +25,19 @@ use forkd_daemon::{limits, privdrop, Mode, Settings};
 /// Signals: TERM drains and exits, INT stops at once, HUP re-reads the configuration and
 /// replaces the workers, USR1 reopens the access log.
 #[derive(Debug, Clone, Default, Parser, Deserialize)]
-#[command(name = "forkd", version, max_term_width = 100)]
+#[command(
+    name = "forkd",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Options {
+    /// A task other than serving.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
+
     /// TOML file with a [server] section using the same keys as these flags (flags win).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -148,6 +158,18 @@ pub struct Options {
     #[arg(long, value_name = "BYTES")]
     pub file_cache_bytes: Option<u64>,
 
+    /// Send file.br, file.zst or file.gz in place of a text-like file (HTML, CSS, JS, JSON, SVG,
+    /// ...) when the request accepts that coding and the sibling is a regular file no older
+    /// than the file; `forkd precompress DIR` makes them. [default: true]
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub precompressed: Option<bool>,
+
+    /// File only, as the table [server.mime]: extension = "media/type", e.g. gmi =
+    /// "text/gemini", used before the built-in types.
+    #[arg(skip)]
+    #[serde(default)]
+    pub mime: MimeTable,
+
     /// Access log in Combined Log Format: a file, "-" for stderr, or "off". [default: off]
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<String>,
@@ -195,6 +217,17 @@ pub struct Options {
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 }
+
+/// What `forkd SUBCOMMAND` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    Precompress(crate::precompress::Args),
+}
+
+/// `[server.mime]`: media types by extension, as the file gives them (checked by `resolve`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct MimeTable(pub std::collections::BTreeMap<String, String>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -299,7 +332,7 @@ macro_rules! scalar_by_display {
         }
     )*};
 }
-scalar_by_display!(usize, u64);
+scalar_by_display!(usize, u64, bool);
 
 impl Scalar for String {
     fn toml(&self) -> String {
@@ -424,6 +457,28 @@ impl Key for bool {
     }
 }
 
+/// `[server.mime]` has no flag: it is given when the file has entries, and prints as an
+/// inline table, which reads back as the same `[server.mime]`.
+impl Key for MimeTable {
+    fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+    fn toml(&self) -> Option<String> {
+        let entries: Vec<String> = self
+            .0
+            .iter()
+            .map(|(ext, mime)| format!("{} = {}", toml_string(ext), toml_string(mime)))
+            .collect();
+        Some(match entries.is_empty() {
+            true => "{}".to_string(),
+            false => format!("{{ {} }}", entries.join(", ")),
+        })
+    }
+    fn flag(&self, _name: &str) -> String {
+        String::new()
+    }
+}
+
 /// The one list of `Options`' fields. Both expansions name every field without `..`: the
 /// merge builds an `Options` literal and the key view destructures one, so a field added to
 /// `Options` but not here does not compile, and cannot be merged by one and forgotten by the
@@ -450,7 +505,7 @@ macro_rules! options_keys {
 }
 
 options_keys!(
-    flag_only: config, check_config;
+    flag_only: command, config, check_config;
     keys:
         listen,
         root,
@@ -473,6 +528,8 @@ options_keys!(
         allow_dot_path,
         file_cache_entries,
         file_cache_bytes,
+        precompressed,
+        mime,
         access_log,
         pid_file,
         metrics_file,
@@ -912,6 +969,16 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         h.dot_allow = dot_allow(paths).map_err(err)?;
     }
     h.file_cache = file_cache;
+    h.precompressed = o.precompressed.unwrap_or(h.precompressed);
+    for (ext, mime) in &o.mime.0 {
+        let (ext, mime) = http::mime::check_entry(ext, mime).map_err(err)?;
+        if h.mime.iter().any(|(e, _)| *e == ext) {
+            return Err(err(format!(
+                "[server.mime] names the extension {ext} twice (case and a leading dot aside)"
+            )));
+        }
+        h.mime.push((ext, mime));
+    }
     // A silent connection is held by the kernel for as long as a worker would wait for its
     // head; a proxy or an over-large value can be turned off with 0.
     settings.defer_accept = o.defer_accept.unwrap_or(h.header_timeout);
@@ -955,6 +1022,7 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
     // No `..` here either: a new key must say what its value in force is.
     let effective =
         Options {
+            command: None,
             config: o.config.clone(),
             check_config: o.check_config,
             listen,
@@ -978,6 +1046,8 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             allow_dot_path: Some(h.dot_allow.iter().map(|p| format!("/{p}/")).collect()),
             file_cache_entries: Some(h.file_cache.entries),
             file_cache_bytes: Some(h.file_cache.bytes),
+            precompressed: Some(h.precompressed),
+            mime: o.mime.clone(),
             access_log: Some(o.access_log.clone().unwrap_or_else(|| "off".to_string())),
             pid_file: o.pid_file.clone(),
             metrics_file: o.metrics_file.clone(),
@@ -1058,7 +1128,13 @@ mod tests {
             .filter_map(|a| a.get_long().map(str::to_string))
             .filter(|l| !["config", "check-config", "help", "version"].contains(&l.as_str()))
             .collect();
-        let keys: Vec<String> = Options::default().keys().into_iter().map(|k| k.0).collect();
+        // `mime` is a table of the file only.
+        let keys: Vec<String> = Options::default()
+            .keys()
+            .into_iter()
+            .map(|k| k.0)
+            .filter(|k| k != "mime")
+            .collect();
         assert_eq!(flags, keys);
     }
 
@@ -1344,6 +1420,60 @@ mod tests {
         assert!(text.contains("mode = \"event\""), "{text}");
         assert!(text.contains("worker-connections = 8"), "{text}");
         assert!(text.contains("not used in event mode"), "{text}");
+    }
+
+    #[test]
+    fn precompressed_and_mime_keys() {
+        let cfg = resolve(parse(&[])).unwrap();
+        assert!(cfg.http.precompressed && cfg.http.mime.is_empty());
+        assert!(cfg.describe().contains("precompressed = true  # default"));
+        assert!(cfg.describe().contains("mime = {}  # default"));
+        let cfg = resolve(parse(&["--precompressed", "false"])).unwrap();
+        assert!(!cfg.http.precompressed);
+        let text = "[server]\nprecompressed = false\n[server.mime]\n\".WebP\" = \"image/webp\"\ngmi = \"text/gemini; charset=utf-8\"\n";
+        let cfg = from_text(
+            Path::new("f.toml"),
+            text,
+            &parse(&["--precompressed", "true"]),
+        )
+        .unwrap();
+        assert!(cfg.http.precompressed);
+        assert_eq!(
+            cfg.http.mime,
+            vec![
+                ("webp".to_string(), "image/webp".to_string()),
+                ("gmi".to_string(), "text/gemini; charset=utf-8".to_string()),
+            ]
+        );
+        let described = cfg.describe();
+        assert!(
+            described.contains(
+                "mime = { \".WebP\" = \"image/webp\", \"gmi\" = \"text/gemini; charset=utf-8\" }  # from file"
+            ),
+            "{described}"
+        );
+        // What it prints reads back as the same table.
+        let again = from_text(Path::new("g.toml"), &described, &parse(&[])).unwrap();
+        assert_eq!(again.http.mime, cfg.http.mime);
+        for (bad, needle) in [
+            ("[server.mime]\nx = \"text\"\n", "not a media type"),
+            ("[server.mime]\n\"a/b\" = \"text/plain\"\n", "extension"),
+            (
+                "[server.mime]\nx = \"text/plain\\r\\nX: y\"\n",
+                "not a media type",
+            ),
+            (
+                "[server.mime]\nx = \"text/plain\"\nX = \"text/html\"\n",
+                "twice",
+            ),
+            ("[server]\nprecompressed = \"yes\"\n", "precompressed"),
+        ] {
+            let e = from_text(Path::new("f.toml"), bad, &parse(&[]))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"))
+                .0;
+            assert!(e.contains(needle), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -154,7 +154,9 @@ fn javascript_modules_and_source_maps_have_their_registered_types(mode: Mode) {
     for (path, want) in [
         ("/app.js", "text/javascript; charset=utf-8"),
         ("/mod.mjs", "text/javascript; charset=utf-8"),
-        ("/app.js.map", "application/json"),
+        // JSON is text: declared UTF-8 like the rest (RFC 8259 defines no charset, and says
+        // one has no effect on a compliant reader; browsers' source-map loaders accept it).
+        ("/app.js.map", "application/json; charset=utf-8"),
     ] {
         let (status, resp) = server.get(path);
         assert_eq!(status, 200, "{path}");

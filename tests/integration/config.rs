@@ -92,6 +92,12 @@ fn every_key_of_the_file_is_in_force() {
         ),
         ("file-cache-entries", "12".into(), "12".into()),
         ("file-cache-bytes", "65536".into(), "65536".into()),
+        ("precompressed", "false".into(), "false".into()),
+        (
+            "mime",
+            r#"{ gmi = "text/gemini", WEBP = "image/webp" }"#.into(),
+            r#"{ "WEBP" = "image/webp", "gmi" = "text/gemini" }"#.into(),
+        ),
         (
             "access-log",
             q(&format!("{d}/access.log")),
@@ -119,7 +125,12 @@ fn every_key_of_the_file_is_in_force() {
         keys.push(("chroot", q(d), q(d)));
     }
 
-    let named: BTreeSet<String> = keys.iter().map(|k| k.0.to_string()).collect();
+    // `mime` is the one key of the file only (a table, [server.mime]).
+    let named: BTreeSet<String> = keys
+        .iter()
+        .map(|k| k.0.to_string())
+        .filter(|k| k != "mime")
+        .collect();
     let mut flags = help_flags();
     if !as_root {
         flags.remove("chroot");

@@ -14,6 +14,8 @@ mod http;
 mod loadgen;
 mod panics;
 mod paths;
+mod precompress;
+mod precompressed;
 mod rfc;
 mod robust;
 mod server;

@@ -16,15 +16,16 @@ use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::cache::{self, Body, Version};
+use super::cache::{self, Body, FileCache, Probe, Version};
 use super::clock::LAST_HTTP_DATE;
 use super::conditional::{evaluate, if_range_holds, Preconditions, Verdict};
+use super::encoding::{self, Coding};
 use super::parse::{self, Form, Head, Method};
 use super::path::{self, Refusal};
 use super::range::{byte_range, ByteRange};
 use super::reply::{Payload, Reply, Scratch};
 use super::respond::{self, Persist};
-use super::{open, site, Config, Docroot, Hit, Tree};
+use super::{mime, open, site, Config, Docroot, Hit, Tree};
 
 /// Files up to this size are read into memory and leave with their head in one send; larger
 /// ones go out with `sendfile`.
@@ -96,7 +97,17 @@ pub(super) fn decide(
         Docroot::Dir(tree) => from_dir(tree, s, dir, path::Dots::of(env.cfg)),
     };
     match rep {
-        Ok(Rep::Found(found)) => representation(env, req, head, persist, s, found),
+        Ok(Rep::Found(found)) => {
+            let name = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
+            let mime = mime::of(name, &env.cfg.mime);
+            let found = match env.root {
+                Docroot::Dir(tree) if env.cfg.precompressed && mime::compressible(mime) => {
+                    precompressed(tree, req, head, s, found, path::Dots::of(env.cfg))
+                }
+                _ => found,
+            };
+            representation(env, req, head, persist, s, found, mime)
+        }
         Ok(Rep::Redirect) => Ok(redirect(env, target, persist, head_only, s)),
         Err(status) => fail(s, status),
     }
@@ -154,6 +165,7 @@ fn representation(
     persist: Persist,
     s: &mut Scratch,
     found: Found,
+    mime: &str,
 ) -> io::Result<Reply> {
     let head_only = head.method == Method::Head;
     let (server, date) = (&env.cfg.server, env.date);
@@ -171,9 +183,12 @@ fn representation(
         }
         Content::Bytes(_) | Content::File { .. } => {
             let (ino, len, nanos) = found.id;
+            // A sibling's own inode already makes its tag differ from the original's; the
+            // coding in it says which representation a client holds.
+            let coding = found.coding.map_or("", |c| c.suffix());
             let _ = std::fmt::Write::write_fmt(
                 &mut etag,
-                format_args!("\"{ino:x}-{len:x}-{nanos:x}\""),
+                format_args!("\"{ino:x}-{len:x}-{nanos:x}{coding}\""),
             );
         }
     }
@@ -198,6 +213,10 @@ fn representation(
         Verdict::NotModified => {
             respond::start(&mut s.out, 304, server, date, persist);
             respond::field(&mut s.out, b"ETag", etag.as_bytes());
+            // RFC 9110 section 15.4.5: a 304 carries the Vary a 200 would.
+            if found.vary {
+                respond::field(&mut s.out, b"Vary", b"Accept-Encoding");
+            }
             respond::end(&mut s.out);
             return Ok(Reply {
                 status: 304,
@@ -246,8 +265,13 @@ fn representation(
     };
 
     respond::start(&mut s.out, status, server, date, persist);
-    let name = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
-    content_type(&mut s.out, name);
+    mime::content_type(&mut s.out, mime);
+    if let Some(c) = found.coding {
+        respond::field(&mut s.out, b"Content-Encoding", c.token().as_bytes());
+    }
+    if found.vary {
+        respond::field(&mut s.out, b"Vary", b"Accept-Encoding");
+    }
     if let Some(m) = found.modified {
         use std::io::Write;
         let _ = write!(s.out, "Last-Modified: {}\r\n", httpdate::HttpDate::from(m));
@@ -408,6 +432,10 @@ struct Found {
     /// (inode, size, mtime in ns) of a file; (hash, 0, 0) of an embedded asset.
     id: (u64, u64, u64),
     modified: Option<SystemTime>,
+    /// The body is this precompressed sibling of the file named.
+    coding: Option<Coding>,
+    /// The answer depends on `Accept-Encoding`: a sibling could exist for this file.
+    vary: bool,
 }
 
 enum Content {
@@ -437,11 +465,15 @@ fn embedded(env: &Env<'_>, s: &Scratch, dir: bool) -> Result<Rep, u16> {
             body: Content::Static(a.body),
             id: (a.hash, 0, 0),
             modified: None,
+            coding: None,
+            vary: false,
         })),
         site::Lookup::Dir(Some(a)) if idx => Ok(Rep::Found(Found {
             body: Content::Static(a.body),
             id: (a.hash, 0, 0),
             modified: None,
+            coding: None,
+            vary: false,
         })),
         site::Lookup::Dir(_) if !idx => Ok(Rep::Redirect),
         _ => Err(404),
@@ -507,6 +539,8 @@ fn found(v: Version) -> Found {
     Found {
         id: (v.stamp.ino, v.stamp.size, nanos),
         modified: v.modified,
+        coding: None,
+        vary: false,
         body: match v.body {
             Body::Bytes(b) => Content::Bytes(b),
             Body::File(file) => Content::File {
@@ -514,6 +548,118 @@ fn found(v: Version) -> Found {
                 len: v.stamp.size,
             },
         },
+    }
+}
+
+/// The file `found` (named by `s.path`), or the precompressed sibling the request accepts
+/// best (`encoding::negotiate`): one that the safe open finds beneath the root as a regular
+/// file no older than the original. Either way the answer varies with `Accept-Encoding`.
+fn precompressed(
+    tree: &Tree,
+    req: &[u8],
+    head: &Head,
+    s: &mut Scratch,
+    found: Found,
+    dots: path::Dots<'_>,
+) -> Found {
+    let found = Found {
+        vary: true,
+        ..found
+    };
+    let mut lines = [&[][..]; parse::MAX_LIST_LINES];
+    let accepted = encoding::negotiate(head.accept_encoding.values(req, &mut lines));
+    if accepted.is_empty() {
+        return found;
+    }
+    let mut cache = tree.cache.try_borrow_mut().ok().filter(|c| c.is_on());
+    for coding in accepted.iter() {
+        if let Some(v) = sibling(tree, cache.as_deref_mut(), s, coding, found.modified, dots) {
+            return Found {
+                coding: Some(coding),
+                vary: true,
+                ..self::found(v)
+            };
+        }
+    }
+    found
+}
+
+/// The sibling `coding` of the file `s.path` (NUL-terminated, and so again on return) if it
+/// can be served: what the cache knows of it saves the look (`Probe`), and what a look finds
+/// is remembered until the original's next check.
+fn sibling(
+    tree: &Tree,
+    mut cache: Option<&mut FileCache>,
+    s: &mut Scratch,
+    coding: Coding,
+    original: Option<SystemTime>,
+    dots: path::Dots<'_>,
+) -> Option<Version> {
+    let key_len = s.path.len().checked_sub(1)?;
+    let probe = match cache.as_deref_mut() {
+        Some(c) => c.probe(s.path.get(..key_len)?, coding.index()),
+        None => Probe::Unknown,
+    };
+    if probe == Probe::Absent {
+        return None;
+    }
+    s.path.truncate(key_len);
+    s.path.extend_from_slice(coding.suffix().as_bytes());
+    s.path.push(0);
+    let version = CStr::from_bytes_with_nul(&s.path)
+        .ok()
+        .and_then(|rel| open_sibling(tree, cache.as_deref_mut(), rel, dots));
+    s.path.truncate(key_len);
+    s.path.push(0);
+    // Not older than the original: a sibling left behind by an edit of the original is
+    // ignored until it is made again (`forkd precompress`, `gzip -k`: both keep the time).
+    let usable = version.filter(|v| match (v.modified, original) {
+        (Some(sibling), Some(original)) => sibling >= original,
+        _ => false,
+    });
+    if let (Some(c), Some(key)) = (cache, s.path.get(..key_len)) {
+        let probe = if usable.is_some() {
+            Probe::Present
+        } else {
+            Probe::Absent
+        };
+        c.set_probe(key, coding.index(), probe);
+    }
+    usable
+}
+
+/// Opens a sibling `rel` as `from_dir` opens a file, or finds it in the cache; `None` when it
+/// is not a regular file the safe open reaches.
+fn open_sibling(
+    tree: &Tree,
+    mut cache: Option<&mut FileCache>,
+    rel: &CStr,
+    dots: path::Dots<'_>,
+) -> Option<Version> {
+    let now = Instant::now();
+    if let Some(v) = cache
+        .as_deref_mut()
+        .and_then(|c| c.fresh(rel.to_bytes(), now))
+    {
+        return Some(v);
+    }
+    let opened = open::beneath(tree.as_fd(), rel, dots)
+        .ok()
+        .and_then(|file| file.metadata().ok().map(|meta| (file, meta)));
+    match (opened, cache) {
+        (Some((file, meta)), Some(c)) if meta.is_file() => {
+            c.admit(rel.to_bytes(), file, &meta, now).ok()
+        }
+        (Some((file, meta)), None) if meta.is_file() => Some(Version {
+            stamp: cache::Stamp::of(&meta),
+            modified: meta.modified().ok(),
+            body: Body::File(Rc::new(file)),
+        }),
+        (_, Some(c)) => {
+            c.forget(rel.to_bytes());
+            None
+        }
+        (_, None) => None,
     }
 }
 
@@ -555,46 +701,6 @@ fn warn_denied(rel: &CStr) {
              children run as read it?); this process will not report it again"
         );
     }
-}
-
-/// `Content-Type` from the file name's extension; text is declared UTF-8.
-fn content_type(out: &mut Vec<u8>, name: &[u8]) {
-    let file = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
-    let ext = file
-        .iter()
-        .rposition(|&b| b == b'.')
-        .and_then(|i| file.get(i + 1..))
-        .unwrap_or_default();
-    let mime = std::str::from_utf8(ext)
-        .ok()
-        .and_then(|e| mime_override(e).or_else(|| mime_guess::from_ext(e).first_raw()))
-        .unwrap_or("application/octet-stream");
-    out.extend_from_slice(b"Content-Type: ");
-    out.extend_from_slice(mime.as_bytes());
-    if mime.starts_with("text/") {
-        out.extend_from_slice(b"; charset=utf-8");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Where mime_guess's table lags the registrations browsers follow.
-fn mime_override(ext: &str) -> Option<&'static str> {
-    const TABLE: [(&str, &str); 6] = [
-        // RFC 9239: JavaScript is text/javascript, modules included.
-        ("mjs", "text/javascript"),
-        // Source maps are JSON (the source map specification), not text/plain.
-        ("map", "application/json"),
-        // RFC 8081: the font top-level type.
-        ("woff", "font/woff"),
-        ("otf", "font/otf"),
-        // RFC 9512.
-        ("yaml", "application/yaml"),
-        ("yml", "application/yaml"),
-    ];
-    TABLE
-        .iter()
-        .find(|(e, _)| e.eq_ignore_ascii_case(ext))
-        .map(|&(_, m)| m)
 }
 
 /// A short string formatted on the stack (entity tags), to keep the hot path allocation-free.

@@ -114,6 +114,22 @@ pub(super) struct Version {
     pub(super) body: Body,
 }
 
+/// What is known of one precompressed sibling (`file.br`, ...) of a cached file since the
+/// file was last checked. A sibling found is its own entry, under its own path; the
+/// original's entry remembers only whether to look, so a keep-alive request for a file with
+/// no sibling costs no system call more than before siblings existed (the looks are made once
+/// per check, at most once a second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Probe {
+    /// Not looked for since the last check.
+    #[default]
+    Unknown,
+    /// Missing, not a regular file, refused by the safe open, or older than the original.
+    Absent,
+    /// Found usable: served from its own entry (or opened again when that is gone).
+    Present,
+}
+
 #[derive(Debug)]
 struct Entry {
     version: Version,
@@ -122,6 +138,9 @@ struct Entry {
     /// The bytes cannot be older than the stamp says (see [`RACY`]); a descriptor always reads
     /// the file as it is now.
     settled: bool,
+    /// Its siblings, by `encoding::Coding::index`; forgotten at each check, so a sibling
+    /// made, removed or made stale is seen within [`REVALIDATE`].
+    siblings: [Probe; 3],
 }
 
 /// The cache of one process (see the module's docs).
@@ -168,6 +187,23 @@ impl FileCache {
         (now.saturating_duration_since(entry.checked) < REVALIDATE).then(|| entry.version.clone())
     }
 
+    /// What is known of the sibling `coding` (an `encoding::Coding::index`) of the file
+    /// kept for `key`; `Unknown` when no entry is kept.
+    pub(super) fn probe(&mut self, key: &[u8], coding: usize) -> Probe {
+        self.lru
+            .get(key)
+            .and_then(|e| e.siblings.get(coding).copied())
+            .unwrap_or_default()
+    }
+
+    /// Records what a look for the sibling `coding` of the file kept for `key` found (nothing
+    /// when no entry is kept).
+    pub(super) fn set_probe(&mut self, key: &[u8], coding: usize, probe: Probe) {
+        if let Some(slot) = self.lru.get(key).and_then(|e| e.siblings.get_mut(coding)) {
+            *slot = probe;
+        }
+    }
+
     /// `key` no longer names a file that can be served.
     pub(super) fn forget(&mut self, key: &[u8]) {
         self.lru.remove(key);
@@ -189,6 +225,7 @@ impl FileCache {
             let same = entry.version.stamp == stamp;
             if same && (entry.settled || matches!(entry.version.body, Body::File(_))) {
                 entry.checked = checked;
+                entry.siblings = Default::default();
                 return Ok(entry.version.clone());
             }
         }
@@ -222,6 +259,7 @@ impl FileCache {
             version: version.clone(),
             checked,
             settled: stamp.settled_at(read_at),
+            siblings: Default::default(),
         };
         self.lru.insert(key, entry, cost);
         Ok(version)

@@ -7,7 +7,8 @@
 //! framing, `chunked` walks a chunked body, `path` turns a request target into a safe relative
 //! path (the one security-critical pure function), `open` opens that path beneath the docroot
 //! race-free, `cache` keeps what those opens found for a second, `site` holds the embedded demo blog, `conditional` and `range` weigh
-//! preconditions and ranges, `log` formats the access log and `clock` caches the date.
+//! preconditions and ranges, `encoding` picks a precompressed sibling by `Accept-Encoding`,
+//! `mime` names media types, `log` formats the access log and `clock` caches the date.
 //!
 //! Deciding is not sending. `answer::decide` turns a request and what the docroot holds into
 //! a `reply::Reply` (status, head, where the body comes from) without touching the socket;
@@ -26,8 +27,10 @@ pub mod chunked;
 mod clock;
 pub mod conditional;
 mod conn;
+pub mod encoding;
 mod event;
 mod log;
+pub mod mime;
 mod open;
 pub mod parse;
 pub mod path;
@@ -201,6 +204,13 @@ pub struct Config {
     /// What each serving process may keep of the files it opened (`cache`): entries, and
     /// bytes of small files' bodies and paths. Zero entries turns the cache off.
     pub file_cache: cache::Limits,
+    /// Serve `file.br`, `file.zst` or `file.gz` in place of `file` when the request accepts
+    /// that coding and the sibling is no older than `file` (`encoding`, `answer`). Looked for
+    /// only for files of a compressible type (`mime::compressible`), whose answers all carry
+    /// `Vary: Accept-Encoding`.
+    pub precompressed: bool,
+    /// The operator's media types by extension (lower case, no dot), before the built-in ones.
+    pub mime: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -226,6 +236,8 @@ impl Default for Config {
                 entries: 1024,
                 bytes: 8 * 1024 * 1024,
             },
+            precompressed: true,
+            mime: Vec::new(),
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct Head {
     pub if_modified_since: Option<Range<usize>>,
     pub referer: Option<Range<usize>>,
     pub user_agent: Option<Range<usize>>,
+    /// Every `Accept-Encoding` line, in order (`encoding::negotiate` reads them as one list).
+    pub accept_encoding: FieldLines,
 }
 
 impl Head {
@@ -254,6 +256,7 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
         if_modified_since: None,
         referer: None,
         user_agent: None,
+        accept_encoding: FieldLines::default(),
     };
 
     let mut hosts = 0;
@@ -304,6 +307,8 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
             head.if_unmodified_since.get_or_insert(at(value));
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
             head.if_modified_since.get_or_insert(at(value));
+        } else if name.eq_ignore_ascii_case(b"accept-encoding") {
+            head.accept_encoding.push(at(value))?;
         } else if name.eq_ignore_ascii_case(b"referer") {
             head.referer.get_or_insert(at(value));
         } else if name.eq_ignore_ascii_case(b"user-agent") {

@@ -664,28 +664,6 @@ fn modification_times_are_clamped_to_what_can_be_sent() {
 }
 
 #[test]
-fn content_types() {
-    for (name, want) in [
-        (&b"index.html"[..], "text/html; charset=utf-8"),
-        (b"a/style.css", "text/css; charset=utf-8"),
-        (b"x.png", "image/png"),
-        (b"README", "application/octet-stream"),
-        (b"a.b/c", "application/octet-stream"),
-        (b"x.weird-ext", "application/octet-stream"),
-        (b"app.js", "text/javascript; charset=utf-8"),
-        (b"mod.mjs", "text/javascript; charset=utf-8"),
-        (b"MOD.MJS", "text/javascript; charset=utf-8"),
-        (b"app.js.map", "application/json"),
-        (b"f.woff", "font/woff"),
-        (b"f.woff2", "font/woff2"),
-    ] {
-        let mut out = Vec::new();
-        content_type(&mut out, name);
-        assert_eq!(out, format!("Content-Type: {want}\r\n").as_bytes());
-    }
-}
-
-#[test]
 fn stack_buf_refuses_overflow() {
     use std::fmt::Write;
     let mut b = StackBuf::new();
