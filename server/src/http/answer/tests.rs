@@ -87,9 +87,11 @@ fn decide_raw(root: &Docroot, cfg: &Config, req: &[u8], persist: Persist) -> See
     let head = parse::parse(req, cfg)
         .unwrap_or_else(|e| panic!("{:?} refused by parse: {e:?}", String::from_utf8_lossy(req)))
         .unwrap();
+    let vhosts = crate::http::VHosts::default();
     let env = Env {
         cfg,
         root,
+        vhosts: &vhosts,
         date: DATE,
     };
     let mut s = Scratch::default();
@@ -616,7 +618,7 @@ fn configuration_shapes_the_answer() {
     let dir = fixture();
     let root = Docroot::open(dir.path()).unwrap();
     let cfg = Config {
-        index: "small.txt".to_string(),
+        index: vec!["small.txt".to_string()],
         server: String::new(),
         serve_dotfiles: true,
         ..Config::default()
