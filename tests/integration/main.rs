@@ -16,4 +16,5 @@ mod paths;
 mod rfc;
 mod robust;
 mod server;
+mod site;
 mod supervisor;
