@@ -1146,7 +1146,7 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
 }
 
 /// The most entries `--autoindex-max-entries` may ask a listing to read.
-const MAX_AUTOINDEX_ENTRIES: usize = 100_000;
+const MAX_AUTOINDEX_ENTRIES: usize = 10_000;
 
 /// Index names, the listing, error pages and header rules, checked into `h` (whose dot rule
 /// is already set: error pages are resolved by it).

@@ -510,7 +510,7 @@ fn bad_site_rules_are_refused_with_the_reason() {
         ("index = [\"a/index.html\"]", "must be a file name"),
         ("index = [\".index.html\"]", "must not start with a dot"),
         ("index = []", "at least one"),
-        ("autoindex-max-entries = 0", "outside 1..=100000"),
+        ("autoindex-max-entries = 0", "outside 1..=10000"),
     ];
     for (i, (body, want)) in cases.iter().enumerate() {
         let body = body.replace("{d}", d);
