@@ -781,7 +781,8 @@ impl<D: Daemon> Master<'_, D> {
         let spawned = fork::spawn(move || {
             // The listeners too: a long-lived child would otherwise keep the port bound after
             // the master is gone.
-            if let Err(code) = worker::enter(&signal_fds, &side_fds, listeners, creds, slot, master) {
+            if let Err(code) = worker::enter(&signal_fds, &side_fds, listeners, creds, slot, master)
+            {
                 return code;
             }
             worker::serve_one(service, stream, peer);

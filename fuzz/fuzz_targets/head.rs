@@ -18,6 +18,7 @@ fn ranges(h: &Head) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
                 &h.if_modified_since,
                 &h.referer,
                 &h.user_agent,
+                &h.host,
             ]
             .into_iter()
             .flatten()

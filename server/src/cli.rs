@@ -6,6 +6,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
+use std::path::Path;
 
 use clap::Parser;
 
@@ -94,21 +95,42 @@ fn open_log(spec: Option<&str>) -> Result<http::AccessLog, String> {
 /// refusal is exit 100, on reload it keeps the running configuration.
 fn build_site(cfg: &Config) -> Result<StaticSite, String> {
     let docroot = match &cfg.options.root {
-        Some(dir) => http::Docroot::open(dir)
-            .map_err(|e| format!("unable to open --root {}: {e}", dir.display()))?,
+        Some(dir) => open_root("--root", dir, cfg)?,
         None => http::Docroot::Embedded,
     };
-    if let (Some(dir), http::Docroot::Dir(fd)) = (&cfg.options.root, &docroot) {
+    let mut roots = Vec::new();
+    for (i, dir) in cfg.vhost_roots.iter().enumerate() {
+        roots.push(open_root(
+            &format!("[[server.vhost]] #{} root", i + 1),
+            dir,
+            cfg,
+        )?);
+    }
+    let log = open_log(cfg.options.access_log.as_deref())?;
+    let mut site = http::Site::new(cfg.http.clone(), docroot, log);
+    site.set_vhosts(http::VHosts {
+        names: cfg.vhost_names.clone(),
+        roots,
+    });
+    Ok(StaticSite {
+        site,
+        busy: http::busy_response(),
+    })
+}
+
+/// Opens a document root (`label` names it in errors: `--root`, a virtual host's) and checks
+/// that the user children run as can search it (`rootcheck`).
+fn open_root(label: &str, dir: &Path, cfg: &Config) -> Result<http::Docroot, String> {
+    let docroot = http::Docroot::open(dir)
+        .map_err(|e| format!("unable to open {label} {}: {e}", dir.display()))?;
+    if let http::Docroot::Dir(fd) = &docroot {
         let creds = cfg.settings.credentials.as_ref();
-        if let Some(warning) = rootcheck::check(dir, fd.as_fd(), &cfg.http.index, creds)? {
+        let index = cfg.http.index.first().map_or("index.html", String::as_str);
+        if let Some(warning) = rootcheck::check(label, dir, fd.as_fd(), index, creds)? {
             tracing::warn!("{warning}");
         }
     }
-    let log = open_log(cfg.options.access_log.as_deref())?;
-    Ok(StaticSite {
-        site: http::Site::new(cfg.http.clone(), docroot, log),
-        busy: http::busy_response(),
-    })
+    Ok(docroot)
 }
 
 /// A flag that wins over a file key the operator may just have edited, or a key the mode in

@@ -8,6 +8,7 @@
 //! does not compile. The same list gives [`Config::describe`] (what `--check-config` prints)
 //! and the notices of file keys a flag overrides.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -147,6 +148,51 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub allow_dot_path: Option<Vec<String>>,
 
+    /// File served for a directory; repeat for several, tried in order (the first that exists
+    /// is served). [default: index.html]
+    #[arg(long, value_name = "NAME")]
+    pub index: Option<Vec<String>>,
+
+    /// List a directory that has none of the index files (sorted names, sizes, dates; never
+    /// dot-files nor symlinks that leave the root) instead of answering 404.
+    #[arg(long)]
+    #[serde(default)]
+    pub autoindex: bool,
+
+    /// Most entries a listing reads; a directory with more is listed up to here, with a line
+    /// saying so (counted as autoindex_truncated). [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub autoindex_max_entries: Option<usize>,
+
+    /// Send a file beneath the root with an error status instead of the built-in text, as
+    /// STATUS=PATH (any 4xx or 5xx, e.g. 404=/404.html); repeat for several. A page that
+    /// cannot be served falls back to the built-in text.
+    #[arg(long, value_name = "STATUS=PATH")]
+    pub error_page: Option<Vec<String>>,
+
+    /// A request for a host no [[server.vhost]] names: served from --root (default), or
+    /// refused with 421 (Misdirected Request) or 404. [default: default]
+    #[arg(long, value_enum)]
+    pub unknown_host: Option<UnknownHostName>,
+
+    /// File only: [[server.headers]] tables, each a glob with cache-control and/or a set
+    /// table of extra fields; every matching rule applies, a later one winning a field.
+    #[arg(skip)]
+    #[serde(default)]
+    pub headers: Option<Vec<HeaderRuleSpec>>,
+
+    /// File only: [server.security-headers], fields sent on every response (name = value,
+    /// or name = false to turn a default off), or security-headers = false for none.
+    #[arg(skip)]
+    #[serde(default)]
+    pub security_headers: Option<SecurityHeaders>,
+
+    /// File only: [[server.vhost]] tables, each host names (exact or *.example.org) and a
+    /// root.
+    #[arg(skip)]
+    #[serde(default)]
+    pub vhost: Option<Vec<VHostSpec>>,
+
     /// Files each worker keeps open (or, when small, in memory) between requests; a kept file
     /// is looked at again at most a second after it was last checked, so an edit, a rename
     /// or a deletion shows within a second (0: no cache, every request opens). [default: 1024]
@@ -235,6 +281,83 @@ pub enum ModeName {
     Prefork,
     Fork,
     Event,
+}
+
+/// What `unknown-host` may say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+pub enum UnknownHostName {
+    #[value(name = "default")]
+    #[serde(rename = "default")]
+    Default,
+    #[value(name = "421")]
+    #[serde(rename = "421")]
+    Misdirected,
+    #[value(name = "404")]
+    #[serde(rename = "404")]
+    NotFound,
+}
+
+impl UnknownHostName {
+    fn name(self) -> &'static str {
+        match self {
+            UnknownHostName::Default => "default",
+            UnknownHostName::Misdirected => "421",
+            UnknownHostName::NotFound => "404",
+        }
+    }
+}
+
+/// One `[[server.headers]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HeaderRuleSpec {
+    pub glob: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+}
+
+/// `[server.security-headers]`, or `security-headers = false`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum SecurityHeaders {
+    /// Only `false` means something: no security field at all.
+    Switch(bool),
+    Fields(BTreeMap<String, FieldValue>),
+}
+
+/// A security field's value, or `false` to turn a default one off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    Value(String),
+    Switch(bool),
+}
+
+/// One `[[server.vhost]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VHostSpec {
+    pub host: HostNames,
+    pub root: PathBuf,
+}
+
+/// `host = "a.org"` or `host = ["a.org", "*.a.org"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum HostNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl HostNames {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            HostNames::One(h) => vec![h.clone()],
+            HostNames::Many(l) => l.clone(),
+        }
+    }
 }
 
 /// The file: `[server]` is ours; the supervisor's and load generator's sections may sit beside
@@ -378,6 +501,31 @@ impl Scalar for ModeName {
         vec![self.name().to_string()]
     }
 }
+
+impl Scalar for UnknownHostName {
+    fn toml(&self) -> String {
+        toml_string(self.name())
+    }
+    fn words(&self) -> Vec<String> {
+        vec![self.name().to_string()]
+    }
+}
+
+/// Tables print as TOML inline tables, which read back as the tables they came from. They
+/// are file-only keys: no command line ever gives them, so their words are never used.
+macro_rules! scalar_by_serde {
+    ($($t:ty),*) => {$(
+        impl Scalar for $t {
+            fn toml(&self) -> String {
+                toml::Value::try_from(self).map_or_else(|e| format!("\"{e}\""), |v| v.to_string())
+            }
+            fn words(&self) -> Vec<String> {
+                vec![shell_word(&Scalar::toml(self))]
+            }
+        }
+    )*};
+}
+scalar_by_serde!(HeaderRuleSpec, SecurityHeaders, VHostSpec);
 
 impl<T: Scalar> Scalar for Vec<T> {
     fn toml(&self) -> String {
@@ -526,6 +674,14 @@ options_keys!(
         max_body_bytes,
         max_requests_per_connection,
         allow_dot_path,
+        index,
+        autoindex,
+        autoindex_max_entries,
+        error_page,
+        unknown_host,
+        headers,
+        security_headers,
+        vhost,
         file_cache_entries,
         file_cache_bytes,
         precompressed,
@@ -568,6 +724,9 @@ pub struct Config {
     pub options: Options,
     pub settings: Settings,
     pub http: http::Config,
+    /// The virtual hosts' names, checked, and each one's root, in the file's order.
+    pub vhost_names: http::vhost::Names,
+    pub vhost_roots: Vec<PathBuf>,
     /// Every key with the value in force, defaults included.
     effective: Options,
     /// Where each key's value came from, by key name.
@@ -979,6 +1138,18 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         }
         h.mime.push((ext, mime));
     }
+    site_rules(&o, &mut h).map_err(err)?;
+    let vhosts = o.vhost.clone().unwrap_or_default();
+    let unknown = match o.unknown_host.unwrap_or(UnknownHostName::Default) {
+        UnknownHostName::Default => http::vhost::UnknownHost::Default,
+        UnknownHostName::Misdirected => http::vhost::UnknownHost::Misdirected,
+        UnknownHostName::NotFound => http::vhost::UnknownHost::NotFound,
+    };
+    let host_lists: Vec<Vec<String>> = vhosts.iter().map(|v| v.host.list()).collect();
+    let vhost_names = http::vhost::Names::new(&host_lists, unknown).map_err(err)?;
+    if o.unknown_host.is_some() && vhosts.is_empty() {
+        notices.push("unknown-host has no effect without [[server.vhost]]".to_string());
+    }
     // A silent connection is held by the kernel for as long as a worker would wait for its
     // head; a proxy or an over-large value can be turned off with 0.
     settings.defer_accept = o.defer_accept.unwrap_or(h.header_timeout);
@@ -1044,6 +1215,29 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             max_body_bytes: Some(h.max_body_bytes),
             max_requests_per_connection: Some(h.max_requests_per_connection),
             allow_dot_path: Some(h.dot_allow.iter().map(|p| format!("/{p}/")).collect()),
+            index: Some(h.index.clone()),
+            autoindex: h.autoindex,
+            autoindex_max_entries: Some(h.autoindex_max_entries),
+            error_page: Some(
+                h.error_pages
+                    .iter()
+                    .map(|(status, page)| format!("{status}={page}"))
+                    .collect(),
+            ),
+            unknown_host: Some(o.unknown_host.unwrap_or(UnknownHostName::Default)),
+            headers: Some(
+                h.rules
+                    .rules()
+                    .iter()
+                    .map(|r| HeaderRuleSpec {
+                        glob: r.glob.clone(),
+                        cache_control: r.cache_control.clone(),
+                        set: r.set.iter().cloned().collect(),
+                    })
+                    .collect(),
+            ),
+            security_headers: Some(effective_security(&h.rules)),
+            vhost: Some(vhosts.clone()),
             file_cache_entries: Some(h.file_cache.entries),
             file_cache_bytes: Some(h.file_cache.bytes),
             precompressed: Some(h.precompressed),
@@ -1065,10 +1259,170 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         options: o,
         settings,
         http: h,
+        vhost_names,
+        vhost_roots: vhosts.into_iter().map(|v| v.root).collect(),
         effective,
         origins: Vec::new(),
         notices,
     })
+}
+
+/// The most entries `--autoindex-max-entries` may ask a listing to read.
+const MAX_AUTOINDEX_ENTRIES: usize = 10_000;
+
+/// Index names, the listing, error pages and header rules, checked into `h` (whose dot rule
+/// is already set: error pages are resolved by it).
+fn site_rules(o: &Options, h: &mut http::Config) -> Result<(), String> {
+    if let Some(names) = &o.index {
+        if names.is_empty() {
+            return Err("--index: give at least one name".to_string());
+        }
+        for name in names {
+            let bad = |why: &str| format!("--index {name:?}: {why}");
+            if name.is_empty() || name.contains('/') || name.contains('\0') {
+                return Err(bad("must be a file name (no / and no NUL)"));
+            }
+            if name.starts_with('.') {
+                return Err(bad(
+                    "must not start with a dot (dot-files are never served)",
+                ));
+            }
+        }
+        h.index = names.clone();
+    }
+    h.autoindex = o.autoindex;
+    if let Some(n) = o.autoindex_max_entries {
+        if n == 0 || n > MAX_AUTOINDEX_ENTRIES {
+            return Err(format!(
+                "--autoindex-max-entries {n} is outside 1..={MAX_AUTOINDEX_ENTRIES}"
+            ));
+        }
+        h.autoindex_max_entries = n;
+    }
+    h.error_pages = error_pages(o.error_page.as_deref().unwrap_or_default(), h)?;
+    let rules: Vec<http::rules::HeaderRule> = o
+        .headers
+        .iter()
+        .flatten()
+        .map(|r| http::rules::HeaderRule {
+            glob: r.glob.clone(),
+            cache_control: r.cache_control.clone(),
+            set: r.set.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+        })
+        .collect();
+    h.rules = http::rules::Rules::new(&rules, security(o.security_headers.as_ref())?)?;
+    Ok(())
+}
+
+/// `--error-page STATUS=PATH` entries: a 4xx or 5xx status once each, and a path beneath the
+/// root that a request could name (resolved as one, by the dot rule in force) and that is
+/// not a directory.
+fn error_pages(given: &[String], h: &http::Config) -> Result<Vec<(u16, String)>, String> {
+    let mut pages: Vec<(u16, String)> = Vec::new();
+    for entry in given {
+        let bad = |why: &str| format!("--error-page {entry:?}: {why}");
+        let Some((status, page)) = entry.split_once('=') else {
+            return Err(bad("give it as STATUS=PATH, e.g. 404=/404.html"));
+        };
+        let status: u16 = match status.trim().parse() {
+            Ok(n @ 400..=599) => n,
+            _ => return Err(bad("the status must be a number from 400 to 599")),
+        };
+        let mut rel = Vec::new();
+        match http::path::resolve(page.as_bytes(), http::path::Dots::of(h), &mut rel) {
+            Ok(false) if !page.contains('?') => {}
+            Ok(_) => return Err(bad("the path must name a file, not a directory or a query")),
+            Err(http::path::Refusal::Malformed) => {
+                return Err(bad(
+                    "the path must start with / and hold only what a URL path may (%-encode the rest)",
+                ))
+            }
+            Err(http::path::Refusal::Hidden) => {
+                return Err(bad(
+                    "the path is hidden: it climbs above the root or names a dot-file that is not allowed",
+                ))
+            }
+        }
+        if pages.iter().any(|(s, _)| *s == status) {
+            return Err(bad("a page for this status is already given"));
+        }
+        pages.push((status, page.to_string()));
+    }
+    Ok(pages)
+}
+
+/// The security fields in force: the defaults, changed or turned off by the table.
+fn security(given: Option<&SecurityHeaders>) -> Result<Vec<(String, String)>, String> {
+    let mut fields: Vec<(String, String)> = http::rules::DEFAULT_SECURITY
+        .iter()
+        .map(|&(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    match given {
+        None => {}
+        Some(SecurityHeaders::Switch(false)) => fields.clear(),
+        Some(SecurityHeaders::Switch(true)) => {
+            return Err(
+                "security-headers = true: give a table of fields, or false for none".to_string(),
+            )
+        }
+        Some(SecurityHeaders::Fields(table)) => {
+            for (name, value) in table {
+                let at = fields
+                    .iter()
+                    .position(|(n, _)| n.eq_ignore_ascii_case(name));
+                match (value, at) {
+                    (FieldValue::Switch(false), Some(i)) => {
+                        fields.remove(i);
+                    }
+                    (FieldValue::Switch(false), None) => {
+                        return Err(format!(
+                            "security-headers.{name} = false turns off a field that is not sent                              (the defaults: {})",
+                            default_security_names()
+                        ))
+                    }
+                    (FieldValue::Switch(true), _) => {
+                        return Err(format!(
+                            "security-headers.{name} = true: give the value, or false to turn it off"
+                        ))
+                    }
+                    (FieldValue::Value(v), Some(i)) => {
+                        if let Some(f) = fields.get_mut(i) {
+                            *f = (name.clone(), v.clone());
+                        }
+                    }
+                    (FieldValue::Value(v), None) => fields.push((name.clone(), v.clone())),
+                }
+            }
+        }
+    }
+    Ok(fields)
+}
+
+fn default_security_names() -> String {
+    let names: Vec<&str> = http::rules::DEFAULT_SECURITY
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    names.join(", ")
+}
+
+/// The security fields in force as the file gives them: each default with its value or
+/// `false`, then the others; `false` alone when there are none.
+fn effective_security(rules: &http::rules::Rules) -> SecurityHeaders {
+    let sent = rules.security();
+    if sent.is_empty() {
+        return SecurityHeaders::Switch(false);
+    }
+    let mut table = BTreeMap::new();
+    for (name, _) in http::rules::DEFAULT_SECURITY {
+        if !sent.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            table.insert(name.to_string(), FieldValue::Switch(false));
+        }
+    }
+    for (name, value) in sent {
+        table.insert(name.clone(), FieldValue::Value(value.clone()));
+    }
+    SecurityHeaders::Fields(table)
 }
 
 /// `--allow-dot-path` entries as `http::Config::dot_allow` holds them: whole segments joined
@@ -1119,21 +1473,23 @@ mod tests {
         assert_eq!(o.header_timeout, Some(Duration::from_millis(1500)));
     }
 
-    /// The merge's list of keys is the command line's list of flags, spelled the same.
+    /// The merge's list of keys is the command line's list of flags, spelled the same, plus
+    /// the tables only the file can give.
     #[test]
     fn every_flag_is_a_key() {
         use clap::CommandFactory;
+        // Keys only the file gives: tables, which no flag spells.
+        const FILE_ONLY: [&str; 4] = ["headers", "mime", "security-headers", "vhost"];
         let flags: Vec<String> = Options::command()
             .get_arguments()
             .filter_map(|a| a.get_long().map(str::to_string))
             .filter(|l| !["config", "check-config", "help", "version"].contains(&l.as_str()))
             .collect();
-        // `mime` is a table of the file only.
         let keys: Vec<String> = Options::default()
             .keys()
             .into_iter()
             .map(|k| k.0)
-            .filter(|k| k != "mime")
+            .filter(|k| !FILE_ONLY.contains(&k.as_str()))
             .collect();
         assert_eq!(flags, keys);
     }

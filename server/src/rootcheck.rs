@@ -42,6 +42,7 @@ const PROBE_SETUP: i32 = 3;
 /// search the root open as `fd` (at `root`) and read `index` in it. `Err` is the reason to
 /// refuse the configuration; `Ok(Some)` a warning to log.
 pub fn check(
+    label: &str,
     root: &Path,
     fd: BorrowedFd<'_>,
     index: &str,
@@ -57,7 +58,7 @@ pub fn check(
             Err(e) => {
                 // The children will meet the same failure and say so; do not refuse on it.
                 return Ok(Some(format!(
-                    "--root {}: unable to check what user {} can read there: {e}",
+                    "{label} {}: unable to check what user {} can read there: {e}",
                     root.display(),
                     c.name
                 )));
@@ -78,12 +79,12 @@ pub fn check(
     match found {
         Probe::Usable => Ok(None),
         Probe::CannotSearch => Err(format!(
-            "--root {}: user {user} cannot search it ({})",
+            "{label} {}: user {user} cannot search it ({})",
             root.display(),
             stat_of(fd, "")
         )),
         Probe::CannotReadIndex => Ok(Some(format!(
-            "--root {}: user {user} cannot read its index file {index} ({}): requests for \
+            "{label} {}: user {user} cannot read its index file {index} ({}): requests for \
              directories will answer 403",
             root.display(),
             stat_of(fd, index)
@@ -171,7 +172,10 @@ mod tests {
             Mode::empty(),
         )
         .unwrap();
-        assert_eq!(check(dir.path(), fd.as_fd(), "index.html", None), Ok(None));
+        assert_eq!(
+            check("--root", dir.path(), fd.as_fd(), "index.html", None),
+            Ok(None)
+        );
         std::fs::write(dir.path().join("index.html"), "x").unwrap();
         assert_eq!(probe(fd.as_fd(), "index.html"), Probe::Usable);
     }

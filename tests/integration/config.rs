@@ -90,6 +90,19 @@ fn every_key_of_the_file_is_in_force() {
             r#"["/.well-known", "/.hg/"]"#.into(),
             r#"["/.well-known/", "/.hg/"]"#.into(),
         ),
+        (
+            "index",
+            r#"["home.html", "index.htm"]"#.into(),
+            r#"["home.html", "index.htm"]"#.into(),
+        ),
+        ("autoindex", "true".into(), "true".into()),
+        ("autoindex-max-entries", "50".into(), "50".into()),
+        (
+            "error-page",
+            r#"["404=/404.html", "500=/e/500.html"]"#.into(),
+            r#"["404=/404.html", "500=/e/500.html"]"#.into(),
+        ),
+        ("unknown-host", q("421"), q("421")),
         ("file-cache-entries", "12".into(), "12".into()),
         ("file-cache-bytes", "65536".into(), "65536".into()),
         ("precompressed", "false".into(), "false".into()),
@@ -140,15 +153,37 @@ fn every_key_of_the_file_is_in_force() {
         "every flag of `forkd --help` must be set in this test's file"
     );
 
+    // Tables only the file gives, each printed back as an inline table.
+    let tables: Vec<(&str, String, String)> = vec![
+        (
+            "headers",
+            r#"[{ glob = "*.html", cache-control = "no-cache", set = { X-A = "1" } }]"#.into(),
+            r#"[{ cache-control = "no-cache", glob = "*.html", set = { X-A = "1" } }]"#.into(),
+        ),
+        (
+            "security-headers",
+            r#"{ X-Frame-Options = false, Content-Security-Policy = "frame-ancestors 'none'" }"#
+                .into(),
+            "{ Content-Security-Policy = \"frame-ancestors 'none'\", Referrer-Policy = \
+             \"strict-origin-when-cross-origin\", X-Content-Type-Options = \"nosniff\", \
+             X-Frame-Options = false }"
+                .into(),
+        ),
+        (
+            "vhost",
+            format!(r#"[{{ host = ["a.test", "*.a.test"], root = "{d}/site" }}]"#),
+            format!(r#"[{{ host = ["a.test", "*.a.test"], root = "{d}/site" }}]"#),
+        ),
+    ];
     let mut text = String::from("[server]\n");
-    for (key, value, _) in &keys {
+    for (key, value, _) in keys.iter().chain(&tables) {
         text.push_str(&format!("{key} = {value}\n"));
     }
     let file = dir.path().join("every-key.toml");
     std::fs::write(&file, &text).unwrap();
     let (code, out, err) = check_config(&["--config", file.to_str().unwrap()]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    for (key, _, printed) in &keys {
+    for (key, _, printed) in keys.iter().chain(&tables) {
         let line = line_of(&out, key).unwrap_or_else(|| panic!("no line for {key}:\n{out}"));
         let want = format!("{key} = {printed}  # from file");
         assert!(
@@ -440,4 +475,96 @@ fn contradictions_are_refused_at_start() {
         assert!(line.contains(args[0]), "{args:?}: {line}");
     }
     assert!(!Path::new(same).exists());
+}
+
+/// Each site rule refused at start with exit 100 and a message naming the key and the fault.
+#[test]
+fn bad_site_rules_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[server.headers]]\nglob = \"*.html\"\ncache-control = \"no-cache\\r\\nSet-Cookie: x=1\"",
+            "[[server.headers]] #1 (glob \"*.html\"): cache-control",
+        ),
+        (
+            "[[server.headers]]\nglob = \"*.html\"\nset = { \"Bad Name\" = \"x\" }",
+            "not a valid field name",
+        ),
+        (
+            "[[server.headers]]\nglob = \"*.js\"\nset = { Content-Length = \"1\" }",
+            "Content-Length is set by forkd itself",
+        ),
+        (
+            "[[server.headers]]\nglob = \"*.[a-\"\ncache-control = \"x\"",
+            "[[server.headers]] #1 (glob \"*.[a-\")",
+        ),
+        (
+            "[[server.headers]]\nglob = \"assets/*.js\"\ncache-control = \"x\"",
+            "must start with /",
+        ),
+        (
+            "[[server.headers]]\nglob = \"*.js\"\ncache-kontrol = \"x\"",
+            "unknown field `cache-kontrol`",
+        ),
+        (
+            "[server.security-headers]\nX-Frame-Option = false",
+            "security-headers.X-Frame-Option = false turns off a field that is not sent",
+        ),
+        (
+            "[server.security-headers]\nX-Frame-Options = \"DENY\\nX: y\"",
+            "security-headers.X-Frame-Options",
+        ),
+        (
+            "[[server.vhost]]\nhost = \"a.test:8080\"\nroot = \"{d}/www\"",
+            "[[server.vhost]] #1 host \"a.test:8080\": give the name without a port",
+        ),
+        (
+            "[[server.vhost]]\nhost = \"a.*.test\"\nroot = \"{d}/www\"",
+            "label \"*\" is not valid",
+        ),
+        (
+            "[[server.vhost]]\nhost = \"a.test\"\nroot = \"{d}/www\"\n\
+             [[server.vhost]]\nhost = \"A.TEST\"\nroot = \"{d}/www\"",
+            "already named by [[server.vhost]] #1",
+        ),
+        (
+            "[[server.vhost]]\nhost = \"a.test\"\nroot = \"{d}/missing\"",
+            "unable to open [[server.vhost]] #1 root",
+        ),
+        (
+            "[[server.vhost]]\nhost = \"a.test\"",
+            "missing field `root`",
+        ),
+        ("unknown-host = \"418\"", "unknown variant `418`"),
+        ("error-page = [\"302=/x.html\"]", "from 400 to 599"),
+        ("error-page = [\"404=/errors/\"]", "must name a file"),
+        ("error-page = [\"404:/x.html\"]", "STATUS=PATH"),
+        ("error-page = [\"404=/../x.html\"]", "is hidden"),
+        (
+            "error-page = [\"404=/a.html\", \"404=/b.html\"]",
+            "already given",
+        ),
+        ("index = [\"a/index.html\"]", "must be a file name"),
+        ("index = [\".index.html\"]", "must not start with a dot"),
+        ("index = []", "at least one"),
+        ("autoindex-max-entries = 0", "outside 1..=10000"),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let body = body.replace("{d}", d);
+        let text = format!("[server]\nroot = \"{d}/www\"\n{body}\n");
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, &text).unwrap();
+        let (code, out, err) = check_config(&["--config", file.to_str().unwrap()]);
+        assert_eq!(code, 100, "{text}\nstdout: {out}\nstderr: {err}");
+        assert!(err.contains(want), "{text}\nwant {want:?} in: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    // The flags say the same.
+    let (code, _, err) = check_config(&["--error-page", "200=/x.html"]);
+    assert_eq!(code, 100);
+    assert!(err.contains("--error-page \"200=/x.html\""), "{err}");
+    let (code, _, err) = check_config(&["--unknown-host", "418"]);
+    assert_eq!(code, 2, "a value clap refuses is a usage error: {err}");
 }

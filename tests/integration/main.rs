@@ -20,4 +20,5 @@ mod rfc;
 mod robust;
 mod server;
 mod side;
+mod site;
 mod supervisor;

@@ -25,7 +25,7 @@ use super::path::{self, Refusal};
 use super::range::{byte_range, ByteRange};
 use super::reply::{Payload, Reply, Scratch};
 use super::respond::{self, Persist};
-use super::{mime, open, site, Config, Docroot, Hit, Tree};
+use super::{listing, mime, open, site, Config, Docroot, Hit, Tree, VHosts};
 
 /// Files up to this size are read into memory and leave with their head in one send; larger
 /// ones go out with `sendfile`.
@@ -34,7 +34,9 @@ pub(super) const SMALL_FILE: u64 = 64 * 1024;
 /// What a request is answered against besides itself.
 pub(super) struct Env<'a> {
     pub(super) cfg: &'a Config,
+    /// The default root; a virtual host's replaces it when the request's host names one.
     pub(super) root: &'a Docroot,
+    pub(super) vhosts: &'a VHosts,
     /// The `Date` value of the response.
     pub(super) date: &'a [u8],
 }
@@ -52,15 +54,18 @@ pub(super) fn decide(
 ) -> io::Result<Reply> {
     super::test_hooks::maybe_crash(req, head);
     let head_only = head.method == Method::Head;
+    let host = head.host.clone().and_then(|r| req.get(r));
+    let root = match env.vhosts.select(env.root, host) {
+        Ok(root) => root,
+        // An error page for a host refused comes from the default root.
+        Err(status) => {
+            return Ok(error_reply(
+                env, env.root, status, persist, head_only, s, b"",
+            ))
+        }
+    };
     let fail = |s: &mut Scratch, status: u16| -> io::Result<Reply> {
-        Ok(respond::error(
-            &mut s.out,
-            status,
-            &env.cfg.server,
-            env.date,
-            persist,
-            head_only,
-        ))
+        Ok(error_reply(env, root, status, persist, head_only, s, b""))
     };
     match (head.method, head.form) {
         (Method::Get | Method::Head, _) => {}
@@ -86,31 +91,154 @@ pub(super) fn decide(
             return fail(s, 404);
         }
     };
-    if dir {
-        if !s.path.is_empty() {
-            s.path.push(b'/');
-        }
-        s.path.extend_from_slice(env.cfg.index.as_bytes());
-    }
-    let rep = match env.root {
+    let rep = match root {
         Docroot::Embedded => embedded(env, s, dir),
-        Docroot::Dir(tree) => from_dir(tree, s, dir, path::Dots::of(env.cfg)),
+        Docroot::Dir(tree) => from_dir(env, tree, s, dir),
     };
-    match rep {
-        Ok(Rep::Found(found)) => {
+    match (rep, root) {
+        (Ok(Rep::Found(found)), _) => {
             let name = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
             let mime = mime::of(name, &env.cfg.mime);
-            let found = match env.root {
+            let found = match root {
                 Docroot::Dir(tree) if env.cfg.precompressed && mime::compressible(mime) => {
                     precompressed(tree, req, head, s, found, path::Dots::of(env.cfg))
                 }
                 _ => found,
             };
-            representation(env, req, head, persist, s, found, mime)
+            representation(env, root, req, head, persist, s, found, mime)
         }
-        Ok(Rep::Redirect) => Ok(redirect(env, target, persist, head_only, s)),
-        Err(status) => fail(s, status),
+        (Ok(Rep::Redirect), _) => Ok(redirect(env, target, persist, head_only, s)),
+        (Ok(Rep::Listing), Docroot::Dir(tree)) => match listing(env, tree, persist, head_only, s) {
+            Ok(reply) => Ok(reply),
+            Err(status) => fail(s, status),
+        },
+        (Ok(Rep::Listing), Docroot::Embedded) => fail(s, 404),
+        (Err(status), _) => fail(s, status),
     }
+}
+
+/// The reply for an error `status`: the configured error page for it, sent with that status,
+/// or the built-in text. The page is looked up once, by [`error_page`], which never comes
+/// back here: a page that is missing, refused or unreadable (a 500 page included) falls back
+/// to the built-in text, so no error can loop. `extra`: field lines the status needs
+/// (`Content-Range` of a 416).
+fn error_reply(
+    env: &Env<'_>,
+    root: &Docroot,
+    status: u16,
+    persist: Persist,
+    head_only: bool,
+    s: &mut Scratch,
+    extra: &[u8],
+) -> Reply {
+    if let Some((_, page)) = env.cfg.error_pages.iter().find(|(st, _)| *st == status) {
+        match error_page(env, root, page, status, persist, head_only, s, extra) {
+            Some(reply) => return reply,
+            None => Hit::ErrorPageMissing.count(),
+        }
+    }
+    respond::error_with(
+        &mut s.out, status, env.cfg, env.date, persist, head_only, extra,
+    )
+}
+
+/// The error page `page` (a path beneath `root`) as the body of a `status` reply: its own
+/// `Content-Type`, no validators, ranges or preconditions (they are about the resource asked
+/// for, not the page), no body for HEAD. `None` when it cannot be served.
+#[allow(clippy::too_many_arguments)]
+fn error_page(
+    env: &Env<'_>,
+    root: &Docroot,
+    page: &str,
+    status: u16,
+    persist: Persist,
+    head_only: bool,
+    s: &mut Scratch,
+    extra: &[u8],
+) -> Option<Reply> {
+    let dots = path::Dots::of(env.cfg);
+    if path::resolve(page.as_bytes(), dots, &mut s.path) != Ok(false) {
+        return None;
+    }
+    let found = match root {
+        Docroot::Dir(tree) => open_file(tree, s, false, dots),
+        Docroot::Embedded => embedded(env, s, false),
+    };
+    let Ok(Rep::Found(found)) = found else {
+        return None;
+    };
+    let total = found.len();
+    respond::start_for(&mut s.out, status, env.cfg, env.date, persist);
+    if status == 405 {
+        respond::field(&mut s.out, b"Allow", parse::ALLOW);
+    }
+    s.out.extend_from_slice(extra);
+    let name = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
+    mime::content_type(&mut s.out, mime::of(name, &env.cfg.mime));
+    let payload = body(found.body, 0, total, head_only, status, s).ok()?;
+    Some(Reply {
+        status,
+        persist,
+        payload,
+    })
+}
+
+/// `200` with the listing of the directory `s.path` names (`listing`).
+fn listing(
+    env: &Env<'_>,
+    tree: &Tree,
+    persist: Persist,
+    head_only: bool,
+    s: &mut Scratch,
+) -> Result<Reply, u16> {
+    let cut = listing::render(
+        tree.as_fd(),
+        &s.path,
+        path::Dots::of(env.cfg),
+        env.cfg.autoindex_max_entries,
+        &mut s.file,
+    )
+    .map_err(|e| match e {
+        open::Refused::Hidden => {
+            Hit::PathRefused.count();
+            404
+        }
+        open::Refused::Os(e) => {
+            let rel = std::ffi::CString::new(s.path.as_slice()).unwrap_or_default();
+            open_status(&e, &rel)
+        }
+    })?;
+    if cut {
+        Hit::AutoindexTruncated.count();
+    }
+    respond::start_for(&mut s.out, 200, env.cfg, env.date, persist);
+    respond::field(&mut s.out, b"Content-Type", b"text/html; charset=utf-8");
+    respond::content_length(&mut s.out, s.file.len() as u64);
+    respond::end(&mut s.out);
+    Ok(Reply {
+        status: 200,
+        persist,
+        payload: if head_only {
+            Payload::None
+        } else {
+            Payload::Buffered(s.file.len())
+        },
+    })
+}
+
+/// Appends the fields of the header rules that match the file served (`s.path`).
+fn rule_fields(env: &Env<'_>, s: &mut Scratch) {
+    let Scratch {
+        out,
+        path,
+        rule_path,
+        matches,
+        ..
+    } = s;
+    rule_path.clear();
+    rule_path.push(b'/');
+    rule_path.extend_from_slice(path.strip_suffix(&[0]).unwrap_or(path));
+    env.cfg.rules.apply(rule_path, out, matches);
 }
 
 /// `301` for a directory named without its trailing slash: the client is sent to the slash
@@ -125,7 +253,7 @@ fn redirect(
     head_only: bool,
     s: &mut Scratch,
 ) -> Reply {
-    respond::start(&mut s.out, 301, &env.cfg.server, env.date, persist);
+    respond::start_for(&mut s.out, 301, env.cfg, env.date, persist);
     let rel = s.path.strip_suffix(&[0]).unwrap_or(&s.path);
     let query = target
         .iter()
@@ -158,8 +286,12 @@ fn redirect(
 
 /// The answer when the target names a file: 304 or 412 as the preconditions say, else the
 /// whole file or the one range asked for (206, 416).
+// The request's parts and what `decide` found for it, each once; a struct to bundle them would
+// exist for this call alone.
+#[allow(clippy::too_many_arguments)]
 fn representation(
     env: &Env<'_>,
+    root: &Docroot,
     req: &[u8],
     head: &Head,
     persist: Persist,
@@ -168,7 +300,7 @@ fn representation(
     mime: &str,
 ) -> io::Result<Reply> {
     let head_only = head.method == Method::Head;
-    let (server, date) = (&env.cfg.server, env.date);
+    let date = env.date;
     // RFC 9110 section 8.8.2.1: a Last-Modified later than the Date is replaced by the Date;
     // and httpdate panics on instants outside 1970..=9999 (a file dated 1969 or 10000 would
     // kill the worker). The validator is clamped once, so the instant compared is the one sent.
@@ -207,16 +339,17 @@ fn representation(
     match evaluate(&conditions, etag.as_bytes(), found.modified) {
         Verdict::Proceed => {}
         Verdict::Failed => {
-            let reply = respond::error(&mut s.out, 412, server, date, persist, head_only);
-            return Ok(reply);
+            return Ok(error_reply(env, root, 412, persist, head_only, s, b""));
         }
         Verdict::NotModified => {
-            respond::start(&mut s.out, 304, server, date, persist);
+            // RFC 9110 section 15.4.5: a 304 carries the Cache-Control a 200 would.
+            respond::start_for(&mut s.out, 304, env.cfg, date, persist);
             respond::field(&mut s.out, b"ETag", etag.as_bytes());
             // RFC 9110 section 15.4.5: a 304 carries the Vary a 200 would.
             if found.vary {
                 respond::field(&mut s.out, b"Vary", b"Accept-Encoding");
             }
+            rule_fields(env, s);
             respond::end(&mut s.out);
             return Ok(Reply {
                 status: 304,
@@ -226,11 +359,7 @@ fn representation(
         }
     }
 
-    let total = match &found.body {
-        Content::Static(b) => b.len() as u64,
-        Content::Bytes(b) => b.len() as u64,
-        Content::File { len, .. } => *len,
-    };
+    let total = found.len();
     // RFC 9110 section 14.2: Range is defined for GET only, and If-Range makes it depend on
     // the representation still being the one the client holds a part of.
     let range = match (head.method, field(&head.range)) {
@@ -251,20 +380,12 @@ fn representation(
                 format_args!("Content-Range: bytes */{total}\r\n"),
             );
             // Only a GET gets here, so the body is always sent.
-            let reply = respond::error_with(
-                &mut s.out,
-                416,
-                server,
-                date,
-                persist,
-                false,
-                extra.as_bytes(),
-            );
+            let reply = error_reply(env, root, 416, persist, false, s, extra.as_bytes());
             return Ok(reply);
         }
     };
 
-    respond::start(&mut s.out, status, server, date, persist);
+    respond::start_for(&mut s.out, status, env.cfg, date, persist);
     mime::content_type(&mut s.out, mime);
     if let Some(c) = found.coding {
         respond::field(&mut s.out, b"Content-Encoding", c.token().as_bytes());
@@ -278,6 +399,7 @@ fn representation(
     }
     respond::field(&mut s.out, b"ETag", etag.as_bytes());
     respond::field(&mut s.out, b"Accept-Ranges", b"bytes");
+    rule_fields(env, s);
     if status == 206 {
         use std::io::Write;
         let last = from + count - 1;
@@ -388,7 +510,7 @@ pub(super) fn read_at_most(file: &std::fs::File, buf: &mut [u8], at: u64) -> io:
 /// `200` to OPTIONS: `Allow` and an empty body, stated with `Content-Length: 0` (RFC 9110
 /// section 9.3.7).
 fn options(env: &Env<'_>, persist: Persist, s: &mut Scratch) -> Reply {
-    respond::start(&mut s.out, 200, &env.cfg.server, env.date, persist);
+    respond::start_for(&mut s.out, 200, env.cfg, env.date, persist);
     respond::field(&mut s.out, b"Allow", parse::ALLOW);
     respond::content_length(&mut s.out, 0);
     respond::end(&mut s.out);
@@ -425,6 +547,8 @@ enum Rep {
     Found(Found),
     /// A directory named without its trailing slash.
     Redirect,
+    /// A directory with no index file, to be listed (`s.path` names it).
+    Listing,
 }
 
 struct Found {
@@ -438,6 +562,17 @@ struct Found {
     vary: bool,
 }
 
+impl Found {
+    /// The body's length.
+    fn len(&self) -> u64 {
+        match &self.body {
+            Content::Static(b) => b.len() as u64,
+            Content::Bytes(b) => b.len() as u64,
+            Content::File { len, .. } => *len,
+        }
+    }
+}
+
 enum Content {
     Static(&'static [u8]),
     /// A small file's bytes, from the file cache.
@@ -449,40 +584,72 @@ enum Content {
     },
 }
 
-/// Looks the resolved path (`s.path`, not yet terminated) up in the embedded site.
-fn embedded(env: &Env<'_>, s: &Scratch, dir: bool) -> Result<Rep, u16> {
+/// Looks the resolved path (`s.path`, not yet terminated) up in the embedded site; a
+/// directory's index is the first of the index names it has. What is found leaves its path
+/// in `s.path`.
+fn embedded(env: &Env<'_>, s: &mut Scratch, dir: bool) -> Result<Rep, u16> {
     // Every embedded name is UTF-8: a path that is not names nothing here (it may name a
     // file on disk, where names are bytes, so it is not malformed).
     let rel = std::str::from_utf8(&s.path).map_err(|_| 404u16)?;
-    let (base, idx) = if dir {
-        let base = rel.strip_suffix(env.cfg.index.as_str()).unwrap_or(rel);
-        (base.strip_suffix('/').unwrap_or(base), true)
+    let asset = if dir {
+        env.cfg
+            .index
+            .iter()
+            .find_map(|name| match site::lookup(rel, name) {
+                site::Lookup::Dir(Some(a)) => Some(a),
+                _ => None,
+            })
+            .ok_or(404u16)?
     } else {
-        (rel, false)
+        match site::lookup(rel, "") {
+            site::Lookup::File(a) => a,
+            site::Lookup::Dir(_) => return Ok(Rep::Redirect),
+            site::Lookup::Missing => return Err(404),
+        }
     };
-    match site::lookup(base, &env.cfg.index) {
-        site::Lookup::File(a) if !idx => Ok(Rep::Found(Found {
-            body: Content::Static(a.body),
-            id: (a.hash, 0, 0),
-            modified: None,
-            coding: None,
-            vary: false,
-        })),
-        site::Lookup::Dir(Some(a)) if idx => Ok(Rep::Found(Found {
-            body: Content::Static(a.body),
-            id: (a.hash, 0, 0),
-            modified: None,
-            coding: None,
-            vary: false,
-        })),
-        site::Lookup::Dir(_) if !idx => Ok(Rep::Redirect),
-        _ => Err(404),
+    s.path.clear();
+    s.path.extend_from_slice(asset.path.as_bytes());
+    Ok(Rep::Found(Found {
+        body: Content::Static(asset.body),
+        id: (asset.hash, 0, 0),
+        modified: None,
+        coding: None,
+        vary: false,
+    }))
+}
+
+/// Finds what the resolved path (`s.path`) names beneath the root: the file, or for a
+/// directory the first of the index names that is a file there (`s.path` then names it),
+/// else, with `autoindex`, the directory to list (`s.path` as it came).
+fn from_dir(env: &Env<'_>, tree: &Tree, s: &mut Scratch, dir: bool) -> Result<Rep, u16> {
+    let dots = path::Dots::of(env.cfg);
+    if !dir {
+        return open_file(tree, s, false, dots);
+    }
+    let base = s.path.len();
+    for name in &env.cfg.index {
+        s.path.truncate(base);
+        if base > 0 {
+            s.path.push(b'/');
+        }
+        s.path.extend_from_slice(name.as_bytes());
+        match open_file(tree, s, true, dots) {
+            // Absent, or not a file: the next name.
+            Err(404) => {}
+            other => return other,
+        }
+    }
+    s.path.truncate(base);
+    if env.cfg.autoindex {
+        Ok(Rep::Listing)
+    } else {
+        Err(404)
     }
 }
 
 /// Opens the resolved path (`s.path`) beneath the root, or finds it in the file cache;
 /// terminates `s.path` with a NUL.
-fn from_dir(tree: &Tree, s: &mut Scratch, dir: bool, dots: path::Dots<'_>) -> Result<Rep, u16> {
+fn open_file(tree: &Tree, s: &mut Scratch, dir: bool, dots: path::Dots<'_>) -> Result<Rep, u16> {
     s.path.push(0);
     let rel = CStr::from_bytes_with_nul(&s.path).map_err(|_| 400u16)?;
     // Per process and never borrowed across a call: the borrow cannot fail, and if it ever

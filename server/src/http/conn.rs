@@ -106,6 +106,8 @@ impl Buffers {
                 file: Vec::with_capacity(4096),
                 path: Vec::with_capacity(256),
                 line: Vec::with_capacity(512),
+                rule_path: Vec::with_capacity(256),
+                matches: Vec::with_capacity(8),
             },
         }
     }
@@ -118,6 +120,7 @@ pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
     let mut conn = Conn {
         cfg,
         root: &site.docroot,
+        vhosts: &site.vhosts,
         log: &mut site.log,
         sender: Sender::new(cfg.send_timeout, cfg.min_send_rate),
         sock,
@@ -189,6 +192,7 @@ struct Input {
 struct Conn<'a> {
     cfg: &'a Config,
     root: &'a Docroot,
+    vhosts: &'a super::VHosts,
     log: &'a mut super::AccessLog,
     sender: Sender,
     sock: TcpStream,
@@ -302,7 +306,7 @@ impl Conn<'_> {
         let reply = respond::error(
             &mut s.out,
             status,
-            &self.cfg.server,
+            self.cfg,
             self.clock.http(),
             Persist::Close,
             false,
@@ -361,6 +365,7 @@ impl Conn<'_> {
         let env = Env {
             cfg: self.cfg,
             root: self.root,
+            vhosts: self.vhosts,
             date: self.clock.http(),
         };
         let reply = match answer::decide(&env, req, head, persist, &mut self.scratch) {

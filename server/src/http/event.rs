@@ -202,6 +202,7 @@ impl EventService for Site {
         let mut w = Worker {
             cfg: &self.config,
             root: &self.docroot,
+            vhosts: &self.vhosts,
             log: &mut self.log,
             scratch: &mut self.buffers.scratch,
             clock: &mut self.clock,
@@ -299,6 +300,7 @@ impl Input<'_> {
 struct Worker<'w> {
     cfg: &'w Config,
     root: &'w Docroot,
+    vhosts: &'w super::VHosts,
     log: &'w mut AccessLog,
     scratch: &'w mut Scratch,
     clock: &'w mut Clock,
@@ -429,6 +431,7 @@ impl Worker<'_> {
         let env = Env {
             cfg: self.cfg,
             root: self.root,
+            vhosts: self.vhosts,
             date: self.clock.http(),
         };
         let reply = match answer::decide(&env, req, head, persist, self.scratch) {
@@ -464,7 +467,7 @@ impl Worker<'_> {
         let reply = respond::error(
             &mut self.scratch.out,
             status,
-            &self.cfg.server,
+            self.cfg,
             self.clock.http(),
             Persist::Close,
             false,

@@ -29,6 +29,7 @@ pub mod conditional;
 mod conn;
 pub mod encoding;
 mod event;
+mod listing;
 mod log;
 pub mod mime;
 mod open;
@@ -38,8 +39,10 @@ mod pressure;
 pub mod range;
 mod reply;
 mod respond;
+pub mod rules;
 mod site;
 mod test_hooks;
+pub mod vhost;
 
 use std::cell::RefCell;
 use std::io;
@@ -71,11 +74,14 @@ pub(crate) enum Hit {
     PathRefused,
     AccessLogFailed,
     KeepaliveYielded,
+    UnknownHost,
+    AutoindexTruncated,
+    ErrorPageMissing,
 }
 
 /// Names and meanings of the counters the HTTP side keeps on the scoreboard, in the order of
 /// its internal `Hit` enum.
-pub static COUNTERS: [Counter; 13] = [
+pub static COUNTERS: [Counter; 16] = [
     Counter {
         name: "header_timeout",
         help: "connections cut because a request head did not arrive in time (slowloris)",
@@ -128,6 +134,18 @@ pub static COUNTERS: [Counter; 13] = [
         name: "keepalive_yielded",
         help: "keep-alive connections ended after a response so that clients queued behind a full prefork pool get their turn",
     },
+    Counter {
+        name: "unknown_host",
+        help: "requests for a host no virtual host names (served from the default root, or 421/404 as unknown-host says)",
+    },
+    Counter {
+        name: "autoindex_truncated",
+        help: "directory listings cut at autoindex-max-entries entries",
+    },
+    Counter {
+        name: "error_page_missing",
+        help: "configured error pages that could not be served (the built-in text went instead)",
+    },
 ];
 
 /// Counts one hit (a relaxed atomic add in shared memory; nothing when no board is mapped).
@@ -161,8 +179,20 @@ impl Hit {
 /// daemon's configuration maps its flags onto these fields.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file served for a directory request (a single file name, not a path).
-    pub index: String,
+    /// The files served for a directory request, tried in order: the first that exists is
+    /// served (each a single file name, not a path).
+    pub index: Vec<String>,
+    /// A directory with none of the index files is answered with a listing of its entries
+    /// (`listing`) instead of 404.
+    pub autoindex: bool,
+    /// The most entries a listing reads; a directory with more is listed up to here, with a
+    /// line saying it was cut (counted as `autoindex_truncated`).
+    pub autoindex_max_entries: usize,
+    /// Error pages: a status (4xx or 5xx) and the path beneath the root of the file sent with
+    /// it instead of the built-in text (`/404.html`), resolved as a request would be.
+    pub error_pages: Vec<(u16, String)>,
+    /// `Cache-Control` and extra fields by glob, and the security fields of every response.
+    pub rules: rules::Rules,
     /// The whole request head must arrive within this time, counted from the connection's
     /// accept for the first request and from its first byte for later ones. A client that
     /// trickles bytes (slowloris) is cut when it runs out.
@@ -216,7 +246,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            index: "index.html".to_string(),
+            index: vec!["index.html".to_string()],
+            autoindex: false,
+            autoindex_max_entries: 1000,
+            error_pages: Vec::new(),
+            rules: rules::Rules::default(),
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(10),
@@ -291,10 +325,42 @@ impl Docroot {
     }
 }
 
+/// The virtual hosts: their names and, in the same order as the names give them, their roots.
+#[derive(Debug, Default)]
+pub struct VHosts {
+    pub names: vhost::Names,
+    pub roots: Vec<Docroot>,
+}
+
+impl VHosts {
+    /// The root a request for `host` is answered from, or the status it is refused with.
+    /// A host no virtual host names is counted (`unknown_host`).
+    pub(crate) fn select<'a>(
+        &'a self,
+        default: &'a Docroot,
+        host: Option<&[u8]>,
+    ) -> Result<&'a Docroot, u16> {
+        match self.names.select(host) {
+            vhost::Selected::VHost(i) => Ok(self.roots.get(i).unwrap_or(default)),
+            vhost::Selected::Default => Ok(default),
+            vhost::Selected::Unknown => {
+                Hit::UnknownHost.count();
+                Ok(default)
+            }
+            vhost::Selected::Refused(status) => {
+                Hit::UnknownHost.count();
+                Err(status)
+            }
+        }
+    }
+}
+
 /// The application a child process runs on each connection it is given.
 pub struct Site {
     pub config: Config,
     pub docroot: Docroot,
+    /// Virtual hosts, each with a root of its own; none by default.
+    pub vhosts: VHosts,
     pub log: AccessLog,
     /// Connection buffers kept between connections (see `conn::Buffers`); an event worker's
     /// one input buffer and scratch, shared by all its connections.
@@ -320,10 +386,30 @@ impl Site {
         Site {
             config,
             docroot,
+            vhosts: VHosts::default(),
             log,
             buffers: conn::Buffers::default(),
             clock: clock::Clock::new(),
         }
+    }
+
+    /// Gives the site virtual hosts. The file cache's budget is shared out evenly among the
+    /// roots, so a child costs the same with one root or many.
+    pub fn set_vhosts(&mut self, mut vhosts: VHosts) {
+        let parts = vhosts.roots.len() + 1;
+        let share = |n: u64| n / parts as u64;
+        let limits = cache::Limits {
+            entries: match self.config.file_cache.entries {
+                0 => 0,
+                n => (n / parts).max(1),
+            },
+            bytes: share(self.config.file_cache.bytes),
+        };
+        self.docroot.cache_files(limits);
+        for root in &mut vhosts.roots {
+            root.cache_files(limits);
+        }
+        self.vhosts = vhosts;
     }
 
     /// Runs, once in the master, the set-up each forked child would otherwise repeat:

@@ -57,10 +57,37 @@ fn file_flags() -> OFlag {
 /// itself, which `path::resolve` already checked. Only when that meets a symlink (`ELOOP`) is
 /// the file opened again following symlinks, and its real place beneath the root read back.
 pub(super) fn beneath(root: BorrowedFd<'_>, rel: &CStr, dots: Dots<'_>) -> Result<File, Refused> {
-    let fd = match openat2_beneath(root, rel, ResolveFlag::RESOLVE_NO_SYMLINKS) {
+    beneath_as(root, rel, dots, file_flags()).map(File::from)
+}
+
+/// Opens the directory `rel` (`.` for the root) beneath `root` for reading its entries, by
+/// the same rules as [`beneath`].
+pub(super) fn dir_beneath(
+    root: BorrowedFd<'_>,
+    rel: &CStr,
+    dots: Dots<'_>,
+) -> Result<OwnedFd, Refused> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    beneath_as(root, rel, dots, flags)
+}
+
+/// Whether `rel` could be served, without opening it for reading (`O_PATH`): a listing asks
+/// this of each symlink it meets, so that it lists only what a request for it would find.
+pub(super) fn reachable(root: BorrowedFd<'_>, rel: &CStr, dots: Dots<'_>) -> Option<OwnedFd> {
+    beneath_as(root, rel, dots, OFlag::O_PATH | OFlag::O_CLOEXEC).ok()
+}
+
+/// [`beneath`] with the open's own flags.
+fn beneath_as(
+    root: BorrowedFd<'_>,
+    rel: &CStr,
+    dots: Dots<'_>,
+    flags: OFlag,
+) -> Result<OwnedFd, Refused> {
+    let fd = match openat2_beneath(root, rel, flags, ResolveFlag::RESOLVE_NO_SYMLINKS) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            let fd = openat2_beneath(root, rel, ResolveFlag::empty())?;
+            let fd = openat2_beneath(root, rel, flags, ResolveFlag::empty())?;
             match real_rel(root, fd.as_fd()) {
                 Some(real) if path::dots_allowed(&real, dots) => fd,
                 Some(_) => return Err(Refused::Hidden),
@@ -73,18 +100,23 @@ pub(super) fn beneath(root: BorrowedFd<'_>, rel: &CStr, dots: Dots<'_>) -> Resul
         // at a time without following any symlink. Safe by the same argument (no component
         // can climb, none is followed), only stricter: in-root symlinks are refused too. The
         // file opened is then `rel` itself, so the dot rule is checked on `rel`.
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => fallback(root, rel, dots)?,
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => fallback(root, rel, dots, flags)?,
         Err(e) => return Err(e.into()),
     };
-    Ok(File::from(fd))
+    Ok(fd)
 }
 
 /// Without openat2: the walk, after the dot rule on `rel`, which is what the walk opens.
-fn fallback(root: BorrowedFd<'_>, rel: &CStr, dots: Dots<'_>) -> Result<OwnedFd, Refused> {
+fn fallback(
+    root: BorrowedFd<'_>,
+    rel: &CStr,
+    dots: Dots<'_>,
+    flags: OFlag,
+) -> Result<OwnedFd, Refused> {
     if !path::dots_allowed(rel.to_bytes(), dots) {
         return Err(Refused::Hidden);
     }
-    Ok(walk_nofollow(root, rel)?)
+    Ok(walk_nofollow(root, rel, flags)?)
 }
 
 /// Where `file` lies beneath `root`: its path relative to the root's, both read back from
@@ -114,9 +146,14 @@ fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 }
 
 /// `openat2(root, rel, {flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | extra})`.
-fn openat2_beneath(root: BorrowedFd<'_>, rel: &CStr, extra: ResolveFlag) -> io::Result<OwnedFd> {
+fn openat2_beneath(
+    root: BorrowedFd<'_>,
+    rel: &CStr,
+    flags: OFlag,
+    extra: ResolveFlag,
+) -> io::Result<OwnedFd> {
     let how = OpenHow::new()
-        .flags(file_flags())
+        .flags(flags)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS | extra);
     loop {
         match nix::fcntl::openat2(root, rel, how) {
@@ -127,8 +164,8 @@ fn openat2_beneath(root: BorrowedFd<'_>, rel: &CStr, extra: ResolveFlag) -> io::
 }
 
 /// The fallback: `openat` each directory with `O_NOFOLLOW | O_DIRECTORY`, then the last
-/// component with `O_NOFOLLOW`.
-fn walk_nofollow(root: BorrowedFd<'_>, rel: &CStr) -> io::Result<OwnedFd> {
+/// component with `flags | O_NOFOLLOW`.
+fn walk_nofollow(root: BorrowedFd<'_>, rel: &CStr, flags: OFlag) -> io::Result<OwnedFd> {
     let bytes = rel.to_bytes();
     let mut parts = bytes.split(|&b| b == b'/').peekable();
     let mut dir: Option<OwnedFd> = None;
@@ -139,8 +176,8 @@ fn walk_nofollow(root: BorrowedFd<'_>, rel: &CStr) -> io::Result<OwnedFd> {
             let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             dir = Some(nix::fcntl::openat(at, name, flags, Mode::empty())?);
         } else {
-            let flags = file_flags() | OFlag::O_NOFOLLOW;
-            return Ok(nix::fcntl::openat(at, name, flags, Mode::empty())?);
+            let last = flags | OFlag::O_NOFOLLOW;
+            return Ok(nix::fcntl::openat(at, name, last, Mode::empty())?);
         }
     }
     Err(io::Error::from_raw_os_error(libc::ENOENT))
@@ -285,7 +322,7 @@ mod tests {
         let (_d, fd) = tree();
         let open = |p: &str| {
             let mut s = String::new();
-            File::from(walk_nofollow(fd.as_fd(), &c(p))?).read_to_string(&mut s)?;
+            File::from(walk_nofollow(fd.as_fd(), &c(p), file_flags())?).read_to_string(&mut s)?;
             io::Result::Ok(s)
         };
         assert_eq!(open("a.txt").unwrap(), "A");
@@ -301,7 +338,7 @@ mod tests {
         ] {
             assert!(open(p).is_err(), "{p} must be refused");
         }
-        assert!(walk_nofollow(fd.as_fd(), &c(".")).is_ok());
+        assert!(walk_nofollow(fd.as_fd(), &c("."), file_flags()).is_ok());
     }
 
     #[test]
@@ -312,7 +349,7 @@ mod tests {
             all: false,
             allow: &allow,
         };
-        let open = |p: &str, dots| fallback(fd.as_fd(), &c(p), dots);
+        let open = |p: &str, dots| fallback(fd.as_fd(), &c(p), dots, file_flags());
         assert!(matches!(open(".git/config", dots), Err(Refused::Hidden)));
         assert!(matches!(open("git-link/config", dots), Err(Refused::Os(_))));
         assert!(open(".well-known/acme/t", dots).is_ok());

@@ -97,6 +97,10 @@ pub struct Head {
     pub user_agent: Option<Range<usize>>,
     /// Every `Accept-Encoding` line, in order (`encoding::negotiate` reads them as one list).
     pub accept_encoding: FieldLines,
+    /// The host the request is for: the authority of an absolute-form target, which wins
+    /// over `Host` (RFC 9112 section 3.2.2), else the `Host` value; `None` for HTTP/1.0
+    /// without one. Valid as `valid_host` checks, port included.
+    pub host: Option<Range<usize>>,
 }
 
 impl Head {
@@ -257,6 +261,7 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
         referer: None,
         user_agent: None,
         accept_encoding: FieldLines::default(),
+        host: None,
     };
 
     let mut hosts = 0;
@@ -273,6 +278,7 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
             if !valid_host(value) {
                 return Err(Error::BadRequest);
             }
+            head.host = Some(at(value));
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // Even an equal duplicate is refused: intermediaries disagree on which one wins.
             if length.is_some() {
@@ -319,6 +325,13 @@ fn parse_as_is(buf: &[u8], cfg: &Config) -> Result<Option<Head>, Error> {
     // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, never more than one.
     if hosts > 1 || (minor >= 1 && hosts == 0) {
         return Err(Error::BadRequest);
+    }
+    if head.form == Form::Absolute {
+        // `target_form` accepted `scheme://authority` before the path.
+        let t = target.as_bytes();
+        if let Some(i) = t.windows(3).position(|w| w == b"://") {
+            head.host = Some(head.target.start + i + 3..head.path.start);
+        }
     }
     // RFC 9112 section 3.2.4: the asterisk form is only for a server-wide OPTIONS.
     if head.form == Form::Asterisk && head.method != Method::Options {
@@ -862,6 +875,11 @@ mod tests {
         let h = ok(req);
         assert_eq!(h.form, Form::Absolute);
         assert_eq!(&req[h.path], "/x?y");
+        // The target's authority names the host, not the field.
+        assert_eq!(&req[h.host.unwrap()], "Example.com:80");
+        let req = "GET /x HTTP/1.1\r\nHost: Other:81\r\n\r\n";
+        assert_eq!(&req[ok(req).host.unwrap()], "Other:81");
+        assert_eq!(ok("GET /x HTTP/1.0\r\n\r\n").host, None);
         let req = "GET HTTPS://example.com HTTP/1.1\r\nHost: a\r\n\r\n";
         let h = ok(req);
         assert_eq!(h.form, Form::Absolute);
@@ -869,6 +887,7 @@ mod tests {
         // An empty path before a query stands for `/` (RFC 9112 section 3.2.2).
         let req = "GET http://x?q=1 HTTP/1.1\r\nHost: a\r\n\r\n";
         let h = ok(req);
+        assert_eq!(&req[h.host.clone().unwrap()], "x");
         assert_eq!(h.form, Form::Absolute);
         assert_eq!(&req[h.path.clone()], "?q=1");
         assert_eq!(h.path_or_root(req.as_bytes()), b"/");

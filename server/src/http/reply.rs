@@ -26,6 +26,10 @@ pub(super) struct Scratch {
     pub(super) path: Vec<u8>,
     /// The access-log line.
     pub(super) line: Vec<u8>,
+    /// The served file's path from the root, as header rules match it (`/a/b.html`).
+    pub(super) rule_path: Vec<u8>,
+    /// The numbers of the header rules that matched it.
+    pub(super) matches: Vec<usize>,
 }
 
 /// One response, decided: nothing of it has been sent. The head is in [`Scratch::out`].

@@ -55,6 +55,7 @@ statuses! {
     413 "Content Too Large",
     414 "URI Too Long",
     417 "Expectation Failed",
+    421 "Misdirected Request",
     431 "Request Header Fields Too Large",
     500 "Internal Server Error",
     501 "Not Implemented",
@@ -121,6 +122,18 @@ pub(super) fn start(out: &mut Vec<u8>, status: u16, server: &str, date: &[u8], p
     }
 }
 
+/// [`start`], then the security fields every response carries (`rules`).
+pub(super) fn start_for(
+    out: &mut Vec<u8>,
+    status: u16,
+    cfg: &super::Config,
+    date: &[u8],
+    persist: Persist,
+) {
+    start(out, status, &cfg.server, date, persist);
+    out.extend_from_slice(cfg.rules.security_lines());
+}
+
 pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -144,25 +157,25 @@ pub(super) fn end(out: &mut Vec<u8>) {
 pub(super) fn error(
     out: &mut Vec<u8>,
     status: u16,
-    server: &str,
+    cfg: &super::Config,
     date: &[u8],
     persist: Persist,
     head_only: bool,
 ) -> Reply {
-    error_with(out, status, server, date, persist, head_only, b"")
+    error_with(out, status, cfg, date, persist, head_only, b"")
 }
 
 /// [`error`] with `extra` field lines (each ending in CRLF) in the head.
 pub(super) fn error_with(
     out: &mut Vec<u8>,
     status: u16,
-    server: &str,
+    cfg: &super::Config,
     date: &[u8],
     persist: Persist,
     head_only: bool,
     extra: &[u8],
 ) -> Reply {
-    start(out, status, server, date, persist);
+    start_for(out, status, cfg, date, persist);
     if status == 405 {
         field(out, b"Allow", super::parse::ALLOW);
     }
@@ -427,7 +440,8 @@ mod tests {
             (501, Persist::Close, false),
             (505, Persist::Close, false),
         ] {
-            let reply = error(&mut out, status, "forkd", DATE, persist, head_only);
+            let cfg = crate::http::Config::default();
+            let reply = error(&mut out, status, &cfg, DATE, persist, head_only);
             assert_eq!((reply.status, reply.persist), (status, persist));
             let wire = wire(&out, &reply);
             let (code, h, n) = parse_response(&wire);
@@ -461,7 +475,11 @@ mod tests {
     #[test]
     fn no_server_header_when_empty() {
         let mut out = Vec::new();
-        let _ = error(&mut out, 404, "", DATE, Persist::KeepAlive, false);
+        let cfg = crate::http::Config {
+            server: String::new(),
+            ..Default::default()
+        };
+        let _ = error(&mut out, 404, &cfg, DATE, Persist::KeepAlive, false);
         let (_, h, _) = parse_response(&out);
         assert_eq!(get(&h, "server"), None);
     }

@@ -87,9 +87,11 @@ fn decide_raw(root: &Docroot, cfg: &Config, req: &[u8], persist: Persist) -> See
     let head = parse::parse(req, cfg)
         .unwrap_or_else(|e| panic!("{:?} refused by parse: {e:?}", String::from_utf8_lossy(req)))
         .unwrap();
+    let vhosts = crate::http::VHosts::default();
     let env = Env {
         cfg,
         root,
+        vhosts: &vhosts,
         date: DATE,
     };
     let mut s = Scratch::default();
@@ -616,7 +618,7 @@ fn configuration_shapes_the_answer() {
     let dir = fixture();
     let root = Docroot::open(dir.path()).unwrap();
     let cfg = Config {
-        index: "small.txt".to_string(),
+        index: vec!["small.txt".to_string()],
         server: String::new(),
         serve_dotfiles: true,
         ..Config::default()
@@ -670,4 +672,48 @@ fn stack_buf_refuses_overflow() {
     assert!(write!(b, "{}", "x".repeat(64)).is_ok());
     assert!(write!(b, "y").is_err());
     assert_eq!(b.as_bytes().len(), 64);
+}
+
+/// An error page is looked up once and never through `decide`: a page for 500 that is
+/// missing, a directory, or hidden falls back to the built-in text; one that exists is sent
+/// with the status it stands for.
+#[test]
+fn error_pages_fall_back_and_never_recurse() {
+    let dir = fixture();
+    fs::write(dir.path().join("500.html"), "<p>sorry</p>").unwrap();
+    let root = Docroot::open(dir.path()).unwrap();
+    let vhosts = VHosts::default();
+    for (page, want) in [
+        ("/500.html", &b"<p>sorry</p>"[..]),
+        ("/missing.html", b"500 Internal Server Error\n"),
+        ("/sub", b"500 Internal Server Error\n"),
+        ("/.env", b"500 Internal Server Error\n"),
+        ("/out", b"500 Internal Server Error\n"),
+    ] {
+        let cfg = Config {
+            error_pages: vec![(500, page.to_string())],
+            ..Config::default()
+        };
+        let env = Env {
+            cfg: &cfg,
+            root: &root,
+            vhosts: &vhosts,
+            date: DATE,
+        };
+        let mut s = Scratch::default();
+        let reply = error_reply(&env, &root, 500, Persist::KeepAlive, false, &mut s, b"");
+        assert_eq!(reply.status, 500, "{page}");
+        let body = match reply.payload {
+            Payload::Static(b) => b.to_vec(),
+            Payload::Buffered(n) => s.file[..n].to_vec(),
+            other => panic!("{page}: {other:?}"),
+        };
+        assert_eq!(body, want, "{page}");
+        let head = String::from_utf8(s.out.clone()).unwrap();
+        assert!(head.starts_with("HTTP/1.1 500 "), "{head}");
+        assert!(
+            head.contains("X-Content-Type-Options: nosniff\r\n"),
+            "{head}"
+        );
+    }
 }
