@@ -108,6 +108,7 @@ impl Buffers {
                 line: Vec::with_capacity(512),
                 rule_path: Vec::with_capacity(256),
                 matches: Vec::with_capacity(8),
+                types: Default::default(),
             },
         }
     }

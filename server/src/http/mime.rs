@@ -32,14 +32,7 @@ const OCTETS: &str = "application/octet-stream";
 /// The type of the file `name` (a path; only its last component's extension counts, compared
 /// without regard to case). `table` is the operator's, extensions in lower case without dot.
 pub(super) fn of<'a>(name: &[u8], table: &'a [(String, String)]) -> &'a str {
-    let file = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
-    let Some(ext) = file
-        .iter()
-        .rposition(|&b| b == b'.')
-        .and_then(|i| file.get(i + 1..))
-        .and_then(|e| std::str::from_utf8(e).ok())
-        .filter(|e| !e.is_empty())
-    else {
+    let Some(ext) = extension(name) else {
         return OCTETS;
     };
     if let Some((_, t)) = table.iter().find(|(e, _)| e.eq_ignore_ascii_case(ext)) {
@@ -118,6 +111,109 @@ pub(super) fn content_type(out: &mut Vec<u8>, mime: &str) {
         out.extend_from_slice(b"; charset=utf-8");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Extensions memoised per process, at most: a site has a handful, and a client that asks for
+/// many made-up ones only makes [`Types`] compute the rest each time, as before.
+const MEMO_ENTRIES: usize = 32;
+/// Longer extensions are not memoised.
+const MEMO_EXT: usize = 16;
+
+/// A per-process memo of what [`of`] and [`content_type`] give for an extension: the
+/// `Content-Type` line and whether the type is [`compressible`]. Looking a type up in
+/// mime_guess (a case-insensitive binary search over a thousand extensions) and weighing it
+/// were the largest user-space cost of a keep-alive request for a cached file; here they are
+/// paid once per extension. The table a memo is filled from (`[server.mime]`) is fixed for the
+/// life of a process: a reload starts new workers, each with an empty memo.
+#[derive(Debug, Default)]
+pub(super) struct Types {
+    memo: Vec<Known>,
+    /// The line of the last type that was not memoised.
+    spill: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Known {
+    /// The extension in lower case, `len` bytes of it.
+    ext: [u8; MEMO_EXT],
+    len: usize,
+    line: Box<[u8]>,
+    compressible: bool,
+}
+
+/// A type [`Types::of`] found: its line is [`Types::line`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Type {
+    /// In `memo`, or `None` for `spill`.
+    at: Option<usize>,
+    pub(super) compressible: bool,
+}
+
+impl Types {
+    /// The type of the file `name`, as [`of`] gives it from `table`.
+    pub(super) fn of(&mut self, name: &[u8], table: &[(String, String)]) -> Type {
+        let ext = extension(name).unwrap_or_default();
+        let mut key = [0u8; MEMO_EXT];
+        let memoisable = ext.len() <= MEMO_EXT;
+        if let Some(k) = key.get_mut(..ext.len()) {
+            k.copy_from_slice(ext.as_bytes());
+            k.make_ascii_lowercase();
+        }
+        if memoisable {
+            if let Some(i) = self
+                .memo
+                .iter()
+                .position(|k| k.len == ext.len() && k.ext == key)
+            {
+                let compressible = self.memo.get(i).is_some_and(|k| k.compressible);
+                return Type {
+                    at: Some(i),
+                    compressible,
+                };
+            }
+        }
+        let mime = of(name, table);
+        let compressible = compressible(mime);
+        let mut line = Vec::new();
+        content_type(&mut line, mime);
+        if memoisable && self.memo.len() < MEMO_ENTRIES {
+            self.memo.push(Known {
+                ext: key,
+                len: ext.len(),
+                line: line.into_boxed_slice(),
+                compressible,
+            });
+            return Type {
+                at: Some(self.memo.len() - 1),
+                compressible,
+            };
+        }
+        self.spill = line;
+        Type {
+            at: None,
+            compressible,
+        }
+    }
+
+    /// The `Content-Type` line of `t`, a type the last call of [`Types::of`] returned (or an
+    /// earlier memoised one), its line end included.
+    pub(super) fn line(&self, t: Type) -> &[u8] {
+        match t.at {
+            Some(i) => self.memo.get(i).map_or(&[][..], |k| &k.line),
+            None => &self.spill,
+        }
+    }
+}
+
+/// The extension of `name`'s last component, without the dot; `None` when it has none (or it
+/// is not UTF-8, which no table names).
+fn extension(name: &[u8]) -> Option<&str> {
+    let file = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+    file.iter()
+        .rposition(|&b| b == b'.')
+        .and_then(|i| file.get(i + 1..))
+        .and_then(|e| std::str::from_utf8(e).ok())
+        .filter(|e| !e.is_empty())
 }
 
 /// The type of a file named `name` on disk, as `forkd precompress` weighs it (no operator
@@ -297,5 +393,43 @@ mod tests {
         ] {
             assert!(check_entry(ext, mime).is_err(), "{ext:?} {mime:?}");
         }
+    }
+
+    #[test]
+    fn the_memo_answers_as_the_lookup_does() {
+        let table = vec![("webp".to_string(), "image/x-mine".to_string())];
+        let mut names: Vec<String> = [
+            "index.html",
+            "INDEX.HTML",
+            "a/b.css",
+            "x.webp",
+            "X.WEBP",
+            "README",
+            "a.b/c",
+            "trailing.",
+            "x.a-very-long-extension-indeed",
+            "x.exactly16chars",
+            "feed.atom",
+            "icon.svg",
+            "photo.jpg",
+            "index.html",
+        ]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+        // More extensions than the memo keeps: the rest are computed each time.
+        names.extend((0..2 * MEMO_ENTRIES).map(|i| format!("f.e{i}")));
+        names.extend(["late.html", "late.png", "late.e70"].map(String::from));
+        let mut types = Types::default();
+        for _ in 0..2 {
+            for name in &names {
+                let t = types.of(name.as_bytes(), &table);
+                let want = header(name, &table);
+                assert_eq!(String::from_utf8_lossy(types.line(t)), want, "{name}");
+                let mime = of(name.as_bytes(), &table);
+                assert_eq!(t.compressible, compressible(mime), "{name}");
+            }
+        }
+        assert_eq!(types.memo.len(), MEMO_ENTRIES);
     }
 }

@@ -30,6 +30,8 @@ pub(super) struct Scratch {
     pub(super) rule_path: Vec<u8>,
     /// The numbers of the header rules that matched it.
     pub(super) matches: Vec<usize>,
+    /// The media types met so far, by extension.
+    pub(super) types: super::mime::Types,
 }
 
 /// One response, decided: nothing of it has been sent. The head is in [`Scratch::out`].
@@ -51,6 +53,11 @@ pub(super) enum Payload {
     /// The first `n` bytes of [`Scratch::file`]: a small file read whole, so it leaves with
     /// its head in one send.
     Buffered(usize),
+    /// The bytes `range` of a small file the file cache holds, sent from there.
+    Shared {
+        body: Rc<[u8]>,
+        range: std::ops::Range<usize>,
+    },
     /// `len` bytes of `file` from `offset`, sent by `sendfile` straight from the page cache,
     /// with an explicit offset, so a descriptor the file cache shares moves no file position.
     /// The file is closed when the reply is dropped, unless the cache still holds it.
@@ -68,16 +75,18 @@ impl Reply {
             Payload::None => 0,
             Payload::Static(b) => b.len() as u64,
             Payload::Buffered(n) => *n as u64,
+            Payload::Shared { range, .. } => range.len() as u64,
             Payload::File { len, .. } => *len,
         }
     }
 
     /// The body held in memory, which goes out gathered with the head; empty for a file.
     fn in_memory<'a>(&'a self, s: &'a Scratch) -> &'a [u8] {
-        match self.payload {
+        match &self.payload {
             Payload::Static(b) => b,
-            // `decide` never states more than it read into the buffer.
-            Payload::Buffered(n) => s.file.get(..n).unwrap_or_default(),
+            // `decide` never states more than it read into the buffer, or than the file holds.
+            Payload::Buffered(n) => s.file.get(..*n).unwrap_or_default(),
+            Payload::Shared { body, range } => body.get(range.clone()).unwrap_or_default(),
             Payload::None | Payload::File { .. } => &[],
         }
     }
@@ -231,7 +240,11 @@ mod tests {
 
     #[test]
     fn head_and_memory_body_resume_after_partial_sends() {
-        for payload in [Payload::Static(b"body"), Payload::Buffered(4)] {
+        let shared = Payload::Shared {
+            body: Rc::from(&b"a body!"[..]),
+            range: 2..6,
+        };
+        for payload in [Payload::Static(b"body"), Payload::Buffered(4), shared] {
             let mut s = scratch(b"HEAD");
             s.file = b"body and more".to_vec();
             let reply = Reply {

@@ -117,6 +117,7 @@ fn decide_raw(root: &Docroot, cfg: &Config, req: &[u8], persist: Persist) -> See
         Payload::None => Want::Nothing,
         Payload::Static(b) => Want::Bytes(b.to_vec()),
         Payload::Buffered(n) => Want::Bytes(s.file[..*n].to_vec()),
+        Payload::Shared { body, range } => Want::Bytes(body[range.clone()].to_vec()),
         Payload::File { offset, len, .. } => Want::File {
             offset: *offset,
             len: *len,
@@ -706,6 +707,7 @@ fn error_pages_fall_back_and_never_recurse() {
         let body = match reply.payload {
             Payload::Static(b) => b.to_vec(),
             Payload::Buffered(n) => s.file[..n].to_vec(),
+            Payload::Shared { body, range } => body[range].to_vec(),
             other => panic!("{page}: {other:?}"),
         };
         assert_eq!(body, want, "{page}");
@@ -716,4 +718,31 @@ fn error_pages_fall_back_and_never_recurse() {
             "{head}"
         );
     }
+}
+
+#[test]
+fn stack_hex_is_what_lower_hex_formatting_gives() {
+    for v in [
+        0,
+        1,
+        9,
+        10,
+        15,
+        16,
+        255,
+        0xdead_beef,
+        u64::MAX,
+        1 << 63,
+        1_700_000_000_123_456_789,
+    ] {
+        let mut b = StackBuf::new();
+        b.push(b"\"");
+        b.hex(v);
+        assert_eq!(b.as_bytes(), format!("\"{v:x}").as_bytes());
+    }
+    // What does not fit is left out whole, never cut.
+    let mut b = StackBuf::new();
+    b.push(&[b'x'; 60]);
+    b.hex(u64::MAX);
+    assert_eq!(b.as_bytes().len(), 60);
 }
