@@ -93,8 +93,9 @@ fn resolve_paths(c: &mut Criterion) {
 fn response_heads(c: &mut Criterion) {
     // The head builder itself is private to `forkd::http`; the master's ready-made 503 is the
     // public response that exercises the same formatting.
+    let cfg = forkd::http::Config::default();
     c.bench_function("response/busy-503", |b| {
-        b.iter(|| black_box(forkd::http::busy_response().len()))
+        b.iter(|| black_box(forkd::http::busy_response(&cfg).len()))
     });
 }
 

@@ -114,7 +114,7 @@ fn build_site(cfg: &Config) -> Result<StaticSite, String> {
     });
     Ok(StaticSite {
         site,
-        busy: http::busy_response(),
+        busy: http::busy_response(&cfg.http),
     })
 }
 

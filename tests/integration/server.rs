@@ -137,6 +137,11 @@ fn fork_mode_never_exceeds_max_children_and_answers_503_fast() {
     assert!(waited < Duration::from_secs(2), "503 took {waited:?}");
     let (_, resp) = server.get("/");
     assert_eq!(util::header(&resp, "Retry-After").as_deref(), Some("1"));
+    // The master's canned 503 carries the security fields every other response does.
+    assert_eq!(
+        util::header(&resp, "X-Content-Type-Options").as_deref(),
+        Some("nosniff")
+    );
     drop(idle);
     // Once the idle clients are gone, children end and new clients are served again.
     eventually(

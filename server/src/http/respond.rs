@@ -196,16 +196,24 @@ pub(super) fn error_with(
 }
 
 /// The whole response the master sends without forking when every child is busy: 503 with
-/// `Retry-After: 1` and `Connection: close`, no `Date` (the master keeps no clock cache).
-pub fn busy_response() -> Vec<u8> {
+/// `Retry-After: 1` and `Connection: close`, the `Server` and security fields every response
+/// carries (`cfg`), and no `Date` (the master keeps no clock cache). Made once per
+/// configuration, so a reload that changes those fields changes it too.
+pub fn busy_response(cfg: &super::Config) -> Vec<u8> {
     let body = "503 Service Unavailable: all workers are busy, retry in a second\n";
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nServer: forkd\r\nRetry-After: 1\r\n\
-         Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\n");
+    if !cfg.server.is_empty() {
+        field(&mut out, b"Server", cfg.server.as_bytes());
+    }
+    out.extend_from_slice(cfg.rules.security_lines());
+    field(&mut out, b"Retry-After", b"1");
+    field(&mut out, b"Connection", b"close");
+    field(&mut out, b"Content-Type", b"text/plain; charset=utf-8");
+    content_length(&mut out, body.len() as u64);
+    end(&mut out);
+    out.extend_from_slice(body.as_bytes());
+    out
 }
 
 /// Sends replies on one blocking connection, remembering whether `SO_SNDTIMEO` is armed so it
@@ -486,13 +494,25 @@ mod tests {
 
     #[test]
     fn busy_is_a_complete_503() {
-        let r = busy_response();
+        let r = busy_response(&crate::http::Config::default());
         let (code, h, n) = parse_response(&r);
         assert_eq!(code, 503);
         assert_eq!(get(&h, "retry-after"), Some("1"));
         assert_eq!(get(&h, "connection"), Some("close"));
+        assert_eq!(get(&h, "server"), Some("forkd"));
+        // The security fields every other response carries, as configured.
+        assert_eq!(get(&h, "x-content-type-options"), Some("nosniff"));
         let len: usize = get(&h, "content-length").unwrap().parse().unwrap();
         assert_eq!(r.len() - n, len);
+        let quiet = crate::http::Config {
+            server: String::new(),
+            rules: crate::http::rules::Rules::empty(),
+            ..Default::default()
+        };
+        let (code, h, _) = parse_response(&busy_response(&quiet));
+        assert_eq!(code, 503);
+        assert_eq!(get(&h, "server"), None);
+        assert_eq!(get(&h, "x-content-type-options"), None);
     }
 
     /// A connected pair over loopback: (server side, client side).
