@@ -443,6 +443,10 @@ impl Started {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("{name}: unable to run /bin/sh: {e}"))?;
+        crate::GROUPS_TO_KILL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id() as i32);
         Ok(Started {
             name: name.to_string(),
             child,
@@ -511,6 +515,10 @@ impl Drop for Started {
         let _ = kill(group, Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        crate::GROUPS_TO_KILL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&g| g != self.pid());
         let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -25,8 +25,8 @@ pub mod stats;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
@@ -334,18 +334,51 @@ pub(crate) fn check_dir(flag: &str, path: &Path) -> Result<(), String> {
 /// plain number of seconds.
 pub use forkd_daemon::units::parse_duration;
 
-/// Ctrl-C stops the load and still reports, as wrk does; a second Ctrl-C kills. Returns the
-/// flag the first one sets; the handlers are installed once per process, however many runs.
+/// Process groups a second Ctrl-C kills before this process dies: the servers `compare`
+/// started, each in a group of its own (so the terminal's Ctrl-C never reaches them).
+pub(crate) static GROUPS_TO_KILL: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Ctrl-C stops the load and still reports, as wrk does; a second Ctrl-C kills, and takes
+/// the process groups in [`GROUPS_TO_KILL`] with it, so an impatient user leaves no server
+/// behind. Returns the flag the first one sets; installed once per process, however many
+/// runs.
 pub(crate) fn catch_interrupt() -> Arc<AtomicBool> {
     static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     INTERRUPTED
         .get_or_init(|| {
-            use signal_hook::{consts::SIGINT, flag};
+            use signal_hook::consts::SIGINT;
             let flag = Arc::new(AtomicBool::new(false));
-            // Handlers run in the order they were registered: the first Ctrl-C finds the
-            // flag clear and sets it, the second finds it set and gets the default action.
-            let _ = flag::register_conditional_default(SIGINT, Arc::clone(&flag));
-            let _ = flag::register(SIGINT, Arc::clone(&flag));
+            // signal-hook's handler only writes to a pipe; this thread reads it, so the
+            // killing is done outside a signal handler, with no unsafe code.
+            let watcher = signal_hook::iterator::Signals::new([SIGINT]).and_then(|mut signals| {
+                let first = Arc::clone(&flag);
+                std::thread::Builder::new()
+                    .name("ctrl-c".into())
+                    .spawn(move || {
+                        for _ in signals.forever() {
+                            if !first.swap(true, Ordering::SeqCst) {
+                                continue;
+                            }
+                            let groups = GROUPS_TO_KILL.lock().unwrap_or_else(|e| e.into_inner());
+                            for &group in groups.iter() {
+                                let _ = nix::sys::signal::kill(
+                                    nix::unistd::Pid::from_raw(-group),
+                                    nix::sys::signal::Signal::SIGKILL,
+                                );
+                            }
+                            // Dies of SIGINT, as without a handler, so a calling shell script
+                            // stops too.
+                            let _ = signal_hook::low_level::emulate_default_handler(SIGINT);
+                            std::process::exit(130);
+                        }
+                    })
+            });
+            if watcher.is_err() {
+                // No thread: the first Ctrl-C still stops the load, the second kills at once.
+                use signal_hook::flag;
+                let _ = flag::register_conditional_default(SIGINT, Arc::clone(&flag));
+                let _ = flag::register(SIGINT, Arc::clone(&flag));
+            }
             flag
         })
         .clone()

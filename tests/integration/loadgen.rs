@@ -703,3 +703,66 @@ fn connections_never_answered_are_counted() {
     assert!(r["requests"].as_u64().unwrap() > 10, "{r:#}");
     assert_eq!(r["starved_connections"], 2, "{r:#}");
 }
+
+/// The processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(marker)
+            })
+        })
+        .collect()
+}
+
+/// Ctrl-C stops `compare` and its servers; a second one, while a server is slow to stop
+/// (here a group that ignores SIGTERM), kills the servers' groups before the tool dies of
+/// SIGINT, so nothing it started is left running.
+#[test]
+fn a_second_ctrl_c_in_compare_leaves_no_server_behind() {
+    use std::os::unix::process::ExitStatusExt;
+    let port = free_port();
+    // A number no other process has in its command line.
+    let marker = format!("{}.{}", 600 + std::process::id() % 300, port);
+    let target = format!(
+        "slow=http://127.0.0.1:{port}/bench/2k.html@sh -c 'trap \"\" TERM; \
+         {FORKD} --listen 127.0.0.1:{port} --workers 1 & sleep {marker}'"
+    );
+    let mut child = Command::new(LOADGEN)
+        .args(["compare", "-d", "20s", "--warm", "0s", "--quiet-wait", "0s"])
+        .arg(&target)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    eventually(Duration::from_secs(10), "the server listening", || {
+        listening(port).then_some(())
+    });
+    assert!(!processes_with(&format!("sleep {marker}")).is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    // The first Ctrl-C ends the run; forkd stops on SIGTERM, the sleep ignores it, so the tool
+    // waits for its group.
+    eventually(Duration::from_secs(10), "forkd stopped", || {
+        (!listening(port)).then_some(())
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "gave up waiting at once"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = eventually(Duration::from_secs(5), "compare dead", || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    eventually(Duration::from_secs(5), "the server's group gone", || {
+        processes_with(&format!("sleep {marker}"))
+            .is_empty()
+            .then_some(())
+    });
+}
