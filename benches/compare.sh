@@ -22,8 +22,11 @@
 #        1 MB call, so that one server's TIME_WAIT sockets never slow another's connects)
 #        BIN_DIR=DIR (forkd and forkd-loadgen from DIR, no build)
 #        PREFORK_WORKERS=max(16, 8/CPU) EPOLL_WORKERS=CPUs
-#        SERVERS="forkd-prefork forkd-fork forkd-event lighttpd nginx apache busybox
-#                 floor-prefork floor-fork floor-epoll"
+#        SERVERS="forkd-prefork forkd-fork forkd-event forkd-event-1 lighttpd nginx apache
+#                 busybox floor-prefork floor-fork floor-epoll"
+#   forkd-event-1 is event mode with one worker: lighttpd's model (one process, one event
+#   loop). On a machine whose cores the load generator shares, one worker per CPU (forkd's
+#   default, and floor-epoll's here) competes with the client for them.
 #   A quick check of the script: DURATION=2s RUNS=1 WARMUP=1s QUIET_WAIT=1s benches/compare.sh
 #   The defaults take about 2 minutes per server.
 # The load generator is forkd-loadgen with one thread (THREADS), as wrk -t1 was in issue 9's
@@ -52,8 +55,8 @@ CPUS=$(nproc)
 # both run the same number of blocking workers.
 PREFORK_WORKERS=${PREFORK_WORKERS:-$((CPUS * 8 > 16 ? CPUS * 8 : 16))}
 EPOLL_WORKERS=${EPOLL_WORKERS:-$CPUS}
-SERVERS=${SERVERS:-"forkd-prefork forkd-fork forkd-event lighttpd nginx apache busybox
-    floor-prefork floor-fork floor-epoll"}
+SERVERS=${SERVERS:-"forkd-prefork forkd-fork forkd-event forkd-event-1 lighttpd nginx apache
+    busybox floor-prefork floor-fork floor-epoll"}
 
 WORK=$(mktemp -d /tmp/forkd-compare.XXXXXX)
 # forkd-loadgen stops the servers it started, even on Ctrl-C; only the directory is left.
@@ -81,7 +84,7 @@ fi
 # available SERVER: whether SERVER can run here; prints why not otherwise.
 available() {
     case $1 in
-    forkd-prefork | forkd-fork | forkd-event) ;;
+    forkd-prefork | forkd-fork | forkd-event | forkd-event-1) ;;
     lighttpd) need_tool lighttpd >&2 || { echo "lighttpd is not installed"; return 1; } ;;
     nginx) need_tool nginx >&2 || { echo "nginx is not installed"; return 1; } ;;
     apache) need_tool apache2 >&2 || { echo "apache2 is not installed"; return 1; } ;;
@@ -107,6 +110,10 @@ command_for() {
     forkd-event)
         # As many workers as floor-epoll, so the ratio compares like with like.
         echo "$FORKD --listen 127.0.0.1:$port --root $SITE --mode event --workers $EPOLL_WORKERS --max-conns-per-client 0"
+        ;;
+    forkd-event-1)
+        # One process, one event loop, as lighttpd.
+        echo "$FORKD --listen 127.0.0.1:$port --root $SITE --mode event --workers 1 --max-conns-per-client 0"
         ;;
     lighttpd)
         lighttpd_conf "$dir" "$port"
