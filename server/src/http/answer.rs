@@ -14,7 +14,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::AsFd;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::cache::{self, Body, FileCache, Probe, Version};
 use super::clock::LAST_HTTP_DATE;
@@ -39,6 +39,8 @@ pub(super) struct Env<'a> {
     pub(super) vhosts: &'a VHosts,
     /// The `Date` value of the response.
     pub(super) date: &'a [u8],
+    /// The second `date` names, since the epoch.
+    pub(super) date_secs: u64,
 }
 
 /// Decides the reply to one valid request (`req` starts with its head, `head` is its parse)
@@ -301,12 +303,12 @@ fn representation(
     mime: mime::Type,
 ) -> io::Result<Reply> {
     let head_only = head.method == Method::Head;
-    let date = env.date;
+    let (date, date_secs) = (env.date, env.date_secs);
     // RFC 9110 section 8.8.2.1: a Last-Modified later than the Date is replaced by the Date;
     // and httpdate panics on instants outside 1970..=9999 (a file dated 1969 or 10000 would
     // kill the worker). The validator is clamped once, so the instant compared is the one sent.
     let found = Found {
-        modified: found.modified.map(|m| clamp_modified(m, date)),
+        modified: found.modified.map(|m| clamp_modified(m, date_secs)),
         ..found
     };
     // Written digit by digit rather than through `format_args!`: the formatting machinery was
@@ -401,8 +403,7 @@ fn representation(
         respond::field(&mut s.out, b"Vary", b"Accept-Encoding");
     }
     if let Some(m) = found.modified {
-        use std::io::Write;
-        let _ = write!(s.out, "Last-Modified: {}\r\n", httpdate::HttpDate::from(m));
+        respond::field(&mut s.out, b"Last-Modified", s.modified.http(m));
     }
     respond::field(&mut s.out, b"ETag", etag.as_bytes());
     respond::field(&mut s.out, b"Accept-Ranges", b"bytes");
@@ -526,25 +527,14 @@ fn options(env: &Env<'_>, persist: Persist, s: &mut Scratch) -> Reply {
     }
 }
 
-/// A file's modification time as it may be sent: not before the epoch, and not after `date`,
-/// the response's `Date` value (which the clock keeps within 1970..=9999 itself).
-fn clamp_modified(m: SystemTime, date: &[u8]) -> SystemTime {
-    let Ok(since_epoch) = m.duration_since(UNIX_EPOCH) else {
+/// A file's modification time as it may be sent: not before the epoch, and not after
+/// `date_secs`, the second of the response's `Date` (which the clock keeps within
+/// 1970..=9999 itself).
+fn clamp_modified(m: SystemTime, date_secs: u64) -> SystemTime {
+    if m < UNIX_EPOCH {
         return UNIX_EPOCH;
-    };
-    // Parsing the Date costs more than the rest of this function: only an mtime within two
-    // seconds of the clock (or in its future) can be later than the Date's second.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if since_epoch.as_secs().saturating_add(2) <= now {
-        return m;
     }
-    let date = std::str::from_utf8(date)
-        .ok()
-        .and_then(|s| httpdate::parse_http_date(s).ok())
-        .unwrap_or(UNIX_EPOCH + LAST_HTTP_DATE.min(since_epoch));
-    m.min(date)
+    m.min(UNIX_EPOCH + Duration::from_secs(date_secs.min(LAST_HTTP_DATE.as_secs())))
 }
 
 /// What a request found.

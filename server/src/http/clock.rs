@@ -71,6 +71,11 @@ impl Clock {
     }
 
     /// The `Date` header value of the current second.
+    /// The second [`Clock::http`] names, since the epoch.
+    pub(super) fn secs(&self) -> u64 {
+        self.secs
+    }
+
     pub(super) fn http(&self) -> &[u8] {
         &self.http
     }
@@ -78,6 +83,35 @@ impl Clock {
     /// The access-log timestamp of the current second.
     pub(super) fn clf(&self) -> &[u8] {
         &self.clf
+    }
+}
+
+/// The last `Last-Modified` value formatted, by the second it names: a keep-alive client
+/// asks for the same few files, whose dates are formatted once rather than per response.
+#[derive(Debug, Default)]
+pub(super) struct Modified {
+    last: Option<(u64, [u8; HTTP_LEN])>,
+}
+
+impl Modified {
+    /// `t` as an HTTP date. `t` must lie within 1970..=9999, as the answer's clamp leaves it;
+    /// an instant outside is sent as the nearest end.
+    pub(super) fn http(&mut self, t: SystemTime) -> &[u8] {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .min(LAST_HTTP_DATE.as_secs());
+        if !matches!(self.last, Some((s, _)) if s == secs) {
+            let mut text = [b' '; HTTP_LEN];
+            let mut cur = &mut text[..];
+            let _ = write!(
+                cur,
+                "{}",
+                httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(secs))
+            );
+            self.last = Some((secs, text));
+        }
+        self.last.as_ref().map_or(&[][..], |(_, text)| &text[..])
     }
 }
 
@@ -111,5 +145,26 @@ mod tests {
         let c = Clock::new();
         let s = std::str::from_utf8(c.http()).unwrap();
         httpdate::parse_http_date(s).unwrap();
+    }
+
+    #[test]
+    fn modified_dates_are_memoised_by_the_second() {
+        let mut m = Modified::default();
+        let t = UNIX_EPOCH + Duration::from_millis(784_111_777_250);
+        assert_eq!(m.http(t), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        // The same second, and another: each its own text.
+        assert_eq!(
+            m.http(t + Duration::from_millis(500)),
+            b"Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            m.http(t + Duration::from_secs(1)),
+            b"Sun, 06 Nov 1994 08:49:38 GMT"
+        );
+        assert_eq!(m.http(UNIX_EPOCH), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            m.http(UNIX_EPOCH + LAST_HTTP_DATE + Duration::from_secs(86_400)),
+            b"Fri, 31 Dec 9999 23:59:59 GMT"
+        );
     }
 }

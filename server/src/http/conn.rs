@@ -109,6 +109,7 @@ impl Buffers {
                 rule_path: Vec::with_capacity(256),
                 matches: Vec::with_capacity(8),
                 types: Default::default(),
+                modified: Default::default(),
             },
         }
     }
@@ -368,6 +369,7 @@ impl Conn<'_> {
             root: self.root,
             vhosts: self.vhosts,
             date: self.clock.http(),
+            date_secs: self.clock.secs(),
         };
         let reply = match answer::decide(&env, req, head, persist, &mut self.scratch) {
             Ok(reply) => reply,

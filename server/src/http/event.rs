@@ -433,6 +433,7 @@ impl Worker<'_> {
             root: self.root,
             vhosts: self.vhosts,
             date: self.clock.http(),
+            date_secs: self.clock.secs(),
         };
         let reply = match answer::decide(&env, req, head, persist, self.scratch) {
             Ok(reply) => reply,

@@ -32,6 +32,8 @@ pub(super) struct Scratch {
     pub(super) matches: Vec<usize>,
     /// The media types met so far, by extension.
     pub(super) types: super::mime::Types,
+    /// The last `Last-Modified` value.
+    pub(super) modified: super::clock::Modified,
 }
 
 /// One response, decided: nothing of it has been sent. The head is in [`Scratch::out`].

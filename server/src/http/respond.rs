@@ -9,7 +9,7 @@
 //! progress) and a minimum average rate (slow progress) once it must wait, so a slow reader
 //! cannot pin a worker (incident 003).
 
-use std::io::{self, Write};
+use std::io;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -142,8 +142,11 @@ pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 pub(super) fn content_length(out: &mut Vec<u8>, n: u64) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "Content-Length: {n}\r\n");
+    // itoa rather than `write!`: every response has this field, and the formatting machinery
+    // showed in a keep-alive request's profile.
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Ends the head.
@@ -393,6 +396,7 @@ pub(super) fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn parse_response(bytes: &[u8]) -> (u16, Vec<(String, String)>, usize) {
         let mut fields = [httparse::EMPTY_HEADER; 32];

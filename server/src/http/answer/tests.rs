@@ -12,6 +12,7 @@ use super::*;
 use crate::http::parse;
 
 const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+const DATE_SECS: u64 = 784_111_777;
 /// The modification time of every fixture file: one hour before `DATE`.
 const MTIME: &str = "Sun, 06 Nov 1994 07:49:37 GMT";
 const SMALL: &[u8] = b"hello world\n";
@@ -93,6 +94,7 @@ fn decide_raw(root: &Docroot, cfg: &Config, req: &[u8], persist: Persist) -> See
         root,
         vhosts: &vhosts,
         date: DATE,
+        date_secs: DATE_SECS,
     };
     let mut s = Scratch::default();
     let reply = decide(&env, req, &head, persist, &mut s).unwrap();
@@ -655,15 +657,21 @@ fn open_failures_map_to_statuses() {
 
 #[test]
 fn modification_times_are_clamped_to_what_can_be_sent() {
-    let date_time = UNIX_EPOCH + Duration::from_secs(784_111_777);
+    let date_time = UNIX_EPOCH + Duration::from_secs(DATE_SECS);
     let past = date_time - Duration::from_secs(3600);
-    assert_eq!(clamp_modified(past, DATE), past);
+    assert_eq!(clamp_modified(past, DATE_SECS), past);
     assert_eq!(
-        clamp_modified(UNIX_EPOCH - Duration::from_secs(1), DATE),
+        clamp_modified(UNIX_EPOCH - Duration::from_secs(1), DATE_SECS),
         UNIX_EPOCH
     );
     let future = SystemTime::now() + Duration::from_secs(3600);
-    assert_eq!(clamp_modified(future, DATE), date_time);
+    assert_eq!(clamp_modified(future, DATE_SECS), date_time);
+    // Later within the Date's own second: the Date, never a later instant.
+    let same_second = date_time + Duration::from_millis(400);
+    assert_eq!(clamp_modified(same_second, DATE_SECS), date_time);
+    // Beyond what can be formatted, the clamp holds at 9999 whatever the clock says.
+    let far = UNIX_EPOCH + LAST_HTTP_DATE + Duration::from_secs(10);
+    assert_eq!(clamp_modified(far, u64::MAX), UNIX_EPOCH + LAST_HTTP_DATE);
 }
 
 #[test]
@@ -700,6 +708,7 @@ fn error_pages_fall_back_and_never_recurse() {
             root: &root,
             vhosts: &vhosts,
             date: DATE,
+            date_secs: DATE_SECS,
         };
         let mut s = Scratch::default();
         let reply = error_reply(&env, &root, 500, Persist::KeepAlive, false, &mut s, b"");
