@@ -209,6 +209,10 @@ struct Board {
     seed: AtomicU64,
     /// Open connections per client address (see [`admit`]).
     clients: [AtomicU64; CLIENT_ENTRIES],
+    /// The pool's last look at its listeners' accept queues (see [`shared_look`]): CLOCK_MONOTONIC
+    /// milliseconds shifted left by one, and whether a connection was waiting in the low bit;
+    /// 0 before the first.
+    queue_look: AtomicU64,
 }
 
 struct Installed {
@@ -320,6 +324,33 @@ pub fn warn_gate(gate: usize, every: Duration) -> Option<u64> {
         g.suppressed.fetch_add(1, Relaxed);
         None
     }
+}
+
+/// Whether a connection waits in the pool's accept queues, as the last look by any child of
+/// the pool found it if that was within `recheck_ms` milliseconds; otherwise this child looks
+/// (`look`) and the pool shares its answer. One look a millisecond for the whole pool, not
+/// one per child: with every worker busy, each asks after every response. `None` when no
+/// board is mapped (the caller looks for itself).
+pub(crate) fn shared_look(recheck_ms: u64, look: impl FnOnce() -> bool) -> Option<bool> {
+    let b = board()?;
+    let cell = &b.board.queue_look;
+    let now = monotonic_ms();
+    let last = cell.load(Relaxed);
+    let (at, waiting) = (last >> 1, last & 1 == 1);
+    if last != 0 && now.saturating_sub(at) < recheck_ms {
+        return Some(waiting);
+    }
+    // The child that moves the time on looks; one that lost the race takes the last answer
+    // rather than looking too.
+    if cell
+        .compare_exchange(last, (now << 1) | (last & 1), Relaxed, Relaxed)
+        .is_err()
+    {
+        return Some(waiting);
+    }
+    let waiting = look();
+    cell.store((now << 1) | u64::from(waiting), Relaxed);
+    Some(waiting)
 }
 
 /// Milliseconds of CLOCK_MONOTONIC: unlike `Instant`, comparable between processes.
@@ -1140,5 +1171,32 @@ mod tests {
             Some(0),
             "out of range is never quiet"
         );
+    }
+
+    #[test]
+    fn one_look_at_the_queue_stands_for_the_pool_until_rechecked() {
+        install(&APP).unwrap();
+        let looks = std::cell::Cell::new(0);
+        let looks = &looks;
+        let look = |answer: bool| {
+            move || {
+                looks.set(looks.get() + 1);
+                answer
+            }
+        };
+        // A long recheck: the first caller looks, the rest share its answer.
+        let first = shared_look(60_000, look(true));
+        assert_eq!(first, Some(true));
+        assert_eq!(looks.get(), 1);
+        for _ in 0..100 {
+            assert_eq!(shared_look(60_000, look(false)), Some(true));
+        }
+        assert_eq!(looks.get(), 1);
+        // Once the answer is older than the recheck, the next caller looks again.
+        std::thread::sleep(Duration::from_millis(3));
+        assert_eq!(shared_look(2, look(false)), Some(false));
+        assert_eq!(looks.get(), 2);
+        assert_eq!(shared_look(60_000, look(true)), Some(false));
+        assert_eq!(looks.get(), 2);
     }
 }

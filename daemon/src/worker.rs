@@ -47,8 +47,9 @@ pub fn stop_requested() -> bool {
 }
 
 /// How long an answer of [`clients_waiting`] that looked at the listeners stands: it is asked
-/// after every response while the pool is full, and one `poll` a millisecond is enough to
-/// give waiting clients their turn without a system call per request.
+/// after every response while the pool is full, and one `poll` a millisecond for the whole
+/// pool (shared through the scoreboard) is enough to give waiting clients their turn without
+/// a system call per request.
 const WAITING_RECHECK: Duration = Duration::from_millis(1);
 
 /// What [`clients_waiting`] looks at: the listeners of this prefork worker (set for the
@@ -74,8 +75,8 @@ thread_local! {
 ///
 /// Cheap on the hot path: while some child is idle it is two loads from the scoreboard (an
 /// idle child will take the queued connection); only a full pool looks at the listeners, with
-/// a `poll` of zero timeout, at most once a millisecond (`WAITING_RECHECK`: the answer stands that
-/// long). Always false outside a prefork worker (a per-connection child has no listeners to
+/// a `poll` of zero timeout, at most once a millisecond for the whole pool
+/// (`WAITING_RECHECK`: the answer stands that long, shared through the scoreboard). Always false outside a prefork worker (a per-connection child has no listeners to
 /// hand back, and the master serves nothing).
 pub fn clients_waiting() -> bool {
     let occ = scoreboard::occupancy();
@@ -88,6 +89,11 @@ pub fn clients_waiting() -> bool {
         };
         if q.fds.is_empty() {
             return false;
+        }
+        let Queue { fds, .. } = &mut *q;
+        let recheck = WAITING_RECHECK.as_millis() as u64;
+        if let Some(waiting) = scoreboard::shared_look(recheck, || listeners_readable(fds)) {
+            return waiting;
         }
         let now = Instant::now();
         if let Some((at, waiting)) = q.checked {
