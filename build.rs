@@ -1,6 +1,7 @@
 //! Links the hot code of `forkd` together (release builds on x86_64 Linux, where rustc links
-//! with LLD): `link/forkd.order` lists, in order, the functions the master runs, those both run
-//! and those an event worker runs while serving (`benches/symbol-order.sh` measures them). A
+//! with LLD): `link/forkd.order` lists, in order, the functions an event worker runs while
+//! serving, those it and the master both run and those only the master runs
+//! (`benches/symbol-order.sh` measures them). A
 //! process maps every page of the binary it touches and, through the kernel's fault-around,
 //! the cached pages around it (64 KiB at a time), so scattered hot functions made each process
 //! map several times the code it runs. A name the list misses (after a toolchain or dependency

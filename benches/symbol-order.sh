@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Regenerates link/forkd.order, the order in which the release build links forkd's functions
-# (build.rs): first what only the master runs, then what the master and an event worker both
-# run, then what only a worker runs while serving. Each process maps the pages of the binary it
+# (build.rs): first what only an event worker runs while serving (at the start of the text
+# mapping, so that it begins a fault-around window), then what the master and a worker both
+# run, then what only the master runs. Each process maps the pages of the binary it
 # touches and, through the kernel's fault-around, the cached pages around each (64 KiB at a
 # time); with the hot code in one place an event worker mapped 0.4 MB of text instead of 1.9 MB,
 # the master 0.9 MB instead of 2.8 MB (issue 9).
 #
 # How: the static release forkd runs under callgrind (event mode, 2 workers) while forkd-loadgen
 # sends keep-alive and new-connection requests for a 2 KB file, with a dump after each fork so
-# that a worker's profile holds only what it ran after the fork. Functions are taken in the
-# order the profiles name them. Then:
+# that a worker's profile holds only what it ran after the fork. Then:
 #  - A C library object is one input section, placed by the first of its symbols in the list, so
 #    every symbol of an object a worker runs goes with the worker's part (libc.a says which
 #    symbols share an object).
 #  - valgrind's CPU has no AVX-512, so glibc's IFUNCs (memcpy, strlen...) chose other variants
 #    under it: the variants a native run chose (read from its GOT) are added next to those.
-#  - _start and the code between the fork system call and the worker's entry run outside what
-#    the profiles attribute; they are named by hand below.
+#  - _start, the code between the fork system call and the worker's entry, and a few functions
+#    valgrind never runs are named by hand below (found with `perf record -e page-faults -d`:
+#    a fault on a text page outside the list names a missing function).
 # Rerun after a toolchain or dependency update (the hashes in symbol names change; a name the
 # list misses only falls back to the default place) or when the serving path changes a lot.
 #
@@ -109,7 +110,8 @@ master_parts = [f for f in files if re.match(rf".*cg\.{master}(\.\d+)?$", f)]
 M = []
 for f in master_parts:
     M += [n for n in executed(f) if n not in M]
-M += ["_start"]
+# Run natively but never under valgrind (seen in `perf record -e page-faults -d`).
+M += ["_start", "pthread_mutex_lock", "pthread_mutex_unlock"]
 W = []
 for pid in pids[1:]:
     last = os.path.join(work, f"cg.{pid}")
@@ -167,10 +169,9 @@ m_objects = {objects[n] for n in M if n in objects}
 W += [n for n in M if objects.get(n) in w_objects and n not in W]
 M += [n for n in W if objects.get(n) in m_objects and n not in M]
 Ms, Ws = set(M), set(W)
-order = []
-for n in [n for n in M if n not in Ws] + [n for n in M if n in Ws] + [n for n in W if n not in Ms]:
-    if n not in order:
-        order.append(n)
+# Each process touches the whole of its groups, so the order within one does not matter: sorted,
+# the list changes only where the functions do.
+order = sorted(Ws - Ms) + sorted(Ms & Ws) + sorted(Ms - Ws)
 print("\n".join(order))
 print(f"{len(Ms - Ws)} master only, {len(Ms & Ws)} both, {len(Ws - Ms)} worker only",
       file=sys.stderr)
