@@ -131,9 +131,14 @@ impl Rules {
             }
             fields.push(mine);
         }
-        let globs = set
-            .build()
-            .map_err(|e| format!("[[server.headers]]: {e}"))?;
+        // Building even an empty set runs globset's and aho-corasick's builders: 20 KB of code
+        // the master would map at every start and reload for nothing (issue 9).
+        let globs = if rules.is_empty() {
+            GlobSet::empty()
+        } else {
+            set.build()
+                .map_err(|e| format!("[[server.headers]]: {e}"))?
+        };
         let mut security_lines = Vec::new();
         for (name, value) in &security {
             check_field(name, value).map_err(|e| format!("security-headers.{name}: {e}"))?;
