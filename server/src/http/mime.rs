@@ -113,8 +113,9 @@ pub(super) fn content_type(out: &mut Vec<u8>, mime: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Extensions memoised per process, at most: a site has a handful, and a client that asks for
-/// many made-up ones only makes [`Types`] compute the rest each time, as before.
+/// Extensions memoised per process, at most: a site has a handful, only files found are looked
+/// up (so a client cannot fill the memo with made-up names), and past the bound the rest are
+/// computed each time, as before.
 const MEMO_ENTRIES: usize = 32;
 /// Longer extensions are not memoised.
 const MEMO_EXT: usize = 16;
