@@ -330,7 +330,7 @@ pub fn warn_gate(gate: usize, every: Duration) -> Option<u64> {
 /// the pool found it if that was within `recheck_ms` milliseconds; otherwise this child looks
 /// (`look`) and the pool shares its answer. One look a millisecond for the whole pool, not
 /// one per child: with every worker busy, each asks after every response. `None` when no
-/// board is mapped (the caller looks for itself).
+/// board is mapped (then there is no pool to be full).
 pub(crate) fn shared_look(recheck_ms: u64, look: impl FnOnce() -> bool) -> Option<bool> {
     let b = board()?;
     let cell = &b.board.queue_look;

@@ -22,7 +22,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -53,19 +53,14 @@ pub fn stop_requested() -> bool {
 const WAITING_RECHECK: Duration = Duration::from_millis(1);
 
 /// What [`clients_waiting`] looks at: the listeners of this prefork worker (set for the
-/// length of [`accept_loop`], which borrows them meanwhile), and its last answer.
+/// length of [`accept_loop`], which borrows them meanwhile). The last answer is the pool's,
+/// on the scoreboard.
 struct Queue {
     fds: Vec<libc::pollfd>,
-    checked: Option<(Instant, bool)>,
 }
 
 thread_local! {
-    static QUEUE: RefCell<Queue> = const {
-        RefCell::new(Queue {
-            fds: Vec::new(),
-            checked: None,
-        })
-    };
+    static QUEUE: RefCell<Queue> = const { RefCell::new(Queue { fds: Vec::new() }) };
 }
 
 /// True when every child of the pool is serving a connection and another connection waits in
@@ -76,8 +71,9 @@ thread_local! {
 /// Cheap on the hot path: while some child is idle it is two loads from the scoreboard (an
 /// idle child will take the queued connection); only a full pool looks at the listeners, with
 /// a `poll` of zero timeout, at most once a millisecond for the whole pool
-/// (`WAITING_RECHECK`: the answer stands that long, shared through the scoreboard). Always false outside a prefork worker (a per-connection child has no listeners to
-/// hand back, and the master serves nothing).
+/// (`WAITING_RECHECK`: the answer stands that long, shared through the scoreboard). Always
+/// false outside a prefork worker (a per-connection child has no listeners to hand back, and
+/// the master serves nothing) and without a scoreboard (no capacity to be full).
 pub fn clients_waiting() -> bool {
     let occ = scoreboard::occupancy();
     if occ.capacity == 0 || occ.busy < occ.capacity {
@@ -90,20 +86,9 @@ pub fn clients_waiting() -> bool {
         if q.fds.is_empty() {
             return false;
         }
-        let Queue { fds, .. } = &mut *q;
         let recheck = WAITING_RECHECK.as_millis() as u64;
-        if let Some(waiting) = scoreboard::shared_look(recheck, || listeners_readable(fds)) {
-            return waiting;
-        }
-        let now = Instant::now();
-        if let Some((at, waiting)) = q.checked {
-            if now.duration_since(at) < WAITING_RECHECK {
-                return waiting;
-            }
-        }
-        let waiting = listeners_readable(&mut q.fds);
-        q.checked = Some((now, waiting));
-        waiting
+        // A capacity means a scoreboard is mapped, so the look is always the pool's.
+        scoreboard::shared_look(recheck, || listeners_readable(&mut q.fds)).unwrap_or(false)
     })
 }
 
@@ -142,7 +127,6 @@ fn watch_queue(listeners: &[TcpListener]) -> impl Drop {
             QUEUE.with(|q| {
                 if let Ok(mut q) = q.try_borrow_mut() {
                     q.fds.clear();
-                    q.checked = None;
                 }
             });
         }
@@ -150,7 +134,6 @@ fn watch_queue(listeners: &[TcpListener]) -> impl Drop {
     QUEUE.with(|q| {
         if let Ok(mut q) = q.try_borrow_mut() {
             q.fds = pollfds(listeners);
-            q.checked = None;
         }
     });
     Unwatch
