@@ -55,9 +55,7 @@ impl Clock {
     }
 
     fn set(&mut self, now: SystemTime) {
-        let mut cur = &mut self.http[..];
-        // A fixed-width format into a buffer of exactly that width cannot fail.
-        let _ = write!(cur, "{}", httpdate::HttpDate::from(now));
+        self.http = http_date(now);
         let h = &self.http;
         let mut cur = &mut self.clf[..];
         let _ = cur.write_all(&h[5..7]);
@@ -70,12 +68,12 @@ impl Clock {
         let _ = cur.write_all(b" +0000");
     }
 
-    /// The `Date` header value of the current second.
     /// The second [`Clock::http`] names, since the epoch.
     pub(super) fn secs(&self) -> u64 {
         self.secs
     }
 
+    /// The `Date` header value of the current second.
     pub(super) fn http(&self) -> &[u8] {
         &self.http
     }
@@ -84,6 +82,15 @@ impl Clock {
     pub(super) fn clf(&self) -> &[u8] {
         &self.clf
     }
+}
+
+/// `t` in IMF-fixdate, by httpdate; `t` must lie within 1970..=9999 (httpdate panics outside).
+fn http_date(t: SystemTime) -> [u8; HTTP_LEN] {
+    let mut text = [b' '; HTTP_LEN];
+    let mut cur = &mut text[..];
+    // A fixed-width format into a buffer of exactly that width cannot fail.
+    let _ = write!(cur, "{}", httpdate::HttpDate::from(t));
+    text
 }
 
 /// The last `Last-Modified` value formatted, by the second it names: a keep-alive client
@@ -102,14 +109,7 @@ impl Modified {
             .map_or(0, |d| d.as_secs())
             .min(LAST_HTTP_DATE.as_secs());
         if !matches!(self.last, Some((s, _)) if s == secs) {
-            let mut text = [b' '; HTTP_LEN];
-            let mut cur = &mut text[..];
-            let _ = write!(
-                cur,
-                "{}",
-                httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(secs))
-            );
-            self.last = Some((secs, text));
+            self.last = Some((secs, http_date(UNIX_EPOCH + Duration::from_secs(secs))));
         }
         self.last.as_ref().map_or(&[][..], |(_, text)| &text[..])
     }
