@@ -175,13 +175,14 @@ impl Types {
         }
         let mime = of(name, table);
         let compressible = compressible(mime);
-        let mut line = Vec::new();
-        content_type(&mut line, mime);
+        // Into the reused spill buffer: a type past the memo costs no allocation per request.
+        self.spill.clear();
+        content_type(&mut self.spill, mime);
         if memoisable && self.memo.len() < MEMO_ENTRIES {
             self.memo.push(Known {
                 ext: key,
                 len: ext.len(),
-                line: line.into_boxed_slice(),
+                line: self.spill.as_slice().into(),
                 compressible,
             });
             return Type {
@@ -189,7 +190,6 @@ impl Types {
                 compressible,
             };
         }
-        self.spill = line;
         Type {
             at: None,
             compressible,
