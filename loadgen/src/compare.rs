@@ -514,11 +514,13 @@ impl Drop for Started {
         // Whatever is left of the group: workers still draining after their master went.
         let _ = kill(group, Signal::SIGKILL);
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Forgotten before the leader is reaped: until then its id cannot name another group,
+        // so a second Ctrl-C meanwhile never kills a stranger's.
         crate::GROUPS_TO_KILL
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|&g| g != self.pid());
+        let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
 }
