@@ -30,7 +30,9 @@ cd "$(dirname "$0")/.."
 source benches/lib.sh
 PORT=${PORT:-18431}
 WORK=$(mktemp -d /tmp/forkd-order.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+pid= native=
+# A failure between a server's start and its stop (set -e) must not leave it running.
+trap 'stop_tree "$pid" 5; stop_tree "$native" 5; rm -rf "$WORK"' EXIT
 for tool in valgrind python3 nm readelf cc; do
     command -v "$tool" >/dev/null || {
         echo "$0: $tool is missing" >&2
@@ -62,6 +64,7 @@ wait_port "$PORT" "$pid"
 load
 sleep 1
 stop_tree "$pid" 30
+pid=
 
 # A native run for the IFUNC choices of this CPU.
 setsid "$FORKD" "${serve[@]}" 2>"$WORK/native.log" &
@@ -177,5 +180,6 @@ print(f"{len(Ms - Ws)} master only, {len(Ms & Ws)} both, {len(Ws - Ms)} worker o
       file=sys.stderr)
 EOF
 stop_tree "$native"
+native=
 mv "$WORK/order" link/forkd.order
 echo "$0: wrote link/forkd.order ($(wc -l <link/forkd.order) functions); rebuild to apply" >&2
