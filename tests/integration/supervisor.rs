@@ -68,12 +68,7 @@ fn stop_cleanly(mut sup: Proc) {
     sup.signal(Signal::SIGTERM);
     let st = sup.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0), "{}", sup.output().join("\n"));
-    for p in tree {
-        assert!(
-            util::state(p).is_none(),
-            "process {p} outlived the supervisor"
-        );
-    }
+    assert_all_dead(&tree);
 }
 
 #[test]
@@ -440,12 +435,7 @@ fn term_stops_forkd_gracefully_and_leaves_nothing() {
         "{}",
         out.join("\n")
     );
-    for p in tree {
-        assert!(
-            util::state(p).is_none(),
-            "process {p} outlived the supervisor"
-        );
-    }
+    assert_all_dead(&tree);
 }
 
 #[test]
@@ -475,12 +465,7 @@ fn a_child_that_ignores_term_is_killed_after_the_timeout() {
         "did not exit in time; killing process group",
         Duration::from_secs(1),
     );
-    for p in tree {
-        assert!(
-            util::state(p).is_none(),
-            "process {p} outlived the supervisor"
-        );
-    }
+    assert_all_dead(&tree);
 }
 
 /// The fd table between two spawns. While std spawns a child the parent briefly holds a
@@ -1461,4 +1446,17 @@ fn the_child_gets_the_held_listeners() {
     let listed = line("0 1 2 ");
     assert_eq!(listed.trim(), "0 1 2 3 4 5", "{listed}");
     stop_cleanly(sup);
+}
+
+/// Every process of `tree` is dead. A killed orphan is reaped by PID 1 when PID 1 gets to it:
+/// until then it is a zombie, which is dead; only a process still running outlived the
+/// supervisor.
+fn assert_all_dead(tree: &[i32]) {
+    for &p in tree {
+        let dead = || matches!(util::state(p), None | Some('Z'));
+        if !dead() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(dead(), "process {p} outlived the supervisor");
+    }
 }
