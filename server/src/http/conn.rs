@@ -144,6 +144,8 @@ pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
         yielded: false,
     };
     conn.run();
+    // Before the socket closes, at the end of this function: see `scoreboard::leave`.
+    forkd_daemon::scoreboard::leave();
     let served = conn.served;
     let mut scratch = conn.scratch;
     for v in [
