@@ -21,7 +21,7 @@
 #        PORT=18461 (the first server's; the others take the next ports, a fresh range for the
 #        1 MB call, so that one server's TIME_WAIT sockets never slow another's connects)
 #        BIN_DIR=DIR (forkd and forkd-loadgen from DIR, no build)
-#        PREFORK_WORKERS=max(16, 8/CPU) EPOLL_WORKERS=CPUs
+#        PREFORK_WORKERS=max(64, 16/CPU) EPOLL_WORKERS=CPUs
 #        SERVERS="forkd-prefork forkd-fork forkd-event forkd-event-1 lighttpd nginx apache
 #                 busybox floor-prefork floor-fork floor-epoll"
 #   forkd-event-1 is event mode with one worker: lighttpd's model (one process, one event
@@ -51,9 +51,9 @@ PORT=${PORT:-18461}
 OUT=${OUT:-target/compare.md}
 PLOTS=${PLOTS:-target}
 CPUS=$(nproc)
-# forkd's own default pool (8 per CPU, at least 16), given to forkd and its floor alike so that
+# forkd's own default pool (16 per CPU, at least 64), given to forkd and its floor alike so that
 # both run the same number of blocking workers.
-PREFORK_WORKERS=${PREFORK_WORKERS:-$((CPUS * 8 > 16 ? CPUS * 8 : 16))}
+PREFORK_WORKERS=${PREFORK_WORKERS:-$((CPUS * 16 > 64 ? CPUS * 16 : 64))}
 EPOLL_WORKERS=${EPOLL_WORKERS:-$CPUS}
 SERVERS=${SERVERS:-"forkd-prefork forkd-fork forkd-event forkd-event-1 lighttpd nginx apache
     busybox floor-prefork floor-fork floor-epoll"}
