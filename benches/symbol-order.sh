@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Regenerates link/forkd.order, the order in which the release build links forkd's functions
-# (build.rs): first what only an event worker runs while serving (at the start of the text
+# (build.rs): first what only a child runs while serving (at the start of the text
 # mapping, so that it begins a fault-around window), then what the master and a worker both
 # run, then what only the master runs. Each process maps the pages of the binary it
 # touches and, through the kernel's fault-around, the cached pages around each (64 KiB at a
 # time); with the hot code in one place an event worker mapped 0.4 MB of text instead of 1.9 MB,
 # the master 0.9 MB instead of 2.8 MB (issue 9).
 #
-# How: the static release forkd runs under callgrind (event mode, 2 workers) while forkd-loadgen
-# sends keep-alive and new-connection requests for a 2 KB file, with a dump after each fork so
-# that a worker's profile holds only what it ran after the fork. Then:
+# How: the static release forkd runs under callgrind in each mode (event and prefork with 2
+# workers, fork) while forkd-loadgen sends keep-alive and new-connection requests for a 2 KB
+# file, with a dump after each fork so that a child's profile holds only what it ran after the
+# fork. Then:
 #  - A C library object is one input section, placed by the first of its symbols in the list, so
 #    every symbol of an object a worker runs goes with the worker's part (libc.a says which
 #    symbols share an object).
@@ -50,24 +51,33 @@ user_args=()
 if [[ $EUID -eq 0 ]]; then
     user_args=(--user root --allow-root)
 fi
-serve=(--root "$SITE" --listen "127.0.0.1:$PORT" --mode event --workers 2
-    --max-conns-per-client 0 "${user_args[@]}")
+serve=(--root "$SITE" --listen "127.0.0.1:$PORT" --max-conns-per-client 0 "${user_args[@]}")
 load() {
     "$LOADGEN" -t1 -c16 -d2s "http://127.0.0.1:$PORT/2k.html" >/dev/null
     "$LOADGEN" -t1 -c16 -d2s --new-conn "http://127.0.0.1:$PORT/2k.html" >/dev/null
 }
 
-setsid valgrind --tool=callgrind --demangle=no --dump-after=_Fork \
-    --callgrind-out-file="$WORK/cg.%p" "$FORKD" "${serve[@]}" >"$WORK/valgrind.log" 2>&1 &
-pid=$!
-wait_port "$PORT" "$pid"
-load
-sleep 1
-stop_tree "$pid" 30
-pid=
+# Every mode's children: the workers of both pools and fork mode's per-connection children
+# serve through different loops (`http::event`, `http::conn`), and each should find its hot
+# code in the worker's part of the text.
+for mode in "event --workers 2" "prefork --workers 2" "fork --max-children 32"; do
+    dir=$WORK/${mode%% *}
+    mkdir -p "$dir"
+    chmod 1777 "$dir"
+    # shellcheck disable=SC2086 # the mode's words are meant to split
+    setsid valgrind --tool=callgrind --demangle=no --dump-after=_Fork \
+        --callgrind-out-file="$dir/cg.%p" "$FORKD" "${serve[@]}" --mode $mode \
+        >"$dir/valgrind.log" 2>&1 &
+    pid=$!
+    wait_port "$PORT" "$pid"
+    load
+    sleep 1
+    stop_tree "$pid" 30
+    pid=
+done
 
 # A native run for the IFUNC choices of this CPU.
-setsid "$FORKD" "${serve[@]}" 2>"$WORK/native.log" &
+setsid "$FORKD" "${serve[@]}" --mode event --workers 2 2>"$WORK/native.log" &
 native=$!
 wait_port "$PORT" "$native"
 nm -A "$(cc -print-file-name=libc.a)" 2>/dev/null >"$WORK/libc.nm" || true
@@ -103,24 +113,25 @@ def executed(path):
     return [n for n in cost if n in text]
 
 
-# The master's profile is cg.PID plus cg.PID.N (a dump per fork); a worker's last profile
-# (cg.PID, no suffix) holds only what it ran after its fork; the one-shot root-check child is
-# left out. Children are the profiles whose first part is a master's part too.
-files = sorted(glob.glob(os.path.join(work, "cg.*")))
-pids = sorted({int(f.split(".")[-1]) for f in files if re.search(r"cg\.\d+$", f)})
-master = pids[0]
-master_parts = [f for f in files if re.match(rf".*cg\.{master}(\.\d+)?$", f)]
-M = []
-for f in master_parts:
-    M += [n for n in executed(f) if n not in M]
+# One directory per mode. The master's profile is cg.PID plus cg.PID.N (a dump per fork); a
+# child's last profile (cg.PID, no suffix) holds only what it ran after its fork; the one-shot
+# root-check child is left out.
+M, W = [], []
+for run in sorted(d for d in glob.glob(os.path.join(work, "*")) if os.path.isdir(d)):
+    files = sorted(glob.glob(os.path.join(run, "cg.*")))
+    pids = sorted({int(f.split(".")[-1]) for f in files if re.search(r"cg\.\d+$", f)})
+    if not pids:
+        continue
+    master = pids[0]
+    for f in (f for f in files if re.match(rf".*cg\.{master}(\.\d+)?$", f)):
+        M += [n for n in executed(f) if n not in M]
+    for pid in pids[1:]:
+        last = os.path.join(run, f"cg.{pid}")
+        # The children that served are the big profiles; the root check's child served nothing.
+        if os.path.getsize(last) > 20000:
+            W += [n for n in executed(last) if n not in W]
 # Run natively but never under valgrind (seen in `perf record -e page-faults -d`).
 M += ["_start", "pthread_mutex_lock", "pthread_mutex_unlock"]
-W = []
-for pid in pids[1:]:
-    last = os.path.join(work, f"cg.{pid}")
-    # The worker profiles are the big ones; the root check's child served nothing.
-    if os.path.getsize(last) > 20000:
-        W += [n for n in executed(last) if n not in W]
 # Run by a worker between the fork system call and the worker's entry, or by its first
 # allocation, outside the profiles' attribution.
 W += ["_Fork", "__libc_fork", "__run_postfork_handlers", "sbrk", "__sbrk", "brk", "__brk"]
