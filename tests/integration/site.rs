@@ -365,6 +365,29 @@ fn header_rules_apply_by_glob(mode: Mode) {
     assert_eq!(header(&resp, "cache-control"), None);
 }
 
+per_mode!(header_rules_apply_to_directory_listings);
+fn header_rules_apply_to_directory_listings(mode: Mode) {
+    let (_dir, file) = configured(RULES, |d| {
+        write(&d.join("www"), "drafts/a/post.html", "draft");
+        write(&d.join("www"), "public/a.txt", "a");
+    });
+    let s = mode.start(&["--autoindex", "--config", file.to_str().unwrap()]);
+    for (target, robots) in [
+        // A listing is matched as its directory's path, with the slash its URL has.
+        ("/drafts/a/", Some("noindex, nofollow")),
+        ("/drafts/", Some("noindex, nofollow")),
+        ("/public/", None),
+    ] {
+        let (status, resp) = get(&s, target);
+        assert_eq!(status, 200, "{target}");
+        assert!(
+            String::from_utf8_lossy(&resp).contains("Index of "),
+            "{target}: not a listing"
+        );
+        assert_eq!(header(&resp, "x-robots-tag").as_deref(), robots, "{target}");
+    }
+}
+
 per_mode!(security_headers_are_on_by_default_and_each_can_go);
 fn security_headers_are_on_by_default_and_each_can_go(mode: Mode) {
     let defaults = [

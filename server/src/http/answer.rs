@@ -217,6 +217,9 @@ fn listing(
     respond::start_for(&mut s.out, 200, env.cfg, env.date, persist);
     respond::field(&mut s.out, b"Content-Type", b"text/html; charset=utf-8");
     respond::content_length(&mut s.out, s.file.len() as u64);
+    // A listing is a page of its directory: `/drafts/**` marks `/drafts/a/`'s listing as it
+    // marks the files there, or a crawler told to skip them would index their names.
+    rule_fields_as(env, s, true);
     respond::end(&mut s.out);
     Ok(Reply {
         status: 200,
@@ -231,6 +234,12 @@ fn listing(
 
 /// Appends the fields of the header rules that match the file served (`s.path`).
 fn rule_fields(env: &Env<'_>, s: &mut Scratch) {
+    rule_fields_as(env, s, false);
+}
+
+/// [`rule_fields`] for the file or, with `dir`, the directory `s.path` names: a directory's
+/// path ends in `/`, as its URL does.
+fn rule_fields_as(env: &Env<'_>, s: &mut Scratch, dir: bool) {
     let Scratch {
         out,
         path,
@@ -241,6 +250,9 @@ fn rule_fields(env: &Env<'_>, s: &mut Scratch) {
     rule_path.clear();
     rule_path.push(b'/');
     rule_path.extend_from_slice(path.strip_suffix(&[0]).unwrap_or(path));
+    if dir && rule_path.last() != Some(&b'/') {
+        rule_path.push(b'/');
+    }
     env.cfg.rules.apply(rule_path, out, matches);
 }
 
