@@ -16,10 +16,10 @@ const IDLE: Duration = Duration::from_secs(30);
 struct Echo;
 
 impl Service for Echo {
-    fn serve(&mut self, mut stream: TcpStream, _peer: SocketAddr) -> u64 {
+    fn serve(&mut self, mut stream: &TcpStream, _peer: SocketAddr) -> u64 {
         let (mut buf, mut lines) = ([0u8; 4096], 0);
         // Ends when the client closes, stays quiet for IDLE, or the master asks us to stop.
-        while let Ok(n @ 1..) = worker::read_or_stop(&mut stream, &mut buf, IDLE) {
+        while let Ok(n @ 1..) = worker::read_or_stop(stream, &mut buf, IDLE) {
             let bytes = buf.get(..n).unwrap_or_default();
             if stream.write_all(bytes).is_err() {
                 break;

@@ -82,7 +82,7 @@
 //! struct Echo;
 //!
 //! impl Service for Echo {
-//!     fn serve(&mut self, mut stream: TcpStream, _peer: SocketAddr) -> u64 {
+//!     fn serve(&mut self, mut stream: &TcpStream, _peer: SocketAddr) -> u64 {
 //!         let mut buf = [0u8; 4096];
 //!         let mut chunks = 0;
 //!         while !worker::stop_requested() {

@@ -31,8 +31,11 @@ use super::{atomic, fork, listener, reactor, resource, wait, watchdog, worker};
 /// process (a prefork worker or a per-connection child), never in the master.
 pub trait Service {
     /// Serves one connection until it ends and returns how many requests it answered (a
-    /// worker is recycled after `max_requests_per_worker` of them).
-    fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> u64;
+    /// worker is recycled after `max_requests_per_worker` of them). The connection is lent:
+    /// the template closes it when this returns, after it has given back the client's count
+    /// (`--max-conns-per-client`), so a client that reconnects the moment it sees the close
+    /// never meets a count that still holds the connection it just saw end.
+    fn serve(&mut self, stream: &TcpStream, peer: SocketAddr) -> u64;
 
     /// Called in the master before any child is forked and after every reload: do here the
     /// lazy, once-per-process work each child would otherwise repeat (building tables, CPU

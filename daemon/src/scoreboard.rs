@@ -651,12 +651,9 @@ pub(crate) fn admit_here(ip: IpAddr, limit: usize) -> bool {
     admit_slot(CHILD.slot.load(Relaxed), ip, limit)
 }
 
-/// Child (prefork and fork mode): the connection counted against its client is over. The
-/// daemon calls this when [`Service::serve`](crate::Service::serve) returns; a service calls it
-/// itself just before it closes the socket, since the close wakes a client that may reconnect
-/// at once, and may preempt this process before `serve` has returned: the new connection would
-/// meet a count that still holds the old one. A second call does nothing.
-pub fn leave() {
+/// Child: the connection [`admit_here`] (or the master's [`admit`]) counted has ended; called
+/// before the connection is closed (see `worker::serve_one`). A second call does nothing.
+pub(crate) fn leave() {
     if let (Some(b), Some(s)) = (board(), my_slot()) {
         leave_client(b.board, s);
     }

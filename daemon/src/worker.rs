@@ -147,7 +147,7 @@ const READ_TICK: Duration = Duration::from_secs(1);
 /// asked this child to stop. A SIGTERM interrupts a blocked read, but it may also land just
 /// before the read starts, so the read wakes every second to look (a `BufRead` would retry
 /// `EINTR` and sleep through the stop). Sets the stream's read timeout.
-pub fn read_or_stop(stream: &mut TcpStream, buf: &mut [u8], idle: Duration) -> io::Result<usize> {
+pub fn read_or_stop(mut stream: &TcpStream, buf: &mut [u8], idle: Duration) -> io::Result<usize> {
     use std::io::Read;
     stream.set_read_timeout(Some(READ_TICK))?;
     let mut quiet = Duration::ZERO;
@@ -273,12 +273,13 @@ pub fn set_child_dispositions() -> io::Result<()> {
 /// (`listener::set_nodelay`): small requests must not wait for Nagle (incident 004).
 pub(crate) fn serve_one<S: Service>(service: &mut S, stream: TcpStream, peer: SocketAddr) -> u64 {
     scoreboard::set_busy(true);
-    let n = service.serve(stream, peer);
+    let n = service.serve(&stream, peer);
     scoreboard::served(n);
     // The connection is over: its client's count goes back now, not when the master reaps
-    // this child (fork mode), so a client that reconnects at once is not held to a count of
-    // children that are only exiting.
+    // this child (fork mode), and before the close, which wakes a client that may reconnect
+    // at once and preempt this process: its new connection must not meet the old one's count.
     scoreboard::leave();
+    drop(stream);
     scoreboard::set_busy(false);
     n
 }

@@ -27,7 +27,7 @@ pub struct StaticSite {
 }
 
 impl Service for StaticSite {
-    fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> u64 {
+    fn serve(&mut self, stream: &TcpStream, peer: SocketAddr) -> u64 {
         self.site.serve(stream, peer)
     }
 

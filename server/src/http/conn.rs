@@ -115,7 +115,7 @@ impl Buffers {
     }
 }
 
-pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
+pub(super) fn serve(site: &mut Site, sock: &TcpStream, peer: SocketAddr) -> u64 {
     let mut bufs = std::mem::take(&mut site.buffers);
     bufs.fit(&site.config);
     let cfg = &site.config;
@@ -144,8 +144,6 @@ pub(super) fn serve(site: &mut Site, sock: TcpStream, peer: SocketAddr) -> u64 {
         yielded: false,
     };
     conn.run();
-    // Before the socket closes, at the end of this function: see `scoreboard::leave`.
-    forkd_daemon::scoreboard::leave();
     let served = conn.served;
     let mut scratch = conn.scratch;
     for v in [
@@ -199,7 +197,7 @@ struct Conn<'a> {
     vhosts: &'a super::VHosts,
     log: &'a mut super::AccessLog,
     sender: Sender,
-    sock: TcpStream,
+    sock: &'a TcpStream,
     peer: SocketAddr,
     accepted: Instant,
     input: Input,
@@ -272,7 +270,7 @@ impl Conn<'_> {
                     }
                 }
             }
-            match input.fill(&self.sock, timeout) {
+            match input.fill(self.sock, timeout) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -315,7 +313,7 @@ impl Conn<'_> {
             Persist::Close,
             false,
         );
-        if let Err(e) = self.sender.send(&self.sock, &reply, s) {
+        if let Err(e) = self.sender.send(self.sock, &reply, s) {
             send_failed(&self.peer, &e);
             return Next::Close;
         }
@@ -392,7 +390,7 @@ impl Conn<'_> {
         }
         // Where the head starts, again: discarding may have moved it to the front.
         let req = self.input.buf.get(self.input.start..).unwrap_or_default();
-        let sent = self.sender.send(&self.sock, &reply, &self.scratch);
+        let sent = self.sender.send(self.sock, &reply, &self.scratch);
         let (status, body_bytes, persist) = (reply.status, reply.body_len(), reply.persist);
         // The reply ends here, and with it a file sent by `sendfile`: it is closed before the
         // log line is written.
@@ -486,7 +484,7 @@ impl Conn<'_> {
                 Some(t) if !t.is_zero() => t.min(cfg.header_timeout),
                 _ => return Err(BodyEnd::Gone),
             };
-            match input.fill(&self.sock, timeout) {
+            match input.fill(self.sock, timeout) {
                 Ok(0) => return Err(BodyEnd::Gone),
                 Ok(_) => {}
                 // A request in flight is finished even when a stop is asked for.
@@ -523,7 +521,7 @@ impl Conn<'_> {
             }
             input.start = 0;
             input.end = 0;
-            match input.fill(&self.sock, left) {
+            match input.fill(self.sock, left) {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

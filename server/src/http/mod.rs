@@ -1,10 +1,10 @@
 //! The HTTP application: a strict HTTP/1.1 static-file origin server for one accepted
 //! connection at a time.
 //!
-//! It knows nothing of processes: the template in `daemon` hands [`Site::serve`] a connected
-//! socket inside a child process, and this module answers requests on it until the connection
-//! ends. One file per concern, as in hyper's `proto/h1`: `parse` reads a request head and its
-//! framing, `chunked` walks a chunked body, `path` turns a request target into a safe relative
+//! It knows nothing of processes: the template in `daemon` lends [`Site::serve`] a connected
+//! socket inside a child process (and closes it after), and this module answers requests on
+//! it until the connection ends. One file per concern, as in hyper's `proto/h1`: `parse`
+//! reads a request head and its framing, `chunked` walks a chunked body, `path` turns a request target into a safe relative
 //! path (the one security-critical pure function), `open` opens that path beneath the docroot
 //! race-free, `cache` keeps what those opens found for a second, `site` holds the embedded demo blog, `conditional` and `range` weigh
 //! preconditions and ranges, `encoding` picks a precompressed sibling by `Accept-Encoding`,
@@ -430,7 +430,7 @@ impl Site {
 
     /// Serves one accepted connection until it ends; returns the number of requests answered.
     /// Runs in a child process (prefork worker or per-connection child), never in the master.
-    pub fn serve(&mut self, stream: TcpStream, peer: SocketAddr) -> u64 {
+    pub fn serve(&mut self, stream: &TcpStream, peer: SocketAddr) -> u64 {
         conn::serve(self, stream, peer)
     }
 }
