@@ -1,5 +1,5 @@
 //! Links the hot code of `forkd` together (release builds on x86_64 Linux, where rustc links
-//! with LLD): `link/forkd.order` lists, in order, the functions an event worker runs while
+//! with LLD): `link/forkd.order` lists, in order, the functions a child of any mode runs while
 //! serving, those it and the master both run and those only the master runs
 //! (`benches/symbol-order.sh` measures them). A
 //! process maps every page of the binary it touches and, through the kernel's fault-around,
