@@ -3,12 +3,12 @@
 //! ([`EventService`]). It knows nothing of what the bytes mean.
 //!
 //! The loop, one turn at a time: look whether a stop was asked for, put the listeners in or out
-//! of the epoll set, wait (at most [`TICK`], or until the next deadline), then accept what
+//! of the epoll set, wait (at most `TICK`, or until the next deadline), then accept what
 //! the listeners hold (a bounded batch each, for fairness), hand every ready connection to
 //! the service, and hand it every connection whose deadline passed. The service answers each
 //! call with what the connection waits for next ([`Interest`]): readable or writable, each
 //! with a deadline, or the end. There are no threads and no timer fd: deadlines are a heap
-//! ([`crate::deadlines`]), and the wait's timeout is the earliest of them.
+//! (`deadlines`), and the wait's timeout is the earliest of them.
 //!
 //! Accepting. Every worker puts the shared listeners in its epoll set with `EPOLLEXCLUSIVE`,
 //! so a connection wakes one waiting worker rather than all of them, and all workers take from
@@ -26,7 +26,7 @@
 //! is never restarted anyway), ends the wait with `EINTR`. The listeners leave the epoll set at
 //! once, every connection is handed to the service once with [`Turn::stopping`] set so it can
 //! finish what it does and close, and the worker exits when the last one has. A signal that
-//! lands between the flag's check and the wait is seen at the next [`TICK`].
+//! lands between the flag's check and the wait is seen at the next `TICK`.
 //!
 //! What a connection costs here: its socket, an entry in the table (the service's state and a
 //! few words), and about one entry in the deadline heap. Reads and writes are the service's:

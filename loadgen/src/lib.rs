@@ -78,6 +78,8 @@ Compare servers (see forkd-loadgen compare --help):\n  \
 forkd-loadgen compare -c 16,64 --reps 3 --baseline nginx nginx=http://127.0.0.1:8081/2k.html \\\n    \
 forkd=http://127.0.0.1:8082/2k.html@'forkd --listen 127.0.0.1:8082 --root site'"
 )]
+// The field comments are `--help` text, where brackets mark optional parts.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct Args {
     /// Target: http://HOST[:PORT][/PATH] (no TLS).
     pub url: String,

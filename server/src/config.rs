@@ -33,6 +33,8 @@ use forkd_daemon::{limits, privdrop, Mode, Settings};
     args_conflicts_with_subcommands = true
 )]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+// The field comments are `--help` text, where `[server]` and `[::1]` mean what they say.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct Options {
     /// A task other than serving.
     #[command(subcommand)]

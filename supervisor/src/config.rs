@@ -59,6 +59,8 @@ pub enum Sub {
 /// Every value is taken as text here and parsed by the same function as the file's, so flags
 /// and file keys are refused with the same message.
 #[derive(Args, Debug, Default, Clone)]
+// The field comments are `--help` text, where `[server]` names forkd's section.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct RunArgs {
     /// TOML file shared with forkd; this program reads its `[supervisor]` section. Without a
     /// COMMAND, forkd is started with `--config FILE` too.

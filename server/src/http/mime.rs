@@ -3,7 +3,7 @@
 //! charset rule for text.
 //!
 //! A type comes from, in order: the operator's table (`[server.mime]`, extension to type),
-//! [`BUILT_IN`] where mime_guess's table lags what browsers follow, then mime_guess, then
+//! `BUILT_IN` where mime_guess's table lags what browsers follow, then mime_guess, then
 //! `application/octet-stream`. Text types are declared UTF-8 unless the type already carries
 //! parameters.
 
@@ -75,7 +75,7 @@ fn is_text(mime: &str) -> bool {
             || ends_with("+xml"))
 }
 
-/// Whether a file of type `mime` shrinks when compressed: text (as [`is_text`]), SVG,
+/// Whether a file of type `mime` shrinks when compressed: text (as `is_text`), SVG,
 /// WebAssembly, uncompressed fonts and icons. Formats that compress themselves (images other
 /// than SVG, BMP and icons, audio, video, WOFF, archives) are not. Only files of these types
 /// are given precompressed siblings by `forkd precompress`, and only for them does the server
