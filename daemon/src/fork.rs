@@ -131,3 +131,15 @@ pub fn tidy_heap() {
         libc::malloc_trim(TRIM_PAD);
     }
 }
+
+/// Returns the heap's free pages to the kernel, after a process freed an unusually large
+/// buffer that it will not need again soon: glibc keeps freed heap memory resident for reuse,
+/// so one large answer would otherwise stay in a long-lived worker's RSS.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only rearranges the allocator's own free memory;
+    // glibc's allocator locks its arenas itself.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

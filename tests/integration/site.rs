@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    body_of, eventually, header, limit_hits, per_mode, status_of, Client, Mode, Server,
+    self, body_of, eventually, header, limit_hits, per_mode, status_of, Client, Mode, Server,
 };
 
 /// `METHOD target` with `Host: host` (none when `host` is empty, as HTTP/1.0), closed after.
@@ -227,6 +227,45 @@ fn autoindex_lists_only_what_can_be_served_escaped(mode: Mode) {
     // A dot directory is no more listed than served.
     assert_eq!(get(&s, "/files/.git/").0, 404);
     assert_eq!(get(&s, "/nothing-here/").0, 404);
+}
+
+per_mode!(a_long_listing_leaves_no_memory_behind);
+fn a_long_listing_leaves_no_memory_behind(mode: Mode) {
+    let s = mode.pool(1).with_site(
+        &["--autoindex", "--autoindex-max-entries", "10000"],
+        |root| {
+            write(root, "small.txt", "s");
+            for i in 0..8000 {
+                let name = format!("long/a-file-name-long-enough-to-make-a-large-page-{i:05}.html");
+                write(root, &name, "");
+            }
+        },
+    );
+    // One keep-alive connection, so that fork mode's child lives through all three requests.
+    let mut c = Client::new(&s);
+    assert_eq!(c.get("/small.txt").status, 200);
+    let serving = eventually(
+        Duration::from_secs(5),
+        "the serving process",
+        || match util::children(s.pid())[..] {
+            [one] => Some(one),
+            _ => None,
+        },
+    );
+    let anon = || util::status_kb(serving, "RssAnon").unwrap();
+    let before = anon();
+    let page = c.get("/long/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.len() > 1 << 20, "{} bytes", page.body.len());
+    assert_eq!(c.get("/small.txt").status, 200);
+    // The page's buffer, and the heap the listing used, are given back once it is sent: a
+    // long-lived worker holds what ordinary replies need, not its largest answer.
+    let after = anon();
+    assert!(
+        after <= before + 256,
+        "anonymous RSS {before} kB -> {after} kB after a {} kB page",
+        page.body.len() / 1024
+    );
 }
 
 per_mode!(error_pages_are_sent_with_their_status);

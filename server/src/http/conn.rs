@@ -395,6 +395,7 @@ impl Conn<'_> {
         // The reply ends here, and with it a file sent by `sendfile`: it is closed before the
         // log line is written.
         drop(reply);
+        self.scratch.shed();
         if let Err(e) = sent {
             send_failed(&self.peer, &e);
             return Next::Close;

@@ -119,7 +119,7 @@ struct BodyWait {
 
 /// A reply the socket would not take whole, detached from the worker's buffers.
 struct Sending {
-    scratch: Scratch,
+    scratch: Detached,
     reply: Reply,
     progress: Progress,
     /// Cut when nothing moves until then (`send_timeout` after the last progress).
@@ -134,6 +134,16 @@ struct Sending {
 impl Sending {
     fn due(&self) -> Instant {
         self.stalled.min(self.until)
+    }
+}
+
+/// The unsent rest of a reply. It can be a long directory listing: when the reply ends, sent
+/// or cut, the heap it took goes back to the kernel, not into the worker's RSS for good.
+struct Detached(Scratch);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        self.0.shed();
     }
 }
 
@@ -501,17 +511,19 @@ impl Worker<'_> {
             Ok((Pushed::Done, _)) => {
                 // A file sent by `sendfile` is closed before its line is written, as in `conn`.
                 drop(reply);
+                self.scratch.shed();
                 log::write_formatted(self.log, &self.scratch.line);
                 self.scratch.line.clear();
                 self.finished(conn, then)
             }
             Ok((Pushed::Blocked | Pushed::Yielded, _)) => {
                 let (rest, reply) = progress.detach(reply, self.scratch);
-                let scratch = Scratch {
+                self.scratch.shed();
+                let scratch = Detached(Scratch {
                     out: rest,
                     ..Scratch::default()
-                };
-                let progress = Progress::new(&reply, &scratch);
+                });
+                let progress = Progress::new(&reply, &scratch.0);
                 let (now, cfg) = (self.turn.now, self.cfg);
                 let allowed = std::time::Duration::from_secs(total / cfg.min_send_rate.max(1));
                 let sending = Sending {
@@ -543,8 +555,13 @@ impl Worker<'_> {
     fn resume(&mut self, conn: &mut Conn, mut s: Box<Sending>, ready: Ready) -> Step {
         let now = self.turn.now;
         if ready.write {
-            let pushed =
-                respond::push(self.sock, &s.reply, &s.scratch, &mut s.progress, TURN_BYTES);
+            let pushed = respond::push(
+                self.sock,
+                &s.reply,
+                &s.scratch.0,
+                &mut s.progress,
+                TURN_BYTES,
+            );
             match pushed {
                 Ok((Pushed::Done, _)) => {
                     let Sending { line, then, .. } = *s;

@@ -36,6 +36,30 @@ pub(super) struct Scratch {
     pub(super) modified: super::clock::Modified,
 }
 
+/// The most a worker's scratch keeps between replies: room for the largest file read whole,
+/// at whatever capacity a `Vec` grows to on the way there (it doubles), so that ordinary
+/// replies never shed and pay for a `malloc_trim`.
+const KEEP: usize = 2 * super::answer::SMALL_FILE as usize;
+
+impl Scratch {
+    /// Gives back what an unusual reply grew the buffers to (a directory listing of thousands
+    /// of names), so that a worker holds what ordinary replies need rather than its largest
+    /// ever: one large answer would otherwise stay in the worker's RSS for its life. Called
+    /// once a reply is sent, or its unsent part detached.
+    pub(super) fn shed(&mut self) {
+        let mut shed = false;
+        for v in [&mut self.out, &mut self.file] {
+            if v.capacity() > KEEP {
+                *v = Vec::new();
+                shed = true;
+            }
+        }
+        if shed {
+            forkd_daemon::fork::trim_heap();
+        }
+    }
+}
+
 /// One response, decided: nothing of it has been sent. The head is in [`Scratch::out`].
 #[derive(Debug)]
 pub(super) struct Reply {
