@@ -122,7 +122,8 @@ pub struct Options {
     #[serde(default, deserialize_with = "de_duration")]
     pub send_timeout: Option<Duration>,
 
-    /// Large responses must be read at least this fast, in bytes per second. [default: http's]
+    /// Large responses must be read at least this fast, and request bodies (read and dropped)
+    /// sent at least this fast, in bytes per second. [default: 16384]
     #[arg(long, value_name = "BYTES")]
     pub min_send_rate: Option<u64>,
 

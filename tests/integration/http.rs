@@ -9,7 +9,9 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{body_of, eventually, header, per_mode, status_of, Client, Mode, Server};
+use crate::util::{
+    body_of, eventually, header, limit_hits, per_mode, status_of, Client, Mode, Server,
+};
 
 const INDEX: &str = "<!doctype html><title>home</title><p>hello</p>\n";
 
@@ -550,6 +552,59 @@ fn slowloris_is_cut_by_the_header_timeout(mode: Mode) {
             String::from_utf8_lossy(&answer)
         );
     }
+}
+
+per_mode!(a_body_announced_and_not_sent_frees_the_connection);
+fn a_body_announced_and_not_sent_frees_the_connection(mode: Mode) {
+    let metrics_dir = tempfile::tempdir().unwrap();
+    let metrics = metrics_dir.path().join("m.prom");
+    let s = site(
+        mode,
+        &[
+            "--header-timeout",
+            "0.5",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    // A megabyte announced: at the slowest rate allowed (16 KiB/s) a minute's worth, which
+    // the length alone must not buy. Nothing of it comes, then a byte every 100 ms.
+    for trickle in [false, true] {
+        let mut c = Client::new(&s);
+        c.send(b"GET /2k.html HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n");
+        // The answer does not wait for a body it does not need.
+        assert_eq!(c.response(false).body.len(), 2048);
+        let start = Instant::now();
+        c.s.set_nonblocking(true).unwrap();
+        let cut_at = loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "trickle {trickle}: the server still waits for the body"
+            );
+            if trickle {
+                let _ = c.s.write(b"z");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            match c.s.read(&mut [0u8; 64]) {
+                Ok(0) => break start.elapsed(),
+                Ok(n) => panic!("trickle {trickle}: {n} bytes more from the server"),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // A reset, as the server closes on unread bytes: cut too.
+                Err(_) => break start.elapsed(),
+            }
+        };
+        assert!(
+            cut_at < Duration::from_secs(3),
+            "trickle {trickle}: cut only after {cut_at:?}"
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "body_timeout counted twice",
+        || (limit_hits(&metrics, "body_timeout") == 2).then_some(()),
+    );
+    // The server serves on.
+    assert_eq!(s.get("/2k.html").0, 200);
 }
 
 per_mode!(idle_keep_alive_is_closed);

@@ -35,8 +35,8 @@ fn timeouts_beyond_the_clock_are_refused_at_start() {
 
 per_mode!(a_body_deadline_beyond_the_clock_still_answers);
 fn a_body_deadline_beyond_the_clock_still_answers(mode: Mode) {
-    // The time allowed for a body is the header timeout plus max-body-bytes / min-send-rate
-    // seconds, here u64::MAX seconds.
+    // A body's bytes earn it bytes / min-send-rate seconds (`body::due`), up to max-body-bytes
+    // of them: here as many seconds as a u64 holds, beyond what an `Instant` can add.
     let server = mode.start(&[
         "--max-body-bytes",
         &u64::MAX.to_string(),

@@ -51,14 +51,22 @@ impl Discard {
     }
 }
 
-/// When a body that starts coming at `now` must have come whole: the header timeout, plus the
-/// largest body allowed at the slowest rate allowed.
-pub(super) fn deadline(cfg: &Config, now: Instant) -> Instant {
-    let max_secs = cfg.max_body_bytes / cfg.min_send_rate.max(1);
-    let allowed = cfg
-        .header_timeout
-        .saturating_add(Duration::from_secs(max_secs));
-    clock::after(now, allowed)
+/// When a body being dropped, begun at `start`, must bring more than the `got` bytes it has
+/// brought: it may lag the slowest rate allowed (`min_send_rate`, which replies are held to
+/// as well) by `header`, the header timeout in force, and no stretch without a byte, from the
+/// `last` one, may last longer than that. So a body announced and never sent, or trickled,
+/// holds its connection about as long as a head that never ends would: the length a client
+/// announces buys it nothing until the bytes come.
+pub(super) fn due(
+    cfg: &Config,
+    start: Instant,
+    got: u64,
+    last: Instant,
+    header: Duration,
+) -> Instant {
+    let rate = cfg.min_send_rate.max(1);
+    let earned = Duration::try_from_secs_f64(got as f64 / rate as f64).unwrap_or(Duration::MAX);
+    clock::after(start, header.saturating_add(earned)).min(clock::after(last, header))
 }
 
 #[cfg(test)]
@@ -83,7 +91,14 @@ mod tests {
         };
         let mut d = Discard::of(Body::Chunked, &small).unwrap();
         assert_eq!(d.feed(b"10\r\n"), Err(413));
-        let t = Instant::now();
-        assert!(deadline(&cfg, t) >= t + cfg.header_timeout);
+        // The bytes that came buy time at the slowest rate allowed; an announced length none.
+        let (t, h) = (Instant::now(), Duration::from_secs(1));
+        let rate = cfg.min_send_rate;
+        assert_eq!(due(&cfg, t, 0, t, h), t + h);
+        let later = t + Duration::from_secs(5);
+        let behind = due(&cfg, t, rate * 2, later, h);
+        assert_eq!(behind, t + h + Duration::from_secs(2), "lagging the rate");
+        let stalled = due(&cfg, t, rate * 100, later, h);
+        assert_eq!(stalled, later + h, "no byte since `later`");
     }
 }

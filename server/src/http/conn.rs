@@ -52,6 +52,7 @@ use super::body::{self, Discard};
 use super::clock::{self, Clock};
 use super::log::{self, Entry};
 use super::parse::{self, Body, Head};
+use super::pressure;
 use super::reply::{Payload, Scratch};
 use super::respond::{self, send_failed, Persist, Sender};
 use super::{Config, Docroot, Hit, Site};
@@ -466,11 +467,15 @@ impl Conn<'_> {
         let Some(mut body) = Discard::of(head.body, cfg) else {
             return Ok(at);
         };
-        let deadline = body::deadline(cfg, Instant::now());
+        // `body::due` bounds the wait, with the header timeout in force, looked at again at
+        // least every `RECHECK` as pressure may shorten it.
+        let start = Instant::now();
+        let (mut got, mut last) = (0u64, start);
         loop {
             // After `compact` the head is at the front, so `at <= end`.
             let avail = input.buf.get(at..input.end).unwrap_or_default();
             let (used, done) = body.feed(avail).map_err(BodyEnd::Refused)?;
+            got = got.saturating_add(used as u64);
             if done {
                 // Whatever follows the body is the next request: close the gap.
                 input.buf.copy_within(at + used..input.end, at);
@@ -481,16 +486,20 @@ impl Conn<'_> {
                 return Err(BodyEnd::Pending);
             }
             input.end = at;
-            let timeout = match deadline.checked_duration_since(Instant::now()) {
-                Some(t) if !t.is_zero() => t.min(cfg.header_timeout),
-                _ => return Err(BodyEnd::Gone),
+            let due = body::due(cfg, start, got, last, pressure::header(cfg));
+            let Some(left) = due
+                .checked_duration_since(Instant::now())
+                .filter(|t| !t.is_zero())
+            else {
+                Hit::BodyTimeout.count();
+                return Err(BodyEnd::Gone);
             };
-            match input.fill(self.sock, timeout) {
+            match input.fill(self.sock, left.min(pressure::RECHECK)) {
                 Ok(0) => return Err(BodyEnd::Gone),
-                Ok(_) => {}
-                // A request in flight is finished even when a stop is asked for.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => {}
+                Ok(_) => last = Instant::now(),
+                // A request in flight is finished even when a stop is asked for; a wait that
+                // ran out is judged at the top of the loop.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
                 Err(_) => return Err(BodyEnd::Gone),
             }
         }

@@ -110,11 +110,14 @@ impl HeadWait {
     }
 }
 
-/// Dropping a request body.
+/// Dropping a request body, held to `body::due` as `conn` holds it.
 struct BodyWait {
     discard: Discard,
-    /// The whole body is due by then (`body::deadline`).
-    deadline: Instant,
+    start: Instant,
+    /// Its bytes so far.
+    got: u64,
+    /// When the last of them came.
+    last: Instant,
 }
 
 /// A reply the socket would not take whole, detached from the worker's buffers.
@@ -596,7 +599,9 @@ impl Worker<'_> {
             After::Next(Some(discard)) => {
                 let wait = BodyWait {
                     discard,
-                    deadline: body::deadline(self.cfg, now),
+                    start: now,
+                    got: 0,
+                    last: now,
                 };
                 (Phase::Body(Box::new(wait)), None)
             }
@@ -614,6 +619,10 @@ impl Worker<'_> {
             match b.discard.feed(input.pending()) {
                 Ok((used, done)) => {
                     input.start = input.start.saturating_add(used).min(input.end);
+                    if used > 0 {
+                        b.got = b.got.saturating_add(used as u64);
+                        b.last = now;
+                    }
                     if done {
                         break;
                     }
@@ -630,11 +639,15 @@ impl Worker<'_> {
                 Got::End | Got::Failed => return closed(),
                 Got::Nothing => {}
             }
-            if now >= b.deadline {
+            let header = pressure::header_at(self.cfg, self.turn.table);
+            let due = body::due(self.cfg, b.start, b.got, b.last, header);
+            if now >= due {
+                Hit::BodyTimeout.count();
                 return closed();
             }
-            let deadline = b.deadline;
-            return (Phase::Body(b), Some(Interest::Read(Some(deadline))));
+            // Back at least every `RECHECK`, to see whether pressure shortened the stall limit.
+            let wake = due.min(clock::after(now, pressure::RECHECK));
+            return (Phase::Body(b), Some(Interest::Read(Some(wake))));
         }
         // The body's ACK has no response to ride on, and the kernel, which saw us answer the
         // head, delays it (40 ms) expecting one; a client with Nagle on holds its next request

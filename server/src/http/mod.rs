@@ -77,11 +77,12 @@ pub(crate) enum Hit {
     UnknownHost,
     AutoindexTruncated,
     ErrorPageMissing,
+    BodyTimeout,
 }
 
 /// Names and meanings of the counters the HTTP side keeps on the scoreboard, in the order of
 /// its internal `Hit` enum.
-pub static COUNTERS: [Counter; 16] = [
+pub static COUNTERS: [Counter; 17] = [
     Counter {
         name: "header_timeout",
         help: "connections cut because a request head did not arrive in time (slowloris)",
@@ -145,6 +146,10 @@ pub static COUNTERS: [Counter; 16] = [
     Counter {
         name: "error_page_missing",
         help: "configured error pages that could not be served (the built-in text went instead)",
+    },
+    Counter {
+        name: "body_timeout",
+        help: "connections cut because a request body being dropped stalled or came too slowly",
     },
 ];
 

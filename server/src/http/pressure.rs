@@ -82,6 +82,25 @@ pub(super) fn apply_at(
     (shrink(deadline, cfg, t, now), t.idle)
 }
 
+/// The header timeout in force for `conn`: also how long a request body being dropped may go
+/// without a byte, so that under pressure a stalled body frees its child as a stalled head does.
+pub(super) fn header(cfg: &Config) -> Duration {
+    timeouts(
+        scoreboard::occupancy(),
+        cfg.header_timeout,
+        cfg.keepalive_timeout,
+    )
+    .header
+}
+
+/// As [`header`], for the event driver: its own connection table weighed as well (see
+/// [`apply_at`]).
+pub(super) fn header_at(cfg: &Config, table: Occupancy) -> Duration {
+    let (header, idle) = (cfg.header_timeout, cfg.keepalive_timeout);
+    let pool = timeouts(scoreboard::occupancy(), header, idle).header;
+    pool.min(timeouts(table, header, idle).header)
+}
+
 /// A head's deadline under the timeouts `t`, and never further than [`RECHECK`] from `now`.
 fn shrink(deadline: Option<Instant>, cfg: &Config, t: Timeouts, now: Instant) -> Option<Instant> {
     deadline.map(|d| {
