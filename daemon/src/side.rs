@@ -41,6 +41,8 @@ pub const MAX_CONNS: usize = 32;
 pub const DEADLINE: Duration = Duration::from_secs(2);
 /// Largest request head the status port reads.
 pub const MAX_HEAD: usize = 4096;
+/// The most reads a lingering side connection gets in one turn of the master's loop.
+const LINGER_READS: usize = 4;
 /// Connections accepted per listener per turn of the loop, so signals are looked at often.
 const ACCEPT_BURST: usize = 64;
 /// How long the side listeners are left alone after `accept` failed for want of resources.
@@ -584,17 +586,22 @@ impl Conn {
         self.kind == Kind::Agent || self.linger()
     }
 
+    /// Drops what the client still sends, a few reads a turn: a client that sends as fast as
+    /// the master reads would otherwise keep the master's one loop here (and its signals,
+    /// reaping and, in fork mode, accepting waiting) past any deadline, which is only looked
+    /// at between turns. What is left is read next turn, until the deadline ends it.
     fn linger(&mut self) -> bool {
-        let mut buf = [0u8; 512];
-        loop {
+        let mut buf = [0u8; 4096];
+        for _ in 0..LINGER_READS {
             match self.stream.read(&mut buf) {
                 Ok(0) => return false,
-                Ok(_) => continue,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
         }
+        true
     }
 }
 

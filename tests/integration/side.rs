@@ -194,6 +194,41 @@ fn children_hold_no_side_port(mode: Mode) {
     }
 }
 
+per_mode!(a_client_that_floods_the_status_port_cannot_hold_the_master);
+fn a_client_that_floods_the_status_port_cannot_hold_the_master(mode: Mode) {
+    let (server, agent_addr, status_addr) = start(mode);
+    // Asks for the page, then sends as fast as loopback takes it, for at most 5 s: the master
+    // reads and drops what a client sends after its head, and must not do only that.
+    let mut flood = TcpStream::connect(status_addr).unwrap();
+    flood
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let flooder = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if flood.write_all(&chunk).is_err() {
+                return Some(start.elapsed());
+            }
+        }
+        None
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The master answers its other clients meanwhile: the agent (its own loop's work) and, in
+    // fork mode, the main port (the master accepts there).
+    let t = Instant::now();
+    assert!(agent(agent_addr).is_some_and(|l| l.starts_with("up ready ")));
+    assert_eq!(server.get("/").0, 200);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "answers took {took:?}");
+    // And the flooder is cut at the side ports' deadline (2 s), not when it stops.
+    let cut = flooder.join().unwrap();
+    assert!(
+        cut.is_some_and(|c| c < Duration::from_secs(4)),
+        "flooder cut after {cut:?}"
+    );
+}
+
 per_mode!(idle_crowds_and_slow_readers_cost_the_master_nothing);
 fn idle_crowds_and_slow_readers_cost_the_master_nothing(mode: Mode) {
     let (server, agent_addr, status_addr) = start(mode);
