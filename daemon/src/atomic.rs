@@ -11,6 +11,17 @@ use std::path::{Path, PathBuf};
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, `fsync`,
 /// `rename` over the target, then `fsync` of the directory so the rename itself is durable.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_whole(path, bytes, mode, true)
+}
+
+/// As [`write_atomic`], whole or not at all for a reader, but without the two `fsync`s: for a
+/// file rewritten every second (metrics), where a crash may lose the last version but must
+/// not stall the writer on a slow disk for each one.
+pub fn write_atomic_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_whole(path, bytes, mode, false)
+}
+
+fn write_whole(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -23,17 +34,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
+    let create = || {
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)?;
+            .open(&tmp)
+    };
+    let mut f = match create() {
+        // The name holds this process's pid, and the writers of a process take turns: a file
+        // there was left by an earlier process with the same pid, killed between its create
+        // and its rename (in a container, every start is pid 1 again). It is nobody's now.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp)?;
+            create()?
+        }
+        other => other?,
+    };
+    // From here the temporary file is ours, and an error removes it.
+    let result = (|| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        match durable {
+            true => File::open(dir)?.sync_all(),
+            false => Ok(()),
+        }
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -141,8 +170,23 @@ mod tests {
         write_atomic(&p, b"1\n", 0o644).unwrap();
         write_atomic(&p, b"22\n", 0o644).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"22\n");
+        write_atomic_unsynced(&p, b"333\n", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"333\n");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_killed_process_of_the_same_pid_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pid");
+        let stale = dir
+            .path()
+            .join(format!(".x.pid.tmp.{}", std::process::id()));
+        std::fs::write(&stale, b"half").unwrap();
+        write_atomic(&p, b"1\n", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"1\n");
+        assert!(!stale.exists());
     }
 
     #[test]

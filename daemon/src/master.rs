@@ -184,6 +184,8 @@ pub enum StartError {
     Fork(nix::Error),
     #[error("this daemon has no event mode (its service returns no `events()`)")]
     NoEventMode,
+    #[error("the process has threads: a fork would give children locks that no thread of theirs releases (start threads, if any, in the children)")]
+    Threaded,
 }
 
 impl StartError {
@@ -209,7 +211,7 @@ impl StartError {
                 matches!(errno(source), libc::EACCES | libc::EPERM)
             }
             StartError::Listen(listener::ListenError::Inherited { .. }) => true,
-            StartError::NoListener | StartError::NoEventMode => true,
+            StartError::NoListener | StartError::NoEventMode | StartError::Threaded => true,
             StartError::Signals(_)
             | StartError::ListenerSetup(_)
             | StartError::Scoreboard(_)
@@ -301,6 +303,11 @@ pub fn run<D: Daemon>(
     // Inherited sockets first, before this process opens any fd of its own that could be
     // mistaken for one of them.
     let (listeners, inherited) = open_listeners(&settings.listen)?;
+    // Checked in release builds too, once: a daemon built on this template that starts a
+    // thread before it forks would hand its children locks held by threads they do not have.
+    if !fork::single_threaded() {
+        return Err(StartError::Threaded);
+    }
     let side = Side::bind(settings.agent_listen, settings.status_listen)?;
     let signals = SignalPipe::install().map_err(StartError::Signals)?;
     worker::set_child_dispositions().map_err(StartError::Signals)?;
@@ -350,7 +357,12 @@ pub fn run<D: Daemon>(
     }
     let result = m.serve();
     if let Some(path) = &m.settings.pid_file {
-        let _ = std::fs::remove_file(path);
+        // Only our own: a successor started with the same file (a restart that overlapped
+        // our drain) has written its pid there, and a manager reading it needs it.
+        let ours = format!("{}\n", std::process::id());
+        if std::fs::read(path).is_ok_and(|text| text == ours.as_bytes()) {
+            let _ = std::fs::remove_file(path);
+        }
     }
     result
 }
@@ -487,7 +499,7 @@ impl<D: Daemon> Master<'_, D> {
         }
         self.next_metrics = Some(now + METRICS_INTERVAL);
         let text = scoreboard::render(self.settings.name, self.generation);
-        if let Err(e) = atomic::write_atomic(path, text.as_bytes(), 0o644) {
+        if let Err(e) = atomic::write_atomic_unsynced(path, text.as_bytes(), 0o644) {
             tracing::warn!("unable to write metrics file {}: {e}", path.display());
         }
     }
@@ -1279,6 +1291,47 @@ fn jittered(max: u64, salt: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_with_threads_is_refused_before_it_forks() {
+        struct Nop;
+        impl Service for Nop {
+            fn serve(&mut self, _: &TcpStream, _: SocketAddr) -> u64 {
+                0
+            }
+        }
+        struct Nothing(Settings);
+        impl Daemon for Nothing {
+            type Service = Nop;
+            fn reload(&mut self) -> Result<(Settings, Nop), String> {
+                Ok((self.0.clone(), Nop))
+            }
+        }
+        let settings = Settings {
+            name: "threaded",
+            mode: Mode::Prefork { workers: 1 },
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            max_requests_per_worker: 0,
+            shutdown_timeout: Duration::from_secs(1),
+            credentials: None,
+            pid_file: None,
+            metrics_file: None,
+            defer_accept: Duration::ZERO,
+            max_conns_per_client: 0,
+            agent_listen: None,
+            status_listen: None,
+        };
+        // A thread of this test's own, alive through the call, whatever the harness runs.
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || wait.recv());
+        let mut daemon = Nothing(settings.clone());
+        let result = run(settings, Nop, &mut daemon, &Notifier::none());
+        drop(stop);
+        let _ = thread.join();
+        let err = result.expect_err("a threaded process must not fork");
+        assert!(matches!(err, StartError::Threaded), "{err}");
+        assert!(err.is_permanent());
+    }
 
     #[test]
     fn crashes_while_serving_skip_the_throttle_and_setup_failures_do_not() {

@@ -581,7 +581,6 @@ impl<C> Reactor<'_, C> {
     /// (a worker never forks nor duplicates a socket, so no other fd keeps it there), and its
     /// client's count is given back.
     fn close(&mut self, key: Key) {
-        self.deadlines.clear(key);
         let Some(slot) = self
             .slots
             .get_mut(key.0 as usize)
@@ -592,6 +591,9 @@ impl<C> Reactor<'_, C> {
         let Some(live) = slot.live.take() else {
             return;
         };
+        // Only after the generation check: a stale key must not clear the timer of the
+        // connection that has its slot now.
+        self.deadlines.clear(key);
         slot.gen = slot.gen.wrapping_add(1);
         self.open = self.open.saturating_sub(1);
         self.free.push(key.0);

@@ -17,32 +17,35 @@ use crate::util::{self, eventually, per_mode, Mode, Proc, Server};
 
 /// One connection-per-request GET; returns the status, or 0 on any transport failure.
 fn get_once(addr: SocketAddr, path: &str) -> u16 {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut out = Vec::new();
-    if s.read_to_end(&mut out).is_err() {
-        return 0;
-    }
-    util::status_of(&out)
+    try_get_once(addr, path).unwrap_or(0)
 }
 
-/// `n` connection-per-request GETs from `threads` clients; returns the statuses that were not
-/// 200 (0 for a transport failure), so a failure says what went wrong.
-fn hammer(addr: SocketAddr, n: usize, threads: usize) -> Vec<u16> {
+/// One connection-per-request GET: the status, or which step failed and how.
+fn try_get_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("read: {e}"))?;
+    Ok(util::status_of(&out))
+}
+
+/// `n` connection-per-request GETs from `threads` clients; returns what went wrong with those
+/// that were not a 200 (a status, or the failed step), so a failure says what it was.
+fn hammer(addr: SocketAddr, n: usize, threads: usize) -> Vec<String> {
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             std::thread::spawn(move || {
                 (t..n)
                     .step_by(threads)
-                    .map(|_| get_once(addr, "/bench/2k.html"))
-                    .filter(|s| *s != 200)
-                    .collect::<Vec<u16>>()
+                    .filter_map(|_| match try_get_once(addr, "/bench/2k.html") {
+                        Ok(200) => None,
+                        Ok(status) => Some(format!("status {status}")),
+                        Err(e) => Some(e),
+                    })
+                    .collect::<Vec<String>>()
             })
         })
         .collect();
@@ -55,7 +58,7 @@ fn hammer(addr: SocketAddr, n: usize, threads: usize) -> Vec<u16> {
 fn assert_fds_flat(mode_args: &[&str]) {
     let server = Server::start(mode_args);
     // Warm up so lazily opened things (none expected) are open before the baseline.
-    assert_eq!(hammer(server.addr, 100, 2), Vec::<u16>::new());
+    assert_eq!(hammer(server.addr, 100, 2), Vec::<String>::new());
     let before = util::fds(server.pid());
     let failed = hammer(server.addr, 20_000, 4);
     assert!(
@@ -308,7 +311,7 @@ fn workers_are_recycled_after_their_request_budget() {
     let server = Server::start(&["--workers", "2", "--max-requests-per-worker", "20"]);
     let pid = server.pid();
     let first = workers_of(pid);
-    assert_eq!(hammer(server.addr, 200, 2), Vec::<u16>::new());
+    assert_eq!(hammer(server.addr, 200, 2), Vec::<String>::new());
     eventually(Duration::from_secs(5), "recycled workers", || {
         let now = workers_of(pid);
         (now.len() == 2 && now.iter().all(|w| !first.contains(w))).then_some(())
@@ -362,6 +365,20 @@ fn sigint_stops_at_once_and_pid_file_comes_and_goes() {
     for w in workers {
         assert!(util::state(w).is_none(), "worker {w} survived the master");
     }
+}
+
+#[test]
+fn a_pid_file_that_a_successor_rewrote_is_left_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("forkd.pid");
+    let mut server = Server::start(&["--workers", "1", "--pid-file", pidfile.to_str().unwrap()]);
+    // A second forkd started with the same file while this one drains (a restart that
+    // overlaps): the file names the successor now.
+    std::fs::write(&pidfile, "4194304\n").unwrap();
+    server.proc.signal(Signal::SIGTERM);
+    let status = server.proc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), "4194304\n");
 }
 
 per_mode!(readiness_line_names_the_mode_and_its_pool);
