@@ -51,20 +51,11 @@ fn main() {
         Some("fork") => Mode::Fork { max_children: 8 },
         _ => Mode::Prefork { workers: 2 },
     };
+    // Everything else off: a quiet client is what its test stops it with, so no deferred
+    // accept and no per-client limit either.
     let settings = Settings {
-        name: "echo",
-        mode,
-        listen: vec![listen],
-        max_requests_per_worker: 0,
         shutdown_timeout: Duration::from_secs(5),
-        credentials: None,
-        pid_file: None,
-        metrics_file: None,
-        // A quiet client is what its test stops it with: no deferred accept, no limit.
-        defer_accept: Duration::ZERO,
-        max_conns_per_client: 0,
-        agent_listen: None,
-        status_listen: None,
+        ..Settings::new("echo", mode, vec![listen])
     };
     // `READY=1` for systemd or forkd-supervisor when `NOTIFY_SOCKET` is set; nothing otherwise.
     let notifier = Notifier::from_env().unwrap_or_else(|e| {

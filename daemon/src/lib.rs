@@ -109,19 +109,10 @@
 //! }
 //!
 //! fn main() {
+//!     let listen = vec![SocketAddr::from(([127, 0, 0, 1], 7007))];
 //!     let settings = Settings {
-//!         name: "echo",
-//!         mode: Mode::Prefork { workers: 2 },
-//!         listen: vec![SocketAddr::from(([127, 0, 0, 1], 7007))],
-//!         max_requests_per_worker: 0,
 //!         shutdown_timeout: Duration::from_secs(5),
-//!         credentials: None,
-//!         pid_file: None,
-//!         metrics_file: None,
-//!         defer_accept: Duration::ZERO,
-//!         max_conns_per_client: 0,
-//!         agent_listen: None,
-//!         status_listen: None,
+//!         ..Settings::new("echo", Mode::Prefork { workers: 2 }, listen)
 //!     };
 //!     let mut daemon = Fixed(settings.clone());
 //!     let code = match forkd_daemon::run(settings, Echo, &mut daemon, &Notifier::none()) {

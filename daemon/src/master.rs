@@ -165,6 +165,29 @@ pub struct Settings {
     pub status_listen: Option<SocketAddr>,
 }
 
+impl Settings {
+    /// `name` serving `listen` in `mode`, with every other setting off: no recycling, no pid,
+    /// metrics or side ports, no deferred accept (a protocol whose server speaks first would
+    /// never see its clients), no per-client limit, children as the master's user, and 10 s
+    /// for a graceful stop. Set fields on the result to turn things on.
+    pub fn new(name: &'static str, mode: Mode, listen: Vec<SocketAddr>) -> Settings {
+        Settings {
+            name,
+            mode,
+            listen,
+            max_requests_per_worker: 0,
+            shutdown_timeout: Duration::from_secs(10),
+            credentials: None,
+            pid_file: None,
+            metrics_file: None,
+            defer_accept: Duration::ZERO,
+            max_conns_per_client: 0,
+            agent_listen: None,
+            status_listen: None,
+        }
+    }
+}
+
 /// Why the master could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -1307,20 +1330,8 @@ mod tests {
                 Ok((self.0.clone(), Nop))
             }
         }
-        let settings = Settings {
-            name: "threaded",
-            mode: Mode::Prefork { workers: 1 },
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            max_requests_per_worker: 0,
-            shutdown_timeout: Duration::from_secs(1),
-            credentials: None,
-            pid_file: None,
-            metrics_file: None,
-            defer_accept: Duration::ZERO,
-            max_conns_per_client: 0,
-            agent_listen: None,
-            status_listen: None,
-        };
+        let listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let settings = Settings::new("threaded", Mode::Prefork { workers: 1 }, listen);
         // A thread of this test's own, alive through the call, whatever the harness runs.
         let (stop, wait) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || wait.recv());
