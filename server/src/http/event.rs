@@ -48,7 +48,8 @@ use super::reply::{Progress, Reply, Scratch};
 use super::respond::{self, send_failed, Persist, Pushed};
 use super::{pressure, AccessLog, Config, Docroot, Hit, Site};
 
-/// Bytes one connection may send per call before the others get their turn.
+/// Bytes one connection may send per call before the others get their turn, all its replies
+/// together (pipelined ones answered in the same call included).
 const TURN_BYTES: u64 = 1 << 20;
 /// Reads one connection may make per call (each up to the input buffer's size).
 const TURN_READS: u8 = 16;
@@ -222,6 +223,7 @@ impl EventService for Site {
             sock: stream,
             turn,
             requests_left: TURN_REQUESTS,
+            bytes_left: TURN_BYTES,
         };
         let interest = loop {
             let phase = std::mem::replace(&mut conn.phase, Phase::Done);
@@ -320,6 +322,7 @@ struct Worker<'w> {
     sock: &'w TcpStream,
     turn: &'w mut Turn,
     requests_left: u8,
+    bytes_left: u64,
 }
 
 impl Worker<'_> {
@@ -510,7 +513,17 @@ impl Worker<'_> {
     fn send(&mut self, conn: &mut Conn, reply: Reply, then: Then) -> Step {
         let mut progress = Progress::new(&reply, self.scratch);
         let total = progress.gathered_len().saturating_add(progress.file_len());
-        match respond::push(self.sock, &reply, self.scratch, &mut progress, TURN_BYTES) {
+        let pushed = respond::push(
+            self.sock,
+            &reply,
+            self.scratch,
+            &mut progress,
+            self.bytes_left,
+        );
+        if let Ok((_, sent)) = pushed {
+            self.bytes_left = self.bytes_left.saturating_sub(sent);
+        }
+        match pushed {
             Ok((Pushed::Done, _)) => {
                 // A file sent by `sendfile` is closed before its line is written, as in `conn`.
                 drop(reply);
@@ -563,8 +576,11 @@ impl Worker<'_> {
                 &s.reply,
                 &s.scratch.0,
                 &mut s.progress,
-                TURN_BYTES,
+                self.bytes_left,
             );
+            if let Ok((_, sent)) = pushed {
+                self.bytes_left = self.bytes_left.saturating_sub(sent);
+            }
             match pushed {
                 Ok((Pushed::Done, _)) => {
                     let Sending { line, then, .. } = *s;
