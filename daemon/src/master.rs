@@ -254,6 +254,10 @@ struct ChildInfo {
     slot: usize,
     started: Instant,
     stopping: bool,
+    /// A child retired by a reload is killed if it still runs then (`--shutdown-timeout`
+    /// after the reload): a slow client cannot keep an old generation, and what it holds,
+    /// alive for as long as it likes, reload after reload.
+    kill_at: Option<Instant>,
     /// An event worker's per-client counts, given back when it is reaped.
     held: Option<scoreboard::Held>,
 }
@@ -304,6 +308,8 @@ struct Master<'a, D: Daemon> {
     spawned: u64,
     free_slots: Vec<usize>,
     next_metrics: Option<Instant>,
+    /// The earliest `kill_at` of the retired children, if any.
+    next_retire_kill: Option<Instant>,
     /// `WATCHDOG=1` every half interval while the pool serves (`WATCHDOG_USEC`).
     watchdog: Option<watchdog::Watchdog>,
     /// This process, which children check is still their parent once they will die with it.
@@ -352,6 +358,7 @@ pub fn run<D: Daemon>(
         spawned: 0,
         free_slots: (0..scoreboard::SLOTS).rev().collect(),
         next_metrics: None,
+        next_retire_kill: None,
         watchdog: watchdog::Watchdog::from_env(Instant::now()),
         pid: nix::unistd::getpid(),
         inherited,
@@ -490,6 +497,7 @@ impl<D: Daemon> Master<'_, D> {
             self.answer_side();
             self.publish_metrics();
             self.ping_watchdog();
+            self.kill_overdue_retirees();
             match self.phase {
                 Phase::Running => self.fill_pool(),
                 Phase::Draining { deadline } => {
@@ -628,6 +636,9 @@ impl<D: Daemon> Master<'_, D> {
             due(deadline);
         }
         if let Some(t) = self.next_metrics {
+            due(t);
+        }
+        if let Some(t) = self.next_retire_kill {
             due(t);
         }
         if let Some(w) = &self.watchdog {
@@ -887,6 +898,7 @@ impl<D: Daemon> Master<'_, D> {
                         slot,
                         started: Instant::now(),
                         stopping: false,
+                        kill_at: None,
                         held: None,
                     },
                 );
@@ -970,18 +982,28 @@ impl<D: Daemon> Master<'_, D> {
         }
     }
 
-    /// Prefork: replaces ended workers up to the pool size. Stopping workers still count, so
-    /// a reload never runs more processes than the bound. Workers owed for crashes while
-    /// serving come first and ignore the throttle; the rest wait for it.
+    /// Replaces ended workers up to the pool size. In prefork mode stopping workers still
+    /// count, so a reload never runs more processes than the bound, and a busy old worker
+    /// costs the pool exactly the one connection it is finishing. An event worker holds many:
+    /// one kept by a slow download after a reload would take a whole worker's share of the
+    /// pool (with one worker, all of it) until it ends, so in event mode the new generation
+    /// starts whole at once, beside the old workers, whose drain the shutdown timeout bounds.
+    /// Workers owed for crashes while serving come first and ignore the throttle; the rest
+    /// wait for it.
     fn fill_pool(&mut self) {
         let Some(workers) = self.settings.mode.workers() else {
             return;
+        };
+        let event = matches!(self.settings.mode, Mode::Event { .. });
+        let counted = |children: &HashMap<Pid, ChildInfo>| match event {
+            true => children.values().filter(|c| !c.stopping).count(),
+            false => children.len(),
         };
         let throttled = self.respawn_at.is_some_and(|t| Instant::now() < t);
         if !throttled {
             self.respawn_at = None;
         }
-        while self.children.len() < workers {
+        while counted(&self.children) < workers {
             let owed = self.replace_now > 0;
             if !owed && throttled {
                 return;
@@ -997,7 +1019,7 @@ impl<D: Daemon> Master<'_, D> {
                 break;
             }
         }
-        if self.children.len() >= workers {
+        if counted(&self.children) >= workers {
             self.replace_now = 0;
         }
     }
@@ -1073,14 +1095,48 @@ impl<D: Daemon> Master<'_, D> {
         reap(|_, _| {});
     }
 
-    /// Asks every child of an older generation to finish its request and leave. New ones are
-    /// started by `fill_pool` as the old ones exit.
+    /// Asks every child of an older generation to finish its request and leave, within the
+    /// shutdown timeout. New ones are started by `fill_pool`: as the old ones exit in prefork
+    /// mode, at once in event mode (see `fill_pool`).
     fn retire_old_generations(&mut self) {
         let current = self.generation;
+        let kill_at = Instant::now() + self.settings.shutdown_timeout;
         for (pid, info) in self.children.iter_mut() {
             if info.generation < current && !info.stopping {
                 info.stopping = true;
+                info.kill_at = Some(kill_at);
                 let _ = kill(*pid, Signal::SIGTERM);
+            }
+        }
+        if self.children.values().any(|c| c.kill_at.is_some()) {
+            self.next_retire_kill = Some(self.next_retire_kill.map_or(kill_at, |t| t.min(kill_at)));
+        }
+    }
+
+    /// Kills the retired children still running at their `kill_at`: a reload's drain is as
+    /// bounded as a stop's.
+    fn kill_overdue_retirees(&mut self) {
+        let now = Instant::now();
+        if self.next_retire_kill.is_none_or(|t| now < t) {
+            return;
+        }
+        self.next_retire_kill = None;
+        for (pid, info) in self.children.iter_mut() {
+            match info.kill_at {
+                Some(t) if t <= now => {
+                    tracing::warn!(
+                        "child {pid} of generation {} still draining {:?} after the reload: killed",
+                        info.generation,
+                        self.settings.shutdown_timeout
+                    );
+                    let _ = kill(*pid, Signal::SIGKILL);
+                    // Once: the reap forgets it.
+                    info.kill_at = None;
+                }
+                Some(t) => {
+                    self.next_retire_kill = Some(self.next_retire_kill.map_or(t, |n| n.min(t)));
+                }
+                None => {}
             }
         }
     }

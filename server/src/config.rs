@@ -90,7 +90,8 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub max_requests_per_worker: Option<u64>,
 
-    /// On SIGTERM, how long in-flight requests may take before children are killed. [default: 10s]
+    /// On SIGTERM, and for the children a reload (SIGHUP) replaces, how long in-flight requests
+    /// may take before those children are killed. [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub shutdown_timeout: Option<Duration>,

@@ -381,6 +381,61 @@ fn a_pid_file_that_a_successor_rewrote_is_left_to_it() {
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), "4194304\n");
 }
 
+per_mode!(a_slow_download_holds_a_reload_no_longer_than_the_shutdown_timeout);
+fn a_slow_download_holds_a_reload_no_longer_than_the_shutdown_timeout(mode: Mode) {
+    let server = mode.pool(1).with_site(
+        &[
+            "--shutdown-timeout",
+            "2s",
+            "--send-timeout",
+            "60s",
+            "--max-conns-per-client",
+            "0",
+        ],
+        |root| {
+            std::fs::write(root.join("big.bin"), vec![b'x'; 32 << 20]).unwrap();
+            std::fs::write(root.join("a.txt"), "a").unwrap();
+        },
+    );
+    // A download read by nobody: only the send timeout (a minute) would end it.
+    let mut slow = server.connect();
+    slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    slow.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let old = util::children(server.pid());
+    server.proc.signal(Signal::SIGHUP);
+    server
+        .proc
+        .wait_line("reloaded configuration", Duration::from_secs(5));
+    let t = Instant::now();
+    // Fresh clients are served: by the new generation at once in event mode (an old event
+    // worker's slow connection must not take the pool, here all of it); in prefork and fork
+    // mode the busy child holds the one place it has (a worker, a child slot) until it is
+    // killed: its own connection's cost, as before the reload.
+    eventually(Duration::from_secs(8), "a fresh answer", || {
+        (server.get("/a.txt").0 == 200).then_some(())
+    });
+    let answered = t.elapsed();
+    if mode.name == "event" {
+        assert!(
+            answered < Duration::from_secs(1),
+            "answered after {answered:?}"
+        );
+    }
+    // The old generation is gone at the shutdown timeout, and the download with it.
+    eventually(Duration::from_secs(8), "the old children gone", || {
+        old.iter().all(|p| util::state(*p).is_none()).then_some(())
+    });
+    let gone = t.elapsed();
+    assert!(gone < Duration::from_secs(5), "old children lived {gone:?}");
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(rest.len() < 32 << 20, "the download was not cut");
+    assert_eq!(server.get("/a.txt").0, 200);
+}
+
 per_mode!(readiness_line_names_the_mode_and_its_pool);
 /// Every entry of `MODES` really starts its own mode, sized as asked: a misspelt entry, or
 /// flags that another mode ignores, would run some other server under this mode's name.
