@@ -38,6 +38,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long an entry is served before the file is looked at again: the staleness bound.
 pub(super) const REVALIDATE: Duration = Duration::from_secs(1);
 
+/// An entry no request has used for this long is dropped, at the next request the process
+/// serves: a larger file's entry holds it open, so a file that a deploy deleted or replaced
+/// would otherwise keep its disk space, and a descriptor, for as long as the worker lives.
+pub(super) const IDLE: Duration = Duration::from_secs(30);
+
 /// A change this close to a read may carry the same timestamps as the version read
 /// (timestamps come from a coarse clock: a scheduler tick, or one or two seconds on some
 /// filesystems), so such an entry's bytes are read again at each check until it is older.
@@ -151,6 +156,8 @@ pub(super) struct FileCache {
     small: u64,
     /// This process has opened a file before: see [`FileCache::admits`].
     warm: bool,
+    /// When [`FileCache::fresh`] next looks for entries idle for [`IDLE`].
+    next_expiry: Option<Instant>,
 }
 
 impl FileCache {
@@ -164,6 +171,7 @@ impl FileCache {
             lru: Lru::new(limits.entries.min(fd_room), limits.bytes),
             small,
             warm: false,
+            next_expiry: None,
         }
     }
 
@@ -182,7 +190,12 @@ impl FileCache {
     }
 
     /// The version kept for `key` if it was checked less than [`REVALIDATE`] before `now`.
+    /// Once a second at most, entries idle for [`IDLE`] go first.
     pub(super) fn fresh(&mut self, key: &[u8], now: Instant) -> Option<Version> {
+        if self.next_expiry.is_none_or(|t| now >= t) {
+            self.next_expiry = now.checked_add(REVALIDATE);
+            self.expire(now);
+        }
         let entry = self.lru.get(key)?;
         (now.saturating_duration_since(entry.checked) < REVALIDATE).then(|| entry.version.clone())
     }
@@ -201,6 +214,18 @@ impl FileCache {
     pub(super) fn set_probe(&mut self, key: &[u8], coding: usize, probe: Probe) {
         if let Some(slot) = self.lru.get(key).and_then(|e| e.siblings.get_mut(coding)) {
             *slot = probe;
+        }
+    }
+
+    /// Drops the entries idle for [`IDLE`] at `now`. An entry in use is checked again each
+    /// [`REVALIDATE`], so its check time follows its use, and the least recently used end
+    /// holds the ones checked longest ago: the walk stops at the first one still in use.
+    fn expire(&mut self, now: Instant) {
+        while let Some(entry) = self.lru.oldest() {
+            if now.saturating_duration_since(entry.checked) < IDLE {
+                return;
+            }
+            self.lru.evict_oldest();
         }
     }
 
@@ -376,6 +401,11 @@ impl<V> Lru<V> {
     }
 
     /// Removes and returns the least recently used value.
+    /// The least recently used value.
+    fn oldest(&self) -> Option<&V> {
+        self.slot(self.oldest).map(|s| &s.value)
+    }
+
     fn evict_oldest(&mut self) -> Option<V> {
         let i = self.oldest;
         let key = self.slot(i)?.key.clone();
@@ -680,6 +710,38 @@ mod tests {
         // Even handed the old metadata (as a coarse clock would leave it), the bytes are new.
         let v = cache.admit(b"f", f, &m, t0 + REVALIDATE).unwrap();
         assert_eq!(bytes(&v), b"two");
+    }
+
+    /// A deploy that deletes a large file must not leave it open in every worker: entries
+    /// nobody asks for go at the next request after [`IDLE`], descriptor and all.
+    #[test]
+    fn entries_idle_for_a_while_are_dropped_at_the_next_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, vec![b'a'; 100]).unwrap();
+        std::fs::write(&b, vec![b'b'; 100]).unwrap();
+        let limits = Limits {
+            entries: 4,
+            bytes: 1000,
+        };
+        // Files over 50 bytes are kept as descriptors.
+        let mut cache = FileCache::new(limits, 50);
+        let t0 = Instant::now();
+        let (f, m) = open(&a);
+        cache.admit(b"a", f, &m, t0).unwrap();
+        std::fs::remove_file(&a).unwrap();
+        let (f, m) = open(&b);
+        cache.admit(b"b", f, &m, t0 + IDLE / 2).unwrap();
+        assert!(cache.fresh(b"b", t0 + IDLE / 2).is_some());
+        assert_eq!(cache.lru.len(), 2);
+        assert!(
+            cache.fresh(b"b", t0 + IDLE).is_none(),
+            "stale: to be checked"
+        );
+        assert_eq!(cache.lru.len(), 1, "the deleted file, idle, is closed");
+        assert!(cache.lru.get(b"b").is_some());
+        assert!(cache.fresh(b"x", t0 + IDLE / 2 + IDLE).is_none());
+        assert_eq!(cache.lru.len(), 0);
     }
 
     #[test]
