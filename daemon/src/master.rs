@@ -207,7 +207,10 @@ pub enum StartError {
     Fork(nix::Error),
     #[error("this daemon has no event mode (its service returns no `events()`)")]
     NoEventMode,
-    #[error("the process has threads: a fork would give children locks that no thread of theirs releases (start threads, if any, in the children)")]
+    #[error(
+        "the process has threads: a fork would give children locks that no thread of theirs \
+         releases (start threads, if any, in the children)"
+    )]
     Threaded,
 }
 
@@ -1101,14 +1104,17 @@ impl<D: Daemon> Master<'_, D> {
     fn retire_old_generations(&mut self) {
         let current = self.generation;
         let kill_at = Instant::now() + self.settings.shutdown_timeout;
+        let mut retired = false;
         for (pid, info) in self.children.iter_mut() {
             if info.generation < current && !info.stopping {
                 info.stopping = true;
                 info.kill_at = Some(kill_at);
                 let _ = kill(*pid, Signal::SIGTERM);
+                retired = true;
             }
         }
-        if self.children.values().any(|c| c.kill_at.is_some()) {
+        // The earliest deadline stands: a reload may have shortened the timeout.
+        if retired {
             self.next_retire_kill = Some(self.next_retire_kill.map_or(kill_at, |t| t.min(kill_at)));
         }
     }

@@ -405,6 +405,7 @@ fn a_slow_download_holds_a_reload_no_longer_than_the_shutdown_timeout(mode: Mode
     slow.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
     let old = util::children(server.pid());
+    assert!(!old.is_empty(), "no child serves the download");
     server.proc.signal(Signal::SIGHUP);
     server
         .proc

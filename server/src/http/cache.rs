@@ -39,8 +39,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub(super) const REVALIDATE: Duration = Duration::from_secs(1);
 
 /// An entry no request has used for this long is dropped, at the next file the process opens
-/// (a miss, or an entry's check): a larger file's entry holds it open, so a file that a deploy deleted or replaced
-/// would otherwise keep its disk space, and a descriptor, for as long as the worker lives.
+/// (a miss, or an entry's check): a larger file's entry holds it open, so a file that a deploy
+/// deleted or replaced would otherwise keep its disk space, and a descriptor, for as long as
+/// the worker lives.
 pub(super) const IDLE: Duration = Duration::from_secs(30);
 
 /// A change this close to a read may carry the same timestamps as the version read
@@ -402,12 +403,12 @@ impl<V> Lru<V> {
         true
     }
 
-    /// Removes and returns the least recently used value.
     /// The least recently used value.
     fn oldest(&self) -> Option<&V> {
         self.slot(self.oldest).map(|s| &s.value)
     }
 
+    /// Removes and returns the least recently used value.
     fn evict_oldest(&mut self) -> Option<V> {
         let i = self.oldest;
         let key = self.slot(i)?.key.clone();

@@ -4,9 +4,10 @@
 //! It knows nothing of processes: the template in `daemon` lends [`Site::serve`] a connected
 //! socket inside a child process (and closes it after), and this module answers requests on
 //! it until the connection ends. One file per concern, as in hyper's `proto/h1`: `parse`
-//! reads a request head and its framing, `chunked` walks a chunked body, `path` turns a request target into a safe relative
-//! path (the one security-critical pure function), `open` opens that path beneath the docroot
-//! race-free, `cache` keeps what those opens found for a second, `site` holds the embedded demo blog, `conditional` and `range` weigh
+//! reads a request head and its framing, `chunked` walks a chunked body, `path` turns a
+//! request target into a safe relative path (the one security-critical pure function), `open`
+//! opens that path beneath the docroot race-free, `cache` keeps what those opens found for a
+//! second, `site` holds the embedded demo blog, `conditional` and `range` weigh
 //! preconditions and ranges, `encoding` picks a precompressed sibling by `Accept-Encoding`,
 //! `mime` names media types, `log` formats the access log and `clock` caches the date.
 //!
