@@ -22,11 +22,15 @@
 #        1 MB call, so that one server's TIME_WAIT sockets never slow another's connects)
 #        BIN_DIR=DIR (forkd and forkd-loadgen from DIR, no build)
 #        PREFORK_WORKERS=max(64, 16/CPU) EPOLL_WORKERS=CPUs
-#        SERVERS="forkd-prefork forkd-fork forkd-event forkd-event-1 lighttpd nginx apache
-#                 busybox floor-prefork floor-fork floor-epoll"
+#        SERVERS="forkd-prefork forkd-fork forkd-event forkd-event-1 forkd-event-inherit
+#                 lighttpd lighttpd-batch nginx apache busybox floor-prefork floor-fork
+#                 floor-epoll"
 #   forkd-event-1 is event mode with one worker: lighttpd's model (one process, one event
 #   loop). On a machine whose cores the load generator shares, one worker per CPU (forkd's
 #   default, and floor-epoll's here) competes with the client for them.
+#   Event workers run SCHED_BATCH by default (--worker-sched, README "Scheduling"); the two
+#   rows that say what that is worth: forkd-event-inherit is forkd-event scheduled as its
+#   master (as every other server here is), lighttpd-batch is lighttpd under chrt --batch.
 #   A quick check of the script: DURATION=2s RUNS=1 WARMUP=1s QUIET_WAIT=1s benches/compare.sh
 #   The defaults take about 2 minutes per server.
 # The load generator is forkd-loadgen with one thread (THREADS), as wrk -t1 was in issue 9's
@@ -55,8 +59,8 @@ CPUS=$(nproc)
 # both run the same number of blocking workers.
 PREFORK_WORKERS=${PREFORK_WORKERS:-$((CPUS * 16 > 64 ? CPUS * 16 : 64))}
 EPOLL_WORKERS=${EPOLL_WORKERS:-$CPUS}
-SERVERS=${SERVERS:-"forkd-prefork forkd-fork forkd-event forkd-event-1 lighttpd nginx apache
-    busybox floor-prefork floor-fork floor-epoll"}
+SERVERS=${SERVERS:-"forkd-prefork forkd-fork forkd-event forkd-event-1 forkd-event-inherit
+    lighttpd lighttpd-batch nginx apache busybox floor-prefork floor-fork floor-epoll"}
 
 WORK=$(mktemp -d /tmp/forkd-compare.XXXXXX)
 # forkd-loadgen stops the servers it started, even on Ctrl-C; only the directory is left.
@@ -84,8 +88,12 @@ fi
 # available SERVER: whether SERVER can run here; prints why not otherwise.
 available() {
     case $1 in
-    forkd-prefork | forkd-fork | forkd-event | forkd-event-1) ;;
+    forkd-prefork | forkd-fork | forkd-event | forkd-event-1 | forkd-event-inherit) ;;
     lighttpd) need_tool lighttpd >&2 || { echo "lighttpd is not installed"; return 1; } ;;
+    lighttpd-batch)
+        need_tool lighttpd >&2 || { echo "lighttpd is not installed"; return 1; }
+        command -v chrt >/dev/null || { echo "chrt (util-linux) is not installed"; return 1; }
+        ;;
     nginx) need_tool nginx >&2 || { echo "nginx is not installed"; return 1; } ;;
     apache) need_tool apache2 >&2 || { echo "apache2 is not installed"; return 1; } ;;
     busybox) need_tool busybox >&2 || { echo "busybox is not installed"; return 1; } ;;
@@ -115,9 +123,16 @@ command_for() {
         # One process, one event loop, as lighttpd.
         echo "$FORKD --listen 127.0.0.1:$port --root $SITE --mode event --workers 1 --max-conns-per-client 0"
         ;;
+    forkd-event-inherit)
+        echo "$FORKD --listen 127.0.0.1:$port --root $SITE --mode event --workers $EPOLL_WORKERS --max-conns-per-client 0 --worker-sched inherit"
+        ;;
     lighttpd)
         lighttpd_conf "$dir" "$port"
         echo "lighttpd -D -f $dir/lighttpd.conf"
+        ;;
+    lighttpd-batch)
+        lighttpd_conf "$dir" "$port"
+        echo "chrt --batch 0 lighttpd -D -f $dir/lighttpd.conf"
         ;;
     nginx)
         nginx_conf "$dir" "$port"

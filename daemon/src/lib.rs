@@ -159,4 +159,4 @@ pub mod wait;
 pub mod watchdog;
 pub mod worker;
 
-pub use master::{run, Daemon, Mode, Service, Settings, StartError};
+pub use master::{run, Daemon, Mode, Scheduling, Service, Settings, StartError};

@@ -135,6 +135,20 @@ impl Mode {
     }
 }
 
+/// The CPU scheduling policy of the children that serve connections (the master keeps its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    /// The master's policy, whatever it is (`chrt` or a service manager may have set it).
+    Inherit,
+    /// `SCHED_BATCH`: the same share of CPU as a normal process, but a child that wakes does
+    /// not preempt the task running on its CPU. Several event workers that share a machine with
+    /// busy processes (their clients, say) then take their work in batches instead of
+    /// trading the CPU at every request. The cost: on a machine with no idle CPU, a request
+    /// may wait for the running task's time slice (a few milliseconds) before it is served.
+    /// See `worker::set_scheduling`.
+    Batch,
+}
+
 /// Everything the process machinery needs to know; nothing about the application.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -163,13 +177,16 @@ pub struct Settings {
     pub agent_listen: Option<SocketAddr>,
     /// Where the master serves its status page and `/status.json` (see [`side`]).
     pub status_listen: Option<SocketAddr>,
+    /// The scheduling policy of workers and fork-mode children.
+    pub scheduling: Scheduling,
 }
 
 impl Settings {
     /// `name` serving `listen` in `mode`, with every other setting off: no recycling, no pid,
     /// metrics or side ports, no deferred accept (a protocol whose server speaks first would
     /// never see its clients), no per-client limit, children as the master's user, and 10 s
-    /// for a graceful stop. Set fields on the result to turn things on.
+    /// for a graceful stop, and children scheduled as the master is. Set fields on the result
+    /// to turn things on.
     pub fn new(name: &'static str, mode: Mode, listen: Vec<SocketAddr>) -> Settings {
         Settings {
             name,
@@ -184,6 +201,7 @@ impl Settings {
             max_conns_per_client: 0,
             agent_listen: None,
             status_listen: None,
+            scheduling: Scheduling::Inherit,
         }
     }
 }
@@ -822,6 +840,7 @@ impl<D: Daemon> Master<'_, D> {
         }
         self.service.before_fork();
         let (creds, master) = (self.settings.credentials.as_ref(), self.pid);
+        let scheduling = self.settings.scheduling;
         let signal_fds = self.signals.raw_fds();
         // The side ports and their connections are the master's alone: a child holding the
         // agent port would answer for a master that is gone. Empty, so not allocated, unless
@@ -837,6 +856,7 @@ impl<D: Daemon> Master<'_, D> {
             {
                 return code;
             }
+            worker::set_scheduling(scheduling);
             worker::serve_one(service, stream, peer);
             0
         });
@@ -868,10 +888,12 @@ impl<D: Daemon> Master<'_, D> {
         let (listeners, service, held_ref) = (&self.listeners, &mut self.service, held.as_ref());
         let (signal_fds, master) = (self.signals.raw_fds(), self.pid);
         let side_fds = self.side.raw_fds();
+        let scheduling = self.settings.scheduling;
         let spawned = fork::spawn(move || {
             if let Err(code) = worker::enter(&signal_fds, &side_fds, &[], creds, slot, master) {
                 return code;
             }
+            worker::set_scheduling(scheduling);
             match connections {
                 Some(connections) => {
                     if let Some(h) = held_ref {

@@ -238,6 +238,27 @@ pub(crate) fn enter(
     Ok(())
 }
 
+/// Gives this child the scheduling policy the settings ask for. A failure (a seccomp filter
+/// that forbids the call, say) costs speed, not service: it is logged and the child serves on
+/// with the policy it inherited.
+pub(crate) fn set_scheduling(policy: super::master::Scheduling) {
+    let policy = match policy {
+        super::master::Scheduling::Inherit => return,
+        super::master::Scheduling::Batch => libc::SCHED_BATCH,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain system call on this process (pid 0) that reads the one struct on the
+    // stack it is given; a normal process may move itself to SCHED_BATCH without privilege
+    // (sched(7)), keeping its nice value.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        tracing::warn!(
+            "child {}: unable to set SCHED_BATCH: {}",
+            std::process::id(),
+            io::Error::last_os_error()
+        );
+    }
+}
+
 fn fail(what: &str, e: io::Error) -> i32 {
     tracing::error!("child {}: unable to {what}: {e}", std::process::id());
     EXIT_SETUP

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::http;
 use forkd_daemon::units::parse_duration;
-use forkd_daemon::{limits, privdrop, Mode, Settings};
+use forkd_daemon::{limits, privdrop, Mode, Scheduling, Settings};
 
 /// forkd: a forking HTTP server for static sites.
 ///
@@ -83,6 +83,15 @@ pub struct Options {
     /// queued for the others. [default: 1024]
     #[arg(long, value_name = "N")]
     pub worker_connections: Option<usize>,
+
+    /// CPU scheduling of workers and fork-mode children (the master keeps its own): batch
+    /// (SCHED_BATCH: a worker that wakes does not preempt the running task, so workers that
+    /// share the CPUs with busy processes, their clients say, serve in batches; on a machine
+    /// with no idle CPU a request may wait a few milliseconds more) or inherit (the master's
+    /// policy, as set by chrt or a service manager). [default: batch in event mode, else
+    /// inherit]
+    #[arg(long, value_enum)]
+    pub worker_sched: Option<SchedName>,
 
     /// A worker is replaced after about this many requests (0: never). [default: 100000 in
     /// prefork mode; 0 in event mode, where a recycle would close every connection the worker
@@ -285,6 +294,23 @@ pub enum ModeName {
     Prefork,
     Fork,
     Event,
+}
+
+/// What `worker-sched` may say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedName {
+    Batch,
+    Inherit,
+}
+
+impl SchedName {
+    fn name(self) -> &'static str {
+        match self {
+            SchedName::Batch => "batch",
+            SchedName::Inherit => "inherit",
+        }
+    }
 }
 
 /// What `unknown-host` may say.
@@ -506,6 +532,15 @@ impl Scalar for ModeName {
     }
 }
 
+impl Scalar for SchedName {
+    fn toml(&self) -> String {
+        toml_string(self.name())
+    }
+    fn words(&self) -> Vec<String> {
+        vec![self.name().to_string()]
+    }
+}
+
 impl Scalar for UnknownHostName {
     fn toml(&self) -> String {
         toml_string(self.name())
@@ -665,6 +700,7 @@ options_keys!(
         workers,
         max_children,
         worker_connections,
+        worker_sched,
         max_requests_per_worker,
         shutdown_timeout,
         header_timeout,
@@ -1123,6 +1159,17 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         max_conns_per_client: 0,
         agent_listen: o.agent_listen,
         status_listen: o.status_listen,
+        scheduling: match o.worker_sched.unwrap_or(match mode_name {
+            // Event workers each hold many connections: one that preempts whoever woke it (a
+            // client on the same CPUs) trades the CPU at every request, and two of them on two
+            // CPUs served 0.7x of one (README, "Scheduling"). Tens of blocking prefork workers
+            // as SCHED_BATCH took up to 80 ms for a request at c64, so they keep the master's.
+            ModeName::Event => SchedName::Batch,
+            ModeName::Prefork | ModeName::Fork => SchedName::Inherit,
+        }) {
+            SchedName::Batch => Scheduling::Batch,
+            SchedName::Inherit => Scheduling::Inherit,
+        },
     };
     let mut h = http::Config::default();
     macro_rules! set {
@@ -1216,6 +1263,10 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
             workers: Some(workers),
             max_children: Some(max_children),
             worker_connections: Some(connections),
+            worker_sched: Some(match settings.scheduling {
+                Scheduling::Batch => SchedName::Batch,
+                Scheduling::Inherit => SchedName::Inherit,
+            }),
             max_requests_per_worker: Some(settings.max_requests_per_worker),
             shutdown_timeout: Some(settings.shutdown_timeout),
             header_timeout: Some(h.header_timeout),
@@ -1731,6 +1782,19 @@ mod tests {
         assert_eq!(settings(&["--workers", "1"]).max_conns_per_client, 4);
         let s = settings(&["--workers", "16", "--max-conns-per-client", "0"]);
         assert_eq!(s.max_conns_per_client, 0);
+    }
+
+    #[test]
+    fn event_workers_are_batch_scheduled_unless_told_otherwise() {
+        let sched = |args: &[&str]| resolve(parse(args)).unwrap().settings.scheduling;
+        assert_eq!(sched(&["--mode", "event"]), Scheduling::Batch);
+        assert_eq!(sched(&["--mode", "prefork"]), Scheduling::Inherit);
+        assert_eq!(sched(&["--mode", "fork"]), Scheduling::Inherit);
+        let flag = ["--mode", "event", "--worker-sched", "inherit"];
+        assert_eq!(sched(&flag), Scheduling::Inherit);
+        assert_eq!(sched(&["--worker-sched", "batch"]), Scheduling::Batch);
+        let bad = Options::try_parse_from(["forkd", "--worker-sched", "fifo"]).unwrap_err();
+        assert!(bad.to_string().contains("'fifo'"), "{bad}");
     }
 
     #[test]

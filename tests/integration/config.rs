@@ -73,6 +73,7 @@ fn every_key_of_the_file_is_in_force() {
         ("workers", "3".into(), "3".into()),
         ("max-children", "5".into(), "5".into()),
         ("worker-connections", "16".into(), "16".into()),
+        ("worker-sched", q("batch"), q("batch")),
         ("max-requests-per-worker", "77".into(), "77".into()),
         ("shutdown-timeout", q("3s"), q("3s")),
         ("header-timeout", "1.5".into(), q("1s 500ms")),

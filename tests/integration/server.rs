@@ -437,6 +437,57 @@ fn a_slow_download_holds_a_reload_no_longer_than_the_shutdown_timeout(mode: Mode
     assert_eq!(server.get("/a.txt").0, 200);
 }
 
+/// The scheduling policy of `pid`, field 41 of `/proc/PID/stat` (0: SCHED_OTHER, 3:
+/// SCHED_BATCH).
+fn policy(pid: i32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name start at the third (the state).
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(41 - 3)?
+        .parse()
+        .ok()
+}
+
+// Event mode's children run SCHED_BATCH by default and the blocking modes' inherit the
+// master's; `--worker-sched` turns either way; the master always keeps its own.
+per_mode!(children_take_the_scheduling_policy_asked_for_and_the_master_keeps_its_own);
+fn children_take_the_scheduling_policy_asked_for_and_the_master_keeps_its_own(mode: Mode) {
+    const OTHER: u32 = 0;
+    const BATCH: u32 = 3;
+    let default = if mode.name == "event" { BATCH } else { OTHER };
+    let flipped = if default == BATCH { "inherit" } else { "batch" };
+    for (args, want) in [
+        (&[][..], default),
+        (&["--worker-sched", flipped][..], BATCH + OTHER - default),
+    ] {
+        let server = mode.pool(2).start(args);
+        // A fork-mode child lives as long as its connection: a head left half-sent keeps one.
+        let mut held = server.connect();
+        held.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let seen = eventually(
+            Duration::from_secs(5),
+            "a child with its policy set",
+            || {
+                let kids = util::children(server.pid());
+                let policies: Vec<u32> = kids.iter().filter_map(|&k| policy(k)).collect();
+                (!kids.is_empty()
+                    && policies.len() == kids.len()
+                    && policies.iter().all(|&p| p == want))
+                .then_some(policies)
+            },
+        );
+        assert_eq!(
+            policy(server.pid()),
+            Some(OTHER),
+            "{args:?}: the master's policy"
+        );
+        assert!(!seen.is_empty(), "{args:?}");
+        drop(held);
+    }
+}
+
 per_mode!(readiness_line_names_the_mode_and_its_pool);
 /// Every entry of `MODES` really starts its own mode, sized as asked: a misspelt entry, or
 /// flags that another mode ignores, would run some other server under this mode's name.
