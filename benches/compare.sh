@@ -22,15 +22,15 @@
 #        1 MB call, so that one server's TIME_WAIT sockets never slow another's connects)
 #        BIN_DIR=DIR (forkd and forkd-loadgen from DIR, no build)
 #        PREFORK_WORKERS=max(64, 16/CPU) EPOLL_WORKERS=CPUs
-#        SERVERS="forkd-prefork forkd-fork forkd-event forkd-event-1 forkd-event-inherit
+#        SERVERS="forkd-prefork forkd-fork forkd-event forkd-event-1 forkd-event-batch
 #                 lighttpd lighttpd-batch nginx apache busybox floor-prefork floor-fork
 #                 floor-epoll"
 #   forkd-event-1 is event mode with one worker: lighttpd's model (one process, one event
 #   loop). On a machine whose cores the load generator shares, one worker per CPU (forkd's
 #   default, and floor-epoll's here) competes with the client for them.
-#   Event workers run SCHED_BATCH by default (--worker-sched, README "Scheduling"); the two
-#   rows that say what that is worth: forkd-event-inherit is forkd-event scheduled as its
-#   master (as every other server here is), lighttpd-batch is lighttpd under chrt --batch.
+#   forkd-event-batch is forkd-event with --worker-sched batch (SCHED_BATCH workers, README
+#   "Scheduling"), the setting for a client that shares forkd's CPUs, as the load generator
+#   here does; lighttpd-batch is lighttpd under chrt --batch, the same policy.
 #   A quick check of the script: DURATION=2s RUNS=1 WARMUP=1s QUIET_WAIT=1s benches/compare.sh
 #   The defaults take about 2 minutes per server.
 # The load generator is forkd-loadgen with one thread (THREADS), as wrk -t1 was in issue 9's
@@ -59,7 +59,7 @@ CPUS=$(nproc)
 # both run the same number of blocking workers.
 PREFORK_WORKERS=${PREFORK_WORKERS:-$((CPUS * 16 > 64 ? CPUS * 16 : 64))}
 EPOLL_WORKERS=${EPOLL_WORKERS:-$CPUS}
-SERVERS=${SERVERS:-"forkd-prefork forkd-fork forkd-event forkd-event-1 forkd-event-inherit
+SERVERS=${SERVERS:-"forkd-prefork forkd-fork forkd-event forkd-event-1 forkd-event-batch
     lighttpd lighttpd-batch nginx apache busybox floor-prefork floor-fork floor-epoll"}
 
 WORK=$(mktemp -d /tmp/forkd-compare.XXXXXX)
@@ -88,7 +88,7 @@ fi
 # available SERVER: whether SERVER can run here; prints why not otherwise.
 available() {
     case $1 in
-    forkd-prefork | forkd-fork | forkd-event | forkd-event-1 | forkd-event-inherit) ;;
+    forkd-prefork | forkd-fork | forkd-event | forkd-event-1 | forkd-event-batch) ;;
     lighttpd) need_tool lighttpd >&2 || { echo "lighttpd is not installed"; return 1; } ;;
     lighttpd-batch)
         need_tool lighttpd >&2 || { echo "lighttpd is not installed"; return 1; }
@@ -123,8 +123,8 @@ command_for() {
         # One process, one event loop, as lighttpd.
         echo "$FORKD --listen 127.0.0.1:$port --root $SITE --mode event --workers 1 --max-conns-per-client 0"
         ;;
-    forkd-event-inherit)
-        echo "$FORKD --listen 127.0.0.1:$port --root $SITE --mode event --workers $EPOLL_WORKERS --max-conns-per-client 0 --worker-sched inherit"
+    forkd-event-batch)
+        echo "$FORKD --listen 127.0.0.1:$port --root $SITE --mode event --workers $EPOLL_WORKERS --max-conns-per-client 0 --worker-sched batch"
         ;;
     lighttpd)
         lighttpd_conf "$dir" "$port"

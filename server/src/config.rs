@@ -84,12 +84,11 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub worker_connections: Option<usize>,
 
-    /// CPU scheduling of workers and fork-mode children (the master keeps its own): batch
-    /// (SCHED_BATCH: a worker that wakes does not preempt the running task, so workers that
-    /// share the CPUs with busy processes, their clients say, serve in batches; on a machine
-    /// with no idle CPU a request may wait a few milliseconds more) or inherit (the master's
-    /// policy, as set by chrt or a service manager). [default: batch in event mode, else
-    /// inherit]
+    /// CPU scheduling of workers and fork-mode children (the master keeps its own): inherit
+    /// (the master's policy, as chrt or a service manager set it) or batch (SCHED_BATCH: a
+    /// worker that wakes does not preempt the running task; for event workers whose clients,
+    /// a local proxy say, share their CPUs, which then serve in batches; when other work takes
+    /// every CPU a request waits a few milliseconds more). [default: inherit]
     #[arg(long, value_enum)]
     pub worker_sched: Option<SchedName>,
 
@@ -1159,14 +1158,10 @@ fn resolve(o: Options) -> Result<Config, ConfigError> {
         max_conns_per_client: 0,
         agent_listen: o.agent_listen,
         status_listen: o.status_listen,
-        scheduling: match o.worker_sched.unwrap_or(match mode_name {
-            // Event workers each hold many connections: one that preempts whoever woke it (a
-            // client on the same CPUs) trades the CPU at every request, and two of them on two
-            // CPUs served 0.7x of one (README, "Scheduling"). Tens of blocking prefork workers
-            // as SCHED_BATCH took up to 80 ms for a request at c64, so they keep the master's.
-            ModeName::Event => SchedName::Batch,
-            ModeName::Prefork | ModeName::Fork => SchedName::Inherit,
-        }) {
+        // Not batch by default: with the CPUs taken by other sessions' work, it held requests
+        // for the running task's slice (benches/sched.sh: p50 0.1 -> 4 ms), while it pays off
+        // only when forkd's own clients share its CPUs (README, "Scheduling").
+        scheduling: match o.worker_sched.unwrap_or(SchedName::Inherit) {
             SchedName::Batch => Scheduling::Batch,
             SchedName::Inherit => Scheduling::Inherit,
         },
@@ -1785,14 +1780,13 @@ mod tests {
     }
 
     #[test]
-    fn event_workers_are_batch_scheduled_unless_told_otherwise() {
+    fn workers_are_batch_scheduled_only_when_asked() {
         let sched = |args: &[&str]| resolve(parse(args)).unwrap().settings.scheduling;
-        assert_eq!(sched(&["--mode", "event"]), Scheduling::Batch);
-        assert_eq!(sched(&["--mode", "prefork"]), Scheduling::Inherit);
-        assert_eq!(sched(&["--mode", "fork"]), Scheduling::Inherit);
-        let flag = ["--mode", "event", "--worker-sched", "inherit"];
-        assert_eq!(sched(&flag), Scheduling::Inherit);
-        assert_eq!(sched(&["--worker-sched", "batch"]), Scheduling::Batch);
+        for mode in ["prefork", "fork", "event"] {
+            assert_eq!(sched(&["--mode", mode]), Scheduling::Inherit, "{mode}");
+            let flag = ["--mode", mode, "--worker-sched", "batch"];
+            assert_eq!(sched(&flag), Scheduling::Batch, "{mode}");
+        }
         let bad = Options::try_parse_from(["forkd", "--worker-sched", "fifo"]).unwrap_err();
         assert!(bad.to_string().contains("'fifo'"), "{bad}");
     }
