@@ -716,7 +716,7 @@ mod tests {
     }
 
     /// A deploy that deletes a large file must not leave it open in every worker: entries
-    /// nobody asks for go at the next request after [`IDLE`], descriptor and all.
+    /// nobody asks for go at the next open after [`IDLE`], descriptor and all.
     #[test]
     fn entries_idle_for_a_while_are_dropped_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
